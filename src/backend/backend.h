@@ -1,0 +1,154 @@
+// The Backend ops interface. Model code is written once against these coarse ops; the CPU
+// backend (cpu/) and the CUDA backend (cuda/) each implement them. Contract for every op:
+//  - tensors are row-major contiguous views of this backend's memory;
+//  - ops never allocate and never synchronise with the host (buffers come from workspaces
+//    allocated up front), so a decode step can be captured as a CUDA graph;
+//  - activations are activation_dtype() (CPU: F32, CUDA: BF16); weights may be BF16, F16 or F32;
+//    accumulation is always FP32.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/tensor.h"
+
+namespace pagoda {
+
+// Owning handle to backend memory.
+class DeviceBuffer {
+ public:
+  using Deleter = void (*)(void*);
+  DeviceBuffer() = default;
+  DeviceBuffer(void* data, size_t bytes, Deleter deleter) : data_(data), bytes_(bytes), deleter_(deleter) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : data_(o.data_), bytes_(o.bytes_), deleter_(o.deleter_) {
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+  }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = o.data_;
+      bytes_ = o.bytes_;
+      deleter_ = o.deleter_;
+      o.data_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t size() const { return bytes_; }
+  Tensor as(DType dtype, std::initializer_list<int64_t> dims) const {
+    Tensor t(data_, dtype, dims);
+    PAGODA_ASSERT(t.nbytes() <= bytes_);
+    return t;
+  }
+
+ private:
+  void reset() {
+    if (data_ != nullptr && deleter_ != nullptr) deleter_(data_);
+    data_ = nullptr;
+  }
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  Deleter deleter_ = nullptr;
+};
+
+// The paged KV cache of one attention layer. The backend chooses the memory layout of k and v
+// (CPU: [num_blocks, num_kv_heads, block_size, head_dim], so one head of one block is a
+// contiguous tile); model and engine only pass the handle to ops.
+struct KvCacheLayer {
+  Tensor k;
+  Tensor v;
+  int32_t num_blocks = 0;
+  int32_t block_size = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+};
+
+// Owns the KV pool of all attention layers (one allocation per layer).
+struct KvCache {
+  std::vector<KvCacheLayer> layers;
+  std::vector<DeviceBuffer> storage;
+};
+
+// A flattened, variable-length batch: sequence s contributes query tokens
+// [query_start_loc[s], query_start_loc[s+1]) of the batch (a prefill chunk or one decode token).
+// Those tokens sit at the last positions of the sequence's context, which is seq_lens[s] tokens
+// long after this step; token i of the chunk attends causally to context positions
+// [0, seq_lens[s] - query_len + i]. All tensors are I32 in backend memory; the scalar fields are
+// host-side copies the backend may use to size its launch.
+struct AttentionMetadata {
+  Tensor query_start_loc;  // [num_seqs + 1]
+  Tensor seq_lens;         // [num_seqs]
+  Tensor block_tables;     // [num_seqs, max_blocks_per_seq]: physical block ids
+  Tensor slot_mapping;     // [num_tokens]: block_id * block_size + offset where K/V is written; -1 = skip
+  int32_t num_seqs = 0;
+  int32_t num_tokens = 0;
+  int32_t max_query_len = 0;
+  int32_t max_seq_len = 0;
+  int32_t sliding_window = -1;  // > 0: a query attends only to the last `sliding_window` keys
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;
+  // dtype of hidden states between ops.
+  virtual DType activation_dtype() const = 0;
+
+  // ---- memory --------------------------------------------------------------------------
+  virtual DeviceBuffer allocate(size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  // Makes a host weight (e.g. an mmapped checkpoint tensor) usable by ops. The CPU backend
+  // returns the same view (zero-copy); a device backend copies into `storage`.
+  virtual Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>* storage) = 0;
+  // Allocates the KV pool: num_layers layers of num_blocks blocks of block_size tokens.
+  virtual KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads,
+                                    int head_dim, DType dtype) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- ops -----------------------------------------------------------------------------
+  // out[t, :] = table[ids[t], :]   (ids I32 [T], table [V, H], out [T, H])
+  virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;
+  // Row-wise out = x * rsqrt(mean(x^2) + eps) * weight over the last dimension (x [R, H]).
+  // Used for per-head q/k norm too, with x viewed as [T * heads, head_dim].
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
+  // Fused residual add + norm: residual += x; out = rms_norm(residual) * weight.
+  virtual void add_rms_norm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
+  // out[T, N] = x[T, K] * weight[N, K]^T (+ bias[N] if bias is non-null).
+  virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) = 0;
+  // cos_sin[T, rotary_dim] (F32): for token t and frequency i < rotary_dim/2,
+  // cos_sin[t, i] = cos(pos_t * inv_freq[i]) * attention_factor and
+  // cos_sin[t, rotary_dim/2 + i] = sin(...) * attention_factor. Computed once per forward.
+  virtual void rope_cos_sin(const Tensor& positions, const Tensor& inv_freq, float attention_factor,
+                            Tensor cos_sin) = 0;
+  // Rotates the first rotary_dim dims of every head of q [T, Hq, D] and k [T, Hk, D] in place
+  // (NeoX rotate_half pairing: i with i + rotary_dim/2), then writes k and v [T, Hk, D] into the
+  // cache at slot_mapping.
+  virtual void rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& cos_sin, int rotary_dim,
+                              const Tensor& slot_mapping, KvCacheLayer& cache) = 0;
+  // out [T, Hq, D] = softmax(q k^T * scale + causal mask) v over the paged context; GQA: query
+  // head h reads KV head h / (Hq / Hk).
+  virtual void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionMetadata& meta,
+                               float scale, Tensor out) = 0;
+  // out [T, I] = silu(gate [T, I]) * up [T, I]  (out may alias gate).
+  virtual void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+  // out[i, :] = x[indices[i], :]   (indices I32 [N])
+  virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) = 0;
+  // a += b (same shape).
+  virtual void add(Tensor a, const Tensor& b) = 0;
+};
+
+// The CPU backend (AVX-512 / AVX2 kernels chosen at run time, all cores).
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace pagoda

@@ -1,0 +1,77 @@
+// config.json and generation_config.json of a checkpoint folder.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/dtype.h"
+
+namespace pagoda {
+
+// rope_scaling / rope_parameters, normalised. type: "default", "linear", "dynamic", "yarn", "llama3".
+struct RopeScaling {
+  std::string type = "default";
+  double factor = 1.0;
+  int64_t original_max_position_embeddings = 0;  // yarn, llama3 (0 = use max_position_embeddings)
+  std::optional<double> attention_factor;        // yarn (default 0.1 ln(factor) + 1)
+  double beta_fast = 32.0;                       // yarn
+  double beta_slow = 1.0;                        // yarn
+  bool truncate = true;                          // yarn
+  double low_freq_factor = 1.0;                  // llama3
+  double high_freq_factor = 4.0;                 // llama3
+};
+
+struct ModelConfig {
+  std::string model_type;  // qwen2 | qwen3 | llama (later: qwen3_moe, qwen3_next, qwen3_5, ...)
+  std::vector<std::string> architectures;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  // defaults to num_attention_heads
+  int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  double partial_rotary_factor = 1.0;
+  RopeScaling rope_scaling;
+  bool attention_bias = false;      // qkv bias (always true for qwen2)
+  bool tie_word_embeddings = false;
+  bool use_sliding_window = false;
+  int64_t sliding_window = 0;
+  int64_t max_window_layers = 0;
+  std::optional<DType> torch_dtype;
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+  nlohmann::json raw;  // the whole file, for architectures that need more fields
+
+  int64_t rotary_dim() const { return static_cast<int64_t>(head_dim * partial_rotary_factor); }
+};
+
+// Reads and validates <model_dir>/config.json. Unknown model_type, a missing or mistyped
+// required field, or inconsistent sizes give a pagoda::Error naming the file and field.
+ModelConfig load_model_config(const std::string& model_dir);
+ModelConfig parse_model_config(const nlohmann::json& json, const std::string& file_name);
+
+struct GenerationConfig {
+  std::vector<int64_t> eos_token_ids;
+  std::optional<int64_t> bos_token_id;
+  std::optional<int64_t> pad_token_id;
+  std::optional<bool> do_sample;
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::optional<int64_t> top_k;
+  std::optional<double> min_p;
+  std::optional<double> repetition_penalty;
+  std::optional<int64_t> max_new_tokens;
+};
+
+// Reads <model_dir>/generation_config.json if present (absent file -> empty config).
+GenerationConfig load_generation_config(const std::string& model_dir);
+
+}  // namespace pagoda

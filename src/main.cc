@@ -1,0 +1,49 @@
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "base/error.h"
+#include "cli/commands.h"
+
+namespace {
+
+void print_usage() {
+  std::fprintf(stderr,
+               "usage: pagoda <command> [args]\n"
+               "commands:\n"
+               "  generate MODEL_DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K\n"
+               "           --min-p P --seed S --output-format text|json]\n"
+               "  tokenize MODEL_DIR TEXT [--decode]\n"
+               "  --version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage();
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "generate") return pagoda::generate_command(argc - 2, argv + 2);
+    if (cmd == "tokenize") return pagoda::tokenize_command(argc - 2, argv + 2);
+    if (cmd == "--version" || cmd == "version") {
+      std::printf("pagoda 0.1.0\n");
+      return 0;
+    }
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+      print_usage();
+      return 0;
+    }
+  } catch (const pagoda::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  std::fprintf(stderr, "pagoda: unknown command '%s'\n", cmd.c_str());
+  print_usage();
+  return 2;
+}

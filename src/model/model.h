@@ -1,0 +1,46 @@
+// A causal language model written once against the Backend ops. Architectures register by
+// config.json model_type (registry.cc).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "io/model_config.h"
+
+namespace pagoda {
+
+// One forward pass over a flattened variable-length batch (see AttentionMetadata). All
+// tensors are in backend memory.
+struct ForwardBatch {
+  Tensor token_ids;       // I32 [T]
+  Tensor positions;       // I32 [T]: position of each token in its sequence
+  AttentionMetadata attn;
+  Tensor logits_indices;  // I32 [L]: rows of the batch whose next-token logits are wanted
+};
+
+struct ModelLoadOptions {
+  int max_num_tokens = 2048;  // most tokens in one forward pass (sizes the activation workspace)
+  int max_num_logits = 256;   // most rows of logits in one forward pass
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  virtual const ModelConfig& config() const = 0;
+
+  // Shape of the paged KV cache this model needs (one entry per attention layer).
+  virtual int num_kv_layers() const = 0;
+  virtual int num_kv_heads() const = 0;
+  virtual int head_dim() const = 0;
+
+  // Runs the batch, writes K/V of its tokens into `kv`, and writes F32 logits [L, vocab_size]
+  // for the rows named by batch.logits_indices into `logits`.
+  virtual void forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) = 0;
+};
+
+// Loads config.json + safetensors from model_dir and builds the architecture named by
+// model_type. Throws pagoda::Error naming the file/tensor on any problem.
+std::unique_ptr<CausalLM> load_model(const std::string& model_dir, Backend& backend, const ModelLoadOptions& options);
+
+}  // namespace pagoda
