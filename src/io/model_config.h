@@ -33,8 +33,11 @@ struct ModelConfig {
   int64_t intermediate_size = 0;
   int64_t num_hidden_layers = 0;
   int64_t num_attention_heads = 0;
-  int64_t num_key_value_heads = 0;  // defaults to num_attention_heads
-  int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
+  // Absent -> num_attention_heads (transformers' Qwen2/Qwen3Config would say 32, an artifact that
+  // breaks any other head count, so we follow LlamaConfig's rule for all three).
+  int64_t num_key_value_heads = 0;
+  // Absent -> hidden_size / num_attention_heads; qwen3: 128 (Qwen3Config's default).
+  int64_t head_dim = 0;
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
@@ -55,6 +58,10 @@ struct ModelConfig {
 
 // Reads and validates <model_dir>/config.json. Unknown model_type, a missing or mistyped
 // required field, or inconsistent sizes give a pagoda::Error naming the file and field.
+// Required: model_type, vocab_size, hidden_size, intermediate_size, num_hidden_layers,
+// num_attention_heads. Other absent fields take transformers' defaults (max_position_embeddings
+// 32768, llama 2048; rms_norm_eps 1e-6; rope_theta 10000; tie_word_embeddings false; llama
+// bos/eos 1/2). llama with mlp_bias true is rejected.
 ModelConfig load_model_config(const std::string& model_dir);
 ModelConfig parse_model_config(const nlohmann::json& json, const std::string& file_name);
 

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Generates the golden model fixtures in tests/model/data/<name>/.
+
+Each fixture is a tiny, randomly initialised Hugging Face checkpoint (config.json,
+generation_config.json, model.safetensors) plus the reference outputs of Hugging Face
+`transformers` for a few prompts of random token ids:
+
+  expected.json   prompts, greedy tokens, row offsets into logits.bin, margins
+  logits.bin      float32 little-endian rows of vocab_size logits:
+                  for each prompt: one row per prompt position (prefill), then one row per
+                  decode step (the logits after feeding generated token j, j = 0 .. n-2)
+
+The reference runs in float32 on exactly the weights stored on disk (the checkpoint is saved
+in its storage dtype first and then reloaded with dtype=float32), with the eager attention
+implementation and a fresh model instance per prompt (so that dynamic-NTK RoPE state from an
+earlier prompt cannot leak into the next, which HF's stateful rotary embedding would do).
+Greedy decoding is a manual loop over a DynamicCache, which is what generate(do_sample=False)
+does: post-RoPE keys are cached, so with dynamic NTK each step's keys keep the inv_freq of the
+step that wrote them, and every forward recomputes inv_freq from max(position) + 1.
+
+Prompts whose greedy path has a near tie (top-1 minus top-2 logit < MIN_MARGIN) are redrawn so
+that the C++ test can demand identical tokens.
+
+Usage:  python3 tools/make_golden_fixtures.py [--out tests/model/data] [--only NAME ...]
+Re-running is deterministic (fixed seeds, CPU, single thread).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import sys
+
+import torch
+
+import transformers
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+MIN_MARGIN = 2e-3
+NUM_GENERATED = 32
+
+BASE = dict(
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    hidden_act="silu",
+    max_position_embeddings=256,
+    rms_norm_eps=1e-6,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+# name -> (config class name, config overrides, storage dtype, prompt lengths, legacy rope format)
+FIXTURES = {
+    # qkv bias, GQA 4:2, untied lm_head
+    "qwen2": dict(cls="Qwen2Config", cfg=dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                  dtype="bfloat16", prompts=[1, 9, 40]),
+    # q/k norm, tied embeddings, head_dim 32 != hidden / heads = 16, three layers
+    "qwen3": dict(cls="Qwen3Config",
+                  cfg=dict(head_dim=32, num_hidden_layers=3, intermediate_size=96, tie_word_embeddings=True,
+                           rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+                  dtype="bfloat16", prompts=[1, 9, 40]),
+    # YaRN written in the legacy top-level rope_theta / rope_scaling {"type": ...} form, MQA (1 kv head)
+    "qwen3_yarn": dict(cls="Qwen3Config",
+                       cfg=dict(head_dim=16, num_key_value_heads=1, max_position_embeddings=128,
+                                rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                                 "original_max_position_embeddings": 32}),
+                       dtype="bfloat16", prompts=[1, 9, 40], legacy_rope=True),
+    # Llama 3 rope scaling with a small original context so all three frequency bands occur
+    "llama3": dict(cls="LlamaConfig",
+                   cfg=dict(rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                             "original_max_position_embeddings": 32}),
+                   dtype="bfloat16", prompts=[1, 9, 40]),
+    # linear scaling, MHA, attention_bias (q/k/v/o biases) and mlp_bias, stored as F16
+    "llama_linear_f16": dict(cls="LlamaConfig",
+                             cfg=dict(num_key_value_heads=4, attention_bias=True, mlp_bias=True,
+                                      rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}),
+                             dtype="float16", prompts=[1, 9, 40]),
+    # dynamic NTK with max_position_embeddings 48: the 40-token prompt crosses 48 while decoding,
+    # the 60-token prompt already in prefill. Stored as F32.
+    "qwen2_dynamic_f32": dict(cls="Qwen2Config",
+                              cfg=dict(max_position_embeddings=48,
+                                       rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}),
+                              dtype="float32", prompts=[9, 40, 60]),
+    # sliding window (8 tokens) on layers >= max_window_layers = 1
+    "qwen2_sliding": dict(cls="Qwen2Config",
+                          cfg=dict(use_sliding_window=True, sliding_window=8, max_window_layers=1,
+                                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+                          dtype="bfloat16", prompts=[1, 9, 40]),
+}
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def randomize(model, seed):
+    """Weights with enough spread that greedy decoding does not collapse onto one token."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                p.copy_(1.0 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p.shape[-1]
+                p.copy_(torch.randn(p.shape, generator=g) * (1.5 / fan_in ** 0.5))
+
+
+def to_legacy_rope(config_path):
+    with open(config_path) as f:
+        cfg = json.load(f)
+    rp = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rp.pop("rope_theta")
+    rp["type"] = rp.pop("rope_type")
+    cfg["rope_scaling"] = rp
+    with open(config_path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def reference(model_dir, prompt):
+    """Float32 HF reference: prefill logits [len, V], greedy tokens, decode logits [n-1, V]."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    margins = []
+    with torch.no_grad():
+        ids = torch.tensor([prompt], dtype=torch.long)
+        out = model(input_ids=ids, use_cache=True)
+        prefill = out.logits[0].float().clone()
+        past = out.past_key_values
+        last = prefill[-1]
+        tokens = []
+        decode = []
+        for step in range(NUM_GENERATED):
+            top = torch.topk(last, 2).values
+            margins.append(float(top[0] - top[1]))
+            tok = int(torch.argmax(last))
+            tokens.append(tok)
+            if step == NUM_GENERATED - 1:
+                break
+            out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            last = out.logits[0, -1].float().clone()
+            decode.append(last)
+    decode = torch.stack(decode) if decode else torch.zeros(0, prefill.shape[1])
+    return prefill, tokens, decode, min(margins)
+
+
+def make_fixture(name, spec, out_root, seed):
+    out_dir = os.path.join(out_root, name)
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    torch.manual_seed(seed)
+    cfg_cls = getattr(transformers, spec["cls"])
+    cfg_kwargs = dict(BASE)
+    cfg_kwargs.update(spec["cfg"])
+    config = cfg_cls(**cfg_kwargs)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    randomize(model, seed)
+    model = model.to(DTYPES[spec["dtype"]])
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, do_sample=False)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    if spec.get("legacy_rope"):
+        to_legacy_rope(os.path.join(out_dir, "config.json"))
+
+    vocab = config.vocab_size
+    g = torch.Generator().manual_seed(seed + 1000)
+    rows = []
+    prompts = []
+    offset = 0
+    for length in spec["prompts"]:
+        for attempt in range(50):
+            prompt = torch.randint(3, vocab, (length,), generator=g).tolist()
+            prefill, tokens, decode, margin = reference(out_dir, prompt)
+            if margin >= MIN_MARGIN:
+                break
+        else:
+            sys.exit(f"{name}: no prompt of length {length} without a near tie")
+        distinct = len(set(tokens))
+        prompts.append({
+            "tokens": prompt,
+            "generated": tokens,
+            "prefill_logits_row": offset,
+            "decode_logits_row": offset + prefill.shape[0],
+            "num_decode_rows": decode.shape[0],
+            "min_greedy_margin": round(margin, 6),
+            "distinct_generated": distinct,
+        })
+        offset += prefill.shape[0] + decode.shape[0]
+        rows.append(prefill)
+        rows.append(decode)
+        print(f"  {name}: prompt {length:3d}  margin {margin:.4f}  distinct {distinct}/{len(tokens)}  "
+              f"logit std {float(prefill.std()):.3f}")
+    logits = torch.cat(rows).to(torch.float32).contiguous()
+    with open(os.path.join(out_dir, "logits.bin"), "wb") as f:
+        f.write(struct.pack(f"<{logits.numel()}f", *logits.flatten().tolist()))
+    expected = {
+        "generator": "tools/make_golden_fixtures.py",
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "storage_dtype": spec["dtype"],
+        "vocab_size": vocab,
+        "num_logits_rows": offset,
+        "logits_file": "logits.bin",
+        "prompts": prompts,
+    }
+    with open(os.path.join(out_dir, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--out", default=os.path.join(here, "..", "tests", "model", "data"))
+    ap.add_argument("--only", nargs="*")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    os.makedirs(args.out, exist_ok=True)
+    for i, (name, spec) in enumerate(FIXTURES.items()):
+        if args.only and name not in args.only:
+            continue
+        print(name)
+        make_fixture(name, spec, args.out, seed=1234 + 17 * i)
+
+
+if __name__ == "__main__":
+    main()
