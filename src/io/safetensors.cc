@@ -154,10 +154,11 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
   return it == tensors_.end() ? nullptr : &it->second;
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+void write_safetensors_streaming(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                 const TensorFiller& fill, const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<size_t> sizes;
   uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
     PAGODA_CHECK(t.name != "__metadata__" && !header.contains(t.name), path, ": tensor name '", t.name,
@@ -167,12 +168,11 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
       PAGODA_CHECK(d >= 0, path, ": tensor '", t.name, "' has a negative dimension");
       numel *= static_cast<size_t>(d);
     }
-    PAGODA_CHECK(numel * dtype_size(t.dtype) == t.bytes.size(), path, ": tensor '", t.name, "' shape ",
-                 shape_to_string(t.shape), " needs ", numel * dtype_size(t.dtype), " bytes, got ", t.bytes.size());
+    sizes.push_back(numel * dtype_size(t.dtype));
     header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
                       {"shape", t.shape},
-                      {"data_offsets", {offset, offset + t.bytes.size()}}};
-    offset += t.bytes.size();
+                      {"data_offsets", {offset, offset + sizes.back()}}};
+    offset += sizes.back();
   }
   std::string text = header.dump();
   // Pad with spaces so the data section starts 8-byte aligned (as the reference writer does).
@@ -183,10 +183,33 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
   bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  for (const TensorToWrite& t : tensors)
-    ok = ok && (t.bytes.empty() || std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
+  std::vector<uint8_t> buffer;
+  try {
+    for (size_t i = 0; ok && i < tensors.size(); ++i) {
+      buffer.resize(sizes[i]);
+      fill(i, buffer);
+      PAGODA_CHECK(buffer.size() == sizes[i], path, ": tensor '", tensors[i].name, "' needs ", sizes[i],
+                   " bytes, got ", buffer.size());
+      ok = buffer.empty() || std::fwrite(buffer.data(), 1, buffer.size(), f) == buffer.size();
+    }
+  } catch (...) {
+    std::fclose(f);
+    throw;
+  }
   ok = (std::fclose(f) == 0) && ok;
   PAGODA_CHECK(ok, path, ": write failed: ", std::strerror(errno));
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  for (const TensorToWrite& t : tensors) {
+    size_t numel = 1;
+    for (int64_t d : t.shape) numel *= static_cast<size_t>(d < 0 ? 0 : d);
+    PAGODA_CHECK(numel * dtype_size(t.dtype) == t.bytes.size(), path, ": tensor '", t.name, "' shape ",
+                 shape_to_string(t.shape), " needs ", numel * dtype_size(t.dtype), " bytes, got ", t.bytes.size());
+  }
+  write_safetensors_streaming(
+      path, tensors, [&](size_t i, std::vector<uint8_t>& out) { out = tensors[i].bytes; }, metadata);
 }
 
 }  // namespace pagoda

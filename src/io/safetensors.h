@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -53,5 +54,12 @@ struct TensorToWrite {
 };
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// Same file layout, but tensor data is produced one tensor at a time so that a multi-GB
+// checkpoint never has to sit in memory: `tensors[i].bytes` is ignored, and fill(i, out) must
+// write exactly out.size() (= numel x dtype size) bytes of tensor i.
+using TensorFiller = std::function<void(size_t index, std::vector<uint8_t>& out)>;
+void write_safetensors_streaming(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                 const TensorFiller& fill, const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace pagoda
