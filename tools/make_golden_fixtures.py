@@ -76,9 +76,9 @@ FIXTURES = {
                                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                              "original_max_position_embeddings": 32}),
                    dtype="bfloat16", prompts=[1, 9, 40]),
-    # linear scaling, MHA, attention_bias (q/k/v/o biases) and mlp_bias, stored as F16
+    # linear scaling, MHA, attention_bias (q/k/v/o biases), stored as F16
     "llama_linear_f16": dict(cls="LlamaConfig",
-                             cfg=dict(num_key_value_heads=4, attention_bias=True, mlp_bias=True,
+                             cfg=dict(num_key_value_heads=4, attention_bias=True,
                                       rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}),
                              dtype="float16", prompts=[1, 9, 40]),
     # dynamic NTK with max_position_embeddings 48: the 40-token prompt crosses 48 while decoding,
@@ -153,6 +153,23 @@ def reference(model_dir, prompt):
     return prefill, tokens, decode, min(margins)
 
 
+def rope_reference(model_dir):
+    """HF's inv_freq and attention scaling at load time; for dynamic NTK also at longer lengths."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    rotary = model.model.rotary_emb
+    rope = {"rope_type": rotary.rope_type, "inv_freq": rotary.original_inv_freq.tolist(),
+            "attention_factor": float(rotary.attention_scaling)}
+    if rotary.rope_type == "dynamic":
+        max_pos = model.config.max_position_embeddings
+        rope["dynamic"] = []
+        for seq_len in (max_pos, max_pos + 1, max_pos + 24, 3 * max_pos + 5):
+            # what dynamic_frequency_update passes: torch.max(position_ids) + 1, an int64 tensor
+            inv, _ = ROPE_INIT_FUNCTIONS["dynamic"](model.config, None, seq_len=torch.tensor(seq_len))
+            rope["dynamic"].append({"seq_len": seq_len, "inv_freq": inv.tolist()})
+    return rope
+
+
 def make_fixture(name, spec, out_root, seed):
     out_dir = os.path.join(out_root, name)
     if os.path.exists(out_dir):
@@ -209,6 +226,7 @@ def make_fixture(name, spec, out_root, seed):
         "vocab_size": vocab,
         "num_logits_rows": offset,
         "logits_file": "logits.bin",
+        "rope": rope_reference(out_dir),
         "prompts": prompts,
     }
     with open(os.path.join(out_dir, "expected.json"), "w") as f:

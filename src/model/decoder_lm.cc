@@ -1,0 +1,225 @@
+#include "model/decoder_lm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "base/error.h"
+
+namespace pagoda {
+
+DecoderLM::DecoderLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint, Backend& backend,
+                     const ModelLoadOptions& options)
+    : config_(std::move(config)),
+      checkpoint_(std::move(checkpoint)),
+      backend_(backend),
+      options_(options),
+      rope_(config_) {
+  const std::string& type = config_.model_type;
+  PAGODA_CHECK(type == "qwen2" || type == "qwen3" || type == "llama", "DecoderLM cannot build model_type \"", type,
+               "\"");
+  PAGODA_CHECK(options_.max_num_tokens > 0 && options_.max_num_logits > 0,
+               "ModelLoadOptions: max_num_tokens and max_num_logits must be positive");
+  const auto act = config_.raw.find("hidden_act");
+  if (act != config_.raw.end() && !act->is_null()) {
+    PAGODA_CHECK(act->is_string() && act->get<std::string>() == "silu", checkpoint_->dir(),
+                 "/config.json: hidden_act ", act->dump(), " is not supported (only \"silu\")");
+  }
+  qk_norm_ = type == "qwen3";
+  o_bias_ = type == "llama" && config_.attention_bias;  // LlamaAttention: o_proj bias=attention_bias
+  load_weights();
+  allocate_workspace();
+}
+
+Tensor DecoderLM::weight(const std::string& name, std::initializer_list<int64_t> shape) {
+  const TensorInfo& info = checkpoint_->get(name, std::vector<int64_t>(shape));
+  PAGODA_CHECK(info.dtype == DType::kBF16 || info.dtype == DType::kF16 || info.dtype == DType::kF32, info.file,
+               ": tensor ", name, " has dtype ", dtype_name(info.dtype), "; supported: BF16, F16, F32");
+  return backend_.place_weight(info.view(), &weight_storage_);
+}
+
+void DecoderLM::load_weights() {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, D = c.head_dim;
+  const int64_t q_dim = c.num_attention_heads * D, kv_dim = c.num_key_value_heads * D;
+
+  embed_tokens_ = weight("model.embed_tokens.weight", {V, H});
+  final_norm_ = weight("model.norm.weight", {H});
+  lm_head_ = c.tie_word_embeddings ? embed_tokens_ : weight("lm_head.weight", {V, H});
+
+  // Sliding-window layers: config.json's layer_types when present (what transformers uses),
+  // else transformers' rule (layer i windowed when i >= max_window_layers).
+  std::vector<bool> windowed(c.num_hidden_layers, false);
+  if (c.use_sliding_window && c.sliding_window > 0) {
+    const auto lt = c.raw.find("layer_types");
+    if (lt != c.raw.end() && lt->is_array()) {
+      PAGODA_CHECK(static_cast<int64_t>(lt->size()) == c.num_hidden_layers, checkpoint_->dir(),
+                   "/config.json: layer_types has ", lt->size(), " entries, expected num_hidden_layers = ",
+                   c.num_hidden_layers);
+      for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+        const auto& e = (*lt)[i];
+        PAGODA_CHECK(e.is_string(), checkpoint_->dir(), "/config.json: layer_types[", i, "] is not a string");
+        const std::string s = e.get<std::string>();
+        PAGODA_CHECK(s == "full_attention" || s == "sliding_attention", checkpoint_->dir(), "/config.json: layer_types[",
+                     i, "] is \"", s, "\"; supported: full_attention, sliding_attention");
+        windowed[i] = s == "sliding_attention";
+      }
+    } else {
+      for (int64_t i = 0; i < c.num_hidden_layers; ++i) windowed[i] = i >= c.max_window_layers;
+    }
+  }
+
+  layers_.resize(c.num_hidden_layers);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    Layer& l = layers_[i];
+    l.input_norm = weight(p + "input_layernorm.weight", {H});
+    l.post_attention_norm = weight(p + "post_attention_layernorm.weight", {H});
+    l.q_proj = weight(p + "self_attn.q_proj.weight", {q_dim, H});
+    l.k_proj = weight(p + "self_attn.k_proj.weight", {kv_dim, H});
+    l.v_proj = weight(p + "self_attn.v_proj.weight", {kv_dim, H});
+    l.o_proj = weight(p + "self_attn.o_proj.weight", {H, q_dim});
+    if (c.attention_bias) {
+      l.q_bias = weight(p + "self_attn.q_proj.bias", {q_dim});
+      l.k_bias = weight(p + "self_attn.k_proj.bias", {kv_dim});
+      l.v_bias = weight(p + "self_attn.v_proj.bias", {kv_dim});
+    }
+    if (o_bias_) l.o_bias = weight(p + "self_attn.o_proj.bias", {H});
+    if (qk_norm_) {
+      l.q_norm = weight(p + "self_attn.q_norm.weight", {D});
+      l.k_norm = weight(p + "self_attn.k_norm.weight", {D});
+    }
+    l.gate_proj = weight(p + "mlp.gate_proj.weight", {I, H});
+    l.up_proj = weight(p + "mlp.up_proj.weight", {I, H});
+    l.down_proj = weight(p + "mlp.down_proj.weight", {H, I});
+    l.sliding_window = windowed[i] ? static_cast<int>(c.sliding_window) : 0;
+  }
+}
+
+void DecoderLM::allocate_workspace() {
+  const ModelConfig& c = config_;
+  const int64_t T = options_.max_num_tokens, L = options_.max_num_logits;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t q_dim = c.num_attention_heads * D, kv_dim = c.num_key_value_heads * D;
+  const DType act = backend_.activation_dtype();
+  auto buffer = [&](DType dtype, std::initializer_list<int64_t> dims) {
+    Tensor shape_only(nullptr, dtype, dims);
+    // Round every buffer up to 64 bytes so that each starts on a cache line / vector boundary.
+    const size_t bytes = (shape_only.nbytes() + 63) / 64 * 64;
+    workspace_.push_back(backend_.allocate(bytes));
+    return workspace_.back().as(dtype, dims);
+  };
+  hidden_ = buffer(act, {T, H});
+  normed_ = buffer(act, {T, H});
+  q_ = buffer(act, {T, q_dim});
+  k_ = buffer(act, {T, kv_dim});
+  v_ = buffer(act, {T, kv_dim});
+  if (qk_norm_) {
+    q_raw_ = buffer(act, {T, q_dim});
+    k_raw_ = buffer(act, {T, kv_dim});
+  }
+  attn_out_ = buffer(act, {T, q_dim});
+  out_ = buffer(act, {T, H});
+  gate_ = buffer(act, {T, I});
+  up_ = buffer(act, {T, I});
+  cos_sin_ = buffer(DType::kF32, {T, rope_.rotary_dim()});
+  inv_freq_ = buffer(DType::kF32, {rope_.rotary_dim() / 2});
+  gathered_ = buffer(act, {L, H});
+
+  const RopeFrequencies& f = rope_.base();
+  backend_.copy_from_host(inv_freq_.data, f.inv_freq.data(), f.inv_freq.size() * sizeof(float));
+  attention_factor_ = f.attention_factor;
+  rope_seq_len_ = c.max_position_embeddings;
+}
+
+// Dynamic NTK (transformers' dynamic_rope_update): the frequencies of a forward pass follow the
+// longest context in the batch once it exceeds max_position_embeddings. Uploaded only when the
+// effective length changes; static rope types never get here.
+void DecoderLM::update_rope(int32_t max_seq_len) {
+  const int64_t len = std::max<int64_t>(max_seq_len, config_.max_position_embeddings);
+  if (len == rope_seq_len_) return;
+  const RopeFrequencies f = rope_.compute(len);
+  backend_.copy_from_host(inv_freq_.data, f.inv_freq.data(), f.inv_freq.size() * sizeof(float));
+  attention_factor_ = f.attention_factor;
+  rope_seq_len_ = len;
+}
+
+void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
+  const ModelConfig& c = config_;
+  const int64_t T = batch.token_ids.numel();
+  const int64_t L = batch.logits_indices.numel();
+  const int64_t D = c.head_dim, Hq = c.num_attention_heads, Hk = c.num_key_value_heads;
+  PAGODA_CHECK(T > 0 && T <= options_.max_num_tokens, "forward: batch of ", T, " tokens; the model was loaded for at most ",
+               options_.max_num_tokens);
+  PAGODA_CHECK(L <= options_.max_num_logits, "forward: ", L, " logits rows requested; the model was loaded for at most ",
+               options_.max_num_logits);
+  PAGODA_CHECK(batch.positions.numel() == T && batch.attn.num_tokens == T, "forward: token_ids, positions and ",
+               "attention metadata disagree on the number of tokens");
+  PAGODA_CHECK(static_cast<int64_t>(kv.layers.size()) == c.num_hidden_layers, "forward: KV cache has ", kv.layers.size(),
+               " layers, the model ", c.num_hidden_layers);
+  PAGODA_CHECK(logits.dtype == DType::kF32 && logits.rows() >= L && logits.cols() == c.vocab_size,
+               "forward: logits must be F32 [", L, ", ", c.vocab_size, "], got ", logits.shape_string());
+
+  if (rope_.is_dynamic()) update_rope(batch.attn.max_seq_len);
+
+  auto rows = [T](const Tensor& t) { return t.slice_rows(0, T); };
+  Tensor hidden = rows(hidden_), normed = rows(normed_), q = rows(q_), k = rows(k_), v = rows(v_);
+  Tensor attn_out = rows(attn_out_), out = rows(out_), gate = rows(gate_), up = rows(up_);
+  Tensor cos_sin = rows(cos_sin_);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int rotary_dim = rope_.rotary_dim();
+
+  backend_.embedding(batch.token_ids, embed_tokens_, hidden);
+  backend_.rope_cos_sin(batch.positions, inv_freq_, attention_factor_, cos_sin);
+
+  AttentionMetadata meta = batch.attn;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    if (i == 0) {
+      backend_.rms_norm(hidden, l.input_norm, eps, normed);
+    } else {
+      backend_.add_rms_norm(hidden, out, l.input_norm, eps, normed);
+    }
+
+    // Attention.
+    auto bias = [](const Tensor& b) { return b.data != nullptr ? &b : nullptr; };
+    if (qk_norm_) {
+      Tensor q_raw = rows(q_raw_), k_raw = rows(k_raw_);
+      backend_.linear(normed, l.q_proj, bias(l.q_bias), q_raw);
+      backend_.linear(normed, l.k_proj, bias(l.k_bias), k_raw);
+      backend_.rms_norm(q_raw.view({T * Hq, D}), l.q_norm, eps, q.view({T * Hq, D}));
+      backend_.rms_norm(k_raw.view({T * Hk, D}), l.k_norm, eps, k.view({T * Hk, D}));
+    } else {
+      backend_.linear(normed, l.q_proj, bias(l.q_bias), q);
+      backend_.linear(normed, l.k_proj, bias(l.k_bias), k);
+    }
+    backend_.linear(normed, l.v_proj, bias(l.v_bias), v);
+    KvCacheLayer& cache = kv.layers[i];
+    backend_.rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), cos_sin, rotary_dim,
+                            batch.attn.slot_mapping, cache);
+    meta.sliding_window = l.sliding_window > 0 ? l.sliding_window : -1;
+    backend_.paged_attention(q.view({T, Hq, D}), cache, meta, scale, attn_out.view({T, Hq, D}));
+    backend_.linear(attn_out, l.o_proj, bias(l.o_bias), out);
+
+    // MLP.
+    backend_.add_rms_norm(hidden, out, l.post_attention_norm, eps, normed);
+    backend_.linear(normed, l.gate_proj, nullptr, gate);
+    backend_.linear(normed, l.up_proj, nullptr, up);
+    backend_.silu_and_mul(gate, up, gate);
+    backend_.linear(gate, l.down_proj, nullptr, out);
+  }
+  backend_.add_rms_norm(hidden, out, final_norm_, eps, normed);
+  if (L == 0) return;
+  Tensor gathered = gathered_.slice_rows(0, L);
+  backend_.gather_rows(normed, batch.logits_indices, gathered);
+  // lm_head writes F32 logits directly (activations may be BF16 on a device backend).
+  backend_.linear(gathered, lm_head_, nullptr, logits.slice_rows(0, L));
+}
+
+std::unique_ptr<CausalLM> make_decoder_lm(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint,
+                                          Backend& backend, const ModelLoadOptions& options) {
+  return std::make_unique<DecoderLM>(std::move(config), std::move(checkpoint), backend, options);
+}
+
+}  // namespace pagoda

@@ -1,0 +1,82 @@
+// The dense decoder-only transformer shared by qwen2, qwen3 and llama:
+//   h = embed(ids); per layer: h += o_proj(attn(rope(qk_norm?(qkv(rms(h)))))); h += mlp(rms(h));
+//   logits = lm_head(rms(h)[logits_indices]).
+// Differences between the architectures are flags read from the config at load time:
+// q/k/v biases (qwen2 always, llama/qwen3 with attention_bias; llama's attention_bias also adds
+// an o_proj bias), per-head q/k RMSNorm (qwen3), tied embeddings, RoPE scaling, sliding-window
+// layers (qwen2/qwen3 with use_sliding_window).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/checkpoint.h"
+#include "model/model.h"
+#include "model/rope.h"
+
+namespace pagoda {
+
+class DecoderLM : public CausalLM {
+ public:
+  DecoderLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint, Backend& backend,
+            const ModelLoadOptions& options);
+
+  const ModelConfig& config() const override { return config_; }
+  int num_kv_layers() const override { return static_cast<int>(config_.num_hidden_layers); }
+  int num_kv_heads() const override { return static_cast<int>(config_.num_key_value_heads); }
+  int head_dim() const override { return static_cast<int>(config_.head_dim); }
+
+  void forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) override;
+
+  // The sliding window of layer i (0 = full attention).
+  int sliding_window(int layer) const { return layers_[layer].sliding_window; }
+
+ private:
+  struct Layer {
+    Tensor input_norm, post_attention_norm;
+    Tensor q_proj, k_proj, v_proj, o_proj;
+    Tensor q_bias, k_bias, v_bias, o_bias;  // data == nullptr when absent
+    Tensor q_norm, k_norm;                  // qwen3
+    Tensor gate_proj, up_proj, down_proj;
+    int sliding_window = 0;
+  };
+
+  Tensor weight(const std::string& name, std::initializer_list<int64_t> shape);
+  void load_weights();
+  void allocate_workspace();
+  void update_rope(int32_t max_seq_len);
+
+  ModelConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;  // keeps zero-copy weights mapped
+  Backend& backend_;
+  ModelLoadOptions options_;
+  RotaryEmbedding rope_;
+  bool qk_norm_ = false;
+  bool o_bias_ = false;
+
+  std::vector<DeviceBuffer> weight_storage_;
+  Tensor embed_tokens_, final_norm_, lm_head_;
+  std::vector<Layer> layers_;
+
+  // Activation workspace, allocated once for options_.max_num_tokens tokens.
+  std::vector<DeviceBuffer> workspace_;
+  Tensor hidden_;     // [T, H] residual stream
+  Tensor normed_;     // [T, H]
+  Tensor q_, k_, v_;  // [T, Hq * D], [T, Hk * D], [T, Hk * D]
+  Tensor q_raw_, k_raw_;  // projections before q/k norm (qwen3)
+  Tensor attn_out_;   // [T, Hq * D]
+  Tensor out_;        // [T, H]: output of attention / MLP, added to the residual by the next norm
+  Tensor gate_, up_;  // [T, I]
+  Tensor cos_sin_;    // F32 [T, rotary_dim]
+  Tensor inv_freq_;   // F32 [rotary_dim / 2]
+  Tensor gathered_;   // [max_num_logits, H]
+  float attention_factor_ = 1.0f;
+  int64_t rope_seq_len_ = -1;  // dynamic NTK: the effective length inv_freq_ was computed for
+};
+
+std::unique_ptr<CausalLM> make_decoder_lm(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint,
+                                          Backend& backend, const ModelLoadOptions& options);
+
+}  // namespace pagoda

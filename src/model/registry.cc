@@ -1,0 +1,47 @@
+#include "model/registry.h"
+
+#include <map>
+
+#include "base/error.h"
+#include "model/decoder_lm.h"
+
+namespace pagoda {
+namespace {
+
+// An explicit table rather than self-registering static objects: those live in object files of
+// a static library that nothing references, and the linker would drop them.
+const std::map<std::string, ModelFactory>& registry() {
+  static const std::map<std::string, ModelFactory> table = {
+      {"llama", &make_decoder_lm},
+      {"qwen2", &make_decoder_lm},
+      {"qwen3", &make_decoder_lm},
+  };
+  return table;
+}
+
+}  // namespace
+
+ModelFactory find_model_factory(const std::string& model_type) {
+  const auto it = registry().find(model_type);
+  return it == registry().end() ? nullptr : it->second;
+}
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (const auto& [name, factory] : registry()) out.push_back(name);
+  return out;
+}
+
+std::unique_ptr<CausalLM> load_model(const std::string& model_dir, Backend& backend, const ModelLoadOptions& options) {
+  ModelConfig config = load_model_config(model_dir);
+  const ModelFactory factory = find_model_factory(config.model_type);
+  if (factory == nullptr) {
+    std::string known;
+    for (const std::string& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
+    fail(model_dir, "/config.json: model_type \"", config.model_type, "\" is not supported; supported: ", known);
+  }
+  auto checkpoint = std::make_unique<Checkpoint>(model_dir);
+  return factory(std::move(config), std::move(checkpoint), backend, options);
+}
+
+}  // namespace pagoda

@@ -1,0 +1,431 @@
+// Golden tests: pagoda's model code on the CPU backend against Hugging Face transformers.
+//
+// Fixtures (tests/model/data/<name>/, made by tools/make_golden_fixtures.py) are tiny random
+// checkpoints with transformers' float32 logits, computed on exactly the stored (bf16 / f16 /
+// f32) weights, for every prompt position and for 31 greedy decode steps, plus the 32 greedy
+// tokens. Every fixture runs through:
+//   - one prefill forward with logits for every position, then greedy decoding one token per
+//     forward through the paged KV cache (tokens must be identical);
+//   - the prompt in chunks of 5 tokens (chunked prefill);
+//   - all prompts of the fixture in one batch, each prefilled in chunks of 7 while the others
+//     already decode (mixed prefill/decode batches);
+//   - a BF16 KV cache (looser tolerance, see kBf16Kv*).
+//
+// Tolerance (F32 KV cache): |ours - ref| <= kAbsTol + kRelTol * |ref| for every logit. Both sides
+// compute in float32 on identical weights; the differences are summation order (blocked GEMM,
+// online softmax, fused norm) and libm cos/sin/exp ulps. Measured on these fixtures (logits of
+// std ~1.5, |max| ~6) with the AVX2 CPU backend: max abs diff 3.5e-6 .. 2.8e-5 (qwen3 largest,
+// its per-head q/k norm amplifies rounding), printed by each test. The bound (1e-4 + 1e-4|ref|,
+// i.e. 1.0e-4 .. 7e-4) is 3.5x above the worst measured and still 3x below the smallest greedy
+// margin of any fixture (2e-3, enforced by the generator), so tokens cannot flip within it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "batch_builder.h"
+#include "io/model_config.h"
+#include "io/safetensors.h"
+#include "model/decoder_lm.h"
+#include "model/model.h"
+#include "model/rope.h"
+
+namespace pagoda {
+namespace {
+
+using json = nlohmann::json;
+using test_util::BatchBuilder;
+using test_util::SeqChunk;
+
+constexpr float kAbsTol = 1e-4f;
+constexpr float kRelTol = 1e-4f;
+// BF16 KV cache: K and V rounded to 8 mantissa bits (relative error up to 2^-9 each) perturb
+// the logits of these random models by 0.036 .. 0.13 (measured max abs diff, qwen3 largest;
+// transformers' eager attention with K/V rounded to bf16 gives the same figures, 0.0535 for
+// qwen2 and 0.127 for qwen3 on the 40-token prompt); the bound is 2x that. Decoding is teacher-forced on the reference tokens and our greedy
+// token must equal the reference wherever the reference top-2 margin exceeds twice that row's
+// measured max |diff| (where a flip would be a real bug; most steps, the count is printed).
+constexpr float kBf16KvAbsTol = 0.25f;
+constexpr float kBf16KvRelTol = 0.02f;
+
+constexpr int kBlockSize = 16;
+constexpr int kMaxSeqs = 4;
+constexpr int kMaxBlocksPerSeq = 8;  // 128 tokens per sequence
+
+const std::vector<std::string> kFixtures = {"qwen2",  "qwen3", "qwen3_yarn", "llama3", "llama_linear_f16",
+                                           "qwen2_dynamic_f32", "qwen2_sliding"};
+
+std::string fixture_dir(const std::string& name) {
+  return std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + name;
+}
+
+struct Prompt {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> generated;
+  int64_t prefill_row = 0;
+  int64_t decode_row = 0;
+  int64_t num_decode_rows = 0;
+};
+
+struct Fixture {
+  std::string name;
+  json expected;
+  int64_t vocab = 0;
+  std::vector<float> logits;  // [rows, vocab]
+  std::vector<Prompt> prompts;
+
+  // Reference logits after feeding stream token i of prompt p (prompt tokens, then generated
+  // tokens 0 .. n-2).
+  const float* row(const Prompt& p, int64_t i) const {
+    const int64_t n = static_cast<int64_t>(p.tokens.size());
+    const int64_t r = i < n ? p.prefill_row + i : p.decode_row + (i - n);
+    return logits.data() + r * vocab;
+  }
+};
+
+Fixture load_fixture(const std::string& name) {
+  Fixture f;
+  f.name = name;
+  const std::string dir = fixture_dir(name);
+  std::ifstream in(dir + "/expected.json");
+  EXPECT_TRUE(in) << dir << "/expected.json missing: run tools/make_golden_fixtures.py";
+  f.expected = json::parse(in);
+  f.vocab = f.expected.at("vocab_size").get<int64_t>();
+  const int64_t rows = f.expected.at("num_logits_rows").get<int64_t>();
+  f.logits.resize(static_cast<size_t>(rows * f.vocab));
+  std::ifstream bin(dir + "/" + f.expected.at("logits_file").get<std::string>(), std::ios::binary);
+  bin.read(reinterpret_cast<char*>(f.logits.data()), static_cast<std::streamsize>(f.logits.size() * sizeof(float)));
+  EXPECT_EQ(bin.gcount(), static_cast<std::streamsize>(f.logits.size() * sizeof(float))) << "short logits file";
+  for (const json& p : f.expected.at("prompts")) {
+    Prompt q;
+    q.tokens = p.at("tokens").get<std::vector<int32_t>>();
+    q.generated = p.at("generated").get<std::vector<int32_t>>();
+    q.prefill_row = p.at("prefill_logits_row").get<int64_t>();
+    q.decode_row = p.at("decode_logits_row").get<int64_t>();
+    q.num_decode_rows = p.at("num_decode_rows").get<int64_t>();
+    f.prompts.push_back(std::move(q));
+  }
+  return f;
+}
+
+int32_t argmax(const float* x, int64_t n) { return static_cast<int32_t>(std::max_element(x, x + n) - x); }
+
+float margin(const float* x, int64_t n) {
+  float a = -std::numeric_limits<float>::infinity(), b = a;
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] > a) {
+      b = a;
+      a = x[i];
+    } else if (x[i] > b) {
+      b = x[i];
+    }
+  }
+  return a - b;
+}
+
+struct Stats {
+  float max_abs = 0;
+  int64_t rows = 0;
+  int64_t tokens = 0;
+  int64_t tokens_checked = 0;  // greedy tokens compared with the reference
+};
+
+struct RunOptions {
+  std::vector<int> prompts;  // which prompts of the fixture run together in one batch
+  int chunk = 1 << 20;       // prefill tokens per sequence per forward
+  DType kv_dtype = DType::kF32;
+  float abs_tol = kAbsTol;
+  float rel_tol = kRelTol;
+  bool strict_tokens = true;  // greedy on our own argmax; else teacher-forced on the reference tokens
+};
+
+// Runs the prompts (each prefilled in chunks, then decoded one token per forward, all sequences
+// in one batch per step) and compares every logits row with the reference.
+Stats run(const Fixture& fx, const RunOptions& opt) {
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  ModelLoadOptions lo;
+  lo.max_num_tokens = 256;
+  lo.max_num_logits = 256;
+  std::unique_ptr<CausalLM> model = load_model(fixture_dir(fx.name), *backend, lo);
+  BatchBuilder builder(*backend, kBlockSize, kMaxSeqs, kMaxBlocksPerSeq);
+  KvCache kv = backend->allocate_kv_cache(model->num_kv_layers(), builder.num_blocks(), kBlockSize,
+                                          model->num_kv_heads(), model->head_dim(), opt.kv_dtype);
+  const int64_t V = fx.vocab;
+  EXPECT_EQ(model->config().vocab_size, V);
+  DeviceBuffer logits_buf = backend->allocate(static_cast<size_t>(lo.max_num_logits * V) * sizeof(float));
+  Tensor logits = logits_buf.as(DType::kF32, {lo.max_num_logits, V});
+  std::vector<float> host(static_cast<size_t>(lo.max_num_logits * V));
+
+  struct Seq {
+    const Prompt* p;
+    std::vector<int32_t> stream;  // tokens fed so far + the next to feed
+    int64_t computed = 0;
+    int64_t generated = 0;
+  };
+  std::vector<Seq> seqs;
+  for (int idx : opt.prompts) seqs.push_back({&fx.prompts[idx], fx.prompts[idx].tokens, 0, 0});
+
+  Stats st;
+  for (int step = 0; step < 1000; ++step) {
+    std::vector<SeqChunk> chunks;
+    std::vector<int> owners;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      Seq& q = seqs[s];
+      const int64_t n = static_cast<int64_t>(q.p->tokens.size());
+      if (q.generated >= static_cast<int64_t>(q.p->generated.size())) continue;
+      const int64_t take = q.computed < n ? std::min<int64_t>(opt.chunk, n - q.computed) : 1;
+      SeqChunk c;
+      c.slot = static_cast<int>(s);
+      c.num_computed = static_cast<int>(q.computed);
+      c.tokens.assign(q.stream.begin() + q.computed, q.stream.begin() + q.computed + take);
+      chunks.push_back(std::move(c));
+      owners.push_back(static_cast<int>(s));
+    }
+    if (chunks.empty()) break;
+    ForwardBatch batch = builder.build(chunks, /*all_logits=*/true);
+    const int64_t L = batch.logits_indices.numel();
+    model->forward(batch, kv, logits);
+    backend->synchronize();
+    backend->copy_to_host(host.data(), logits.data, static_cast<size_t>(L * V) * sizeof(float));
+
+    int64_t r = 0;
+    float row_max = 0;  // max |ours - ref| of the row just compared
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      Seq& q = seqs[owners[c]];
+      const int64_t n = static_cast<int64_t>(q.p->tokens.size());
+      for (size_t t = 0; t < chunks[c].tokens.size(); ++t, ++r) {
+        const int64_t i = q.computed + static_cast<int64_t>(t);
+        const float* ours = host.data() + r * V;
+        const float* ref = fx.row(*q.p, i);
+        float worst = 0;
+        int64_t worst_j = 0;
+        row_max = 0;
+        for (int64_t j = 0; j < V; ++j) {
+          const float d = std::fabs(ours[j] - ref[j]);
+          row_max = std::max(row_max, d);
+          st.max_abs = std::max(st.max_abs, d);
+          const float excess = d - (opt.abs_tol + opt.rel_tol * std::fabs(ref[j]));
+          if (excess > worst) {
+            worst = excess;
+            worst_j = j;
+          }
+        }
+        EXPECT_LE(worst, 0.0f) << fx.name << " prompt len " << n << " stream index " << i << " logit " << worst_j
+                               << ": ours " << ours[worst_j] << " ref " << ref[worst_j];
+        ++st.rows;
+        if (worst > 0 && ::testing::Test::HasFailure() && st.rows > 3) return st;  // keep the log short
+      }
+      q.computed += static_cast<int64_t>(chunks[c].tokens.size());
+      if (q.computed >= n) {
+        // The last row of this chunk predicts generated token q.generated.
+        const float* ours = host.data() + (r - 1) * V;
+        const int32_t want = q.p->generated[q.generated];
+        const int32_t got = argmax(ours, V);
+        const float* ref = fx.row(*q.p, q.computed - 1);
+        // With every logit within row_max of the reference, the argmax cannot move unless the
+        // reference top-2 margin is <= 2 * row_max.
+        if (opt.strict_tokens || margin(ref, V) > 2 * row_max) {
+          EXPECT_EQ(got, want) << fx.name << " prompt len " << n << ": greedy token " << q.generated;
+          if (got != want) return st;
+          ++st.tokens_checked;
+        }
+        ++st.tokens;
+        ++q.generated;
+        q.stream.push_back(opt.strict_tokens ? got : want);
+      }
+    }
+  }
+  for (const Seq& q : seqs) EXPECT_EQ(q.generated, static_cast<int64_t>(q.p->generated.size()));
+  return st;
+}
+
+std::vector<int> all_prompts(const Fixture& fx) {
+  std::vector<int> v;
+  for (size_t i = 0; i < fx.prompts.size(); ++i) v.push_back(static_cast<int>(i));
+  return v;
+}
+
+class GoldenTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenTest, PrefillThenGreedyDecode) {
+  const Fixture fx = load_fixture(GetParam());
+  for (size_t p = 0; p < fx.prompts.size(); ++p) {
+    RunOptions opt;
+    opt.prompts = {static_cast<int>(p)};
+    const Stats st = run(fx, opt);
+    std::printf("[ %s ] prompt %zu (len %zu): %lld logits rows, %lld tokens, max |diff| %.3g\n", fx.name.c_str(), p,
+                fx.prompts[p].tokens.size(), static_cast<long long>(st.rows), static_cast<long long>(st.tokens),
+                st.max_abs);
+    if (HasFailure()) return;
+  }
+}
+
+TEST_P(GoldenTest, ChunkedPrefill) {
+  const Fixture fx = load_fixture(GetParam());
+  const ModelConfig cfg = load_model_config(fixture_dir(fx.name));
+  for (size_t p = 0; p < fx.prompts.size(); ++p) {
+    // Dynamic NTK: transformers rotates a whole prompt with the frequencies of its full length;
+    // a chunk of it sees only the length so far, so chunking changes the result by design once
+    // the prompt is longer than max_position_embeddings.
+    if (cfg.rope_scaling.type == "dynamic" &&
+        static_cast<int64_t>(fx.prompts[p].tokens.size()) > cfg.max_position_embeddings) {
+      continue;
+    }
+    RunOptions opt;
+    opt.prompts = {static_cast<int>(p)};
+    opt.chunk = 5;
+    const Stats st = run(fx, opt);
+    std::printf("[ %s ] prompt %zu chunked by 5: max |diff| %.3g\n", fx.name.c_str(), p, st.max_abs);
+    if (HasFailure()) return;
+  }
+}
+
+TEST_P(GoldenTest, MixedBatch) {
+  const Fixture fx = load_fixture(GetParam());
+  const ModelConfig cfg = load_model_config(fixture_dir(fx.name));
+  // Dynamic NTK scales with the longest sequence in the batch (as transformers does with a padded
+  // batch), so a sequence's logits depend on its batch mates: compare only single sequences.
+  if (cfg.rope_scaling.type == "dynamic") GTEST_SKIP() << "dynamic NTK depends on the batch";
+  RunOptions opt;
+  opt.prompts = all_prompts(fx);
+  opt.chunk = 7;
+  const Stats st = run(fx, opt);
+  std::printf("[ %s ] %zu sequences batched, prefill chunks of 7: %lld rows, max |diff| %.3g\n", fx.name.c_str(),
+              fx.prompts.size(), static_cast<long long>(st.rows), st.max_abs);
+}
+
+TEST_P(GoldenTest, Bf16KvCache) {
+  const Fixture fx = load_fixture(GetParam());
+  RunOptions opt;
+  opt.prompts = {static_cast<int>(fx.prompts.size() - 1)};
+  opt.kv_dtype = DType::kBF16;
+  opt.abs_tol = kBf16KvAbsTol;
+  opt.rel_tol = kBf16KvRelTol;
+  opt.strict_tokens = false;
+  const Stats st = run(fx, opt);
+  std::printf("[ %s ] BF16 KV cache: max |diff| %.3g, %lld of %lld greedy tokens compared\n", fx.name.c_str(),
+              st.max_abs, static_cast<long long>(st.tokens_checked), static_cast<long long>(st.tokens));
+  EXPECT_GT(st.tokens_checked, st.tokens / 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(kFixtures),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// ---- RoPE frequencies against transformers' ROPE_INIT_FUNCTIONS --------------------------------
+
+void expect_freqs_near(const std::vector<float>& ours, const json& ref, const std::string& what) {
+  const auto want = ref.get<std::vector<double>>();
+  ASSERT_EQ(ours.size(), want.size()) << what;
+  for (size_t i = 0; i < want.size(); ++i) {
+    // float32 on both sides; allow 2 ulps for pow() implementations.
+    EXPECT_NEAR(ours[i], want[i], 2.5e-7 * std::fabs(want[i])) << what << " inv_freq[" << i << "]";
+  }
+}
+
+TEST_P(GoldenTest, RopeFrequencies) {
+  const Fixture fx = load_fixture(GetParam());
+  const ModelConfig cfg = load_model_config(fixture_dir(fx.name));
+  const json& rope = fx.expected.at("rope");
+  EXPECT_EQ(cfg.rope_scaling.type, rope.at("rope_type").get<std::string>());
+  RotaryEmbedding re(cfg);
+  expect_freqs_near(re.base().inv_freq, rope.at("inv_freq"), fx.name);
+  EXPECT_NEAR(re.base().attention_factor, rope.at("attention_factor").get<double>(), 1e-7);
+  if (rope.contains("dynamic")) {
+    for (const json& d : rope.at("dynamic")) {
+      const int64_t len = d.at("seq_len").get<int64_t>();
+      expect_freqs_near(re.compute(len).inv_freq, d.at("inv_freq"), fx.name + " seq_len " + std::to_string(len));
+    }
+  }
+}
+
+// ---- loading errors -------------------------------------------------------------------------
+
+TEST(ModelLoad, RegistryAndShapes) {
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  auto model = load_model(fixture_dir("qwen3"), *backend, ModelLoadOptions{});
+  EXPECT_EQ(model->config().model_type, "qwen3");
+  EXPECT_EQ(model->num_kv_layers(), 3);
+  EXPECT_EQ(model->num_kv_heads(), 2);
+  EXPECT_EQ(model->head_dim(), 32);
+  auto sliding = load_model(fixture_dir("qwen2_sliding"), *backend, ModelLoadOptions{});
+  auto* lm = dynamic_cast<DecoderLM*>(sliding.get());
+  ASSERT_NE(lm, nullptr);
+  EXPECT_EQ(lm->sliding_window(0), 0);
+  EXPECT_EQ(lm->sliding_window(1), 8);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("pagoda_model_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+  static inline int counter_ = 0;
+};
+
+TEST(ModelLoad, MissingTensorIsNamed) {
+  TempDir dir;
+  std::filesystem::copy_file(fixture_dir("qwen2") + "/config.json", dir.str() + "/config.json");
+  std::vector<TensorToWrite> tensors;
+  tensors.push_back({"model.embed_tokens.weight", DType::kF32, {512, 64}, std::vector<uint8_t>(512 * 64 * 4)});
+  write_safetensors(dir.str() + "/model.safetensors", tensors);
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  try {
+    load_model(dir.str(), *backend, ModelLoadOptions{});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.norm.weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelLoad, WrongShapeIsNamed) {
+  TempDir dir;
+  std::ifstream in(fixture_dir("qwen2") + "/config.json");
+  json cfg = json::parse(in);
+  cfg["vocab_size"] = 1000;  // embed_tokens on disk is [512, 64]
+  std::ofstream(dir.str() + "/config.json") << cfg.dump();
+  std::filesystem::copy_file(fixture_dir("qwen2") + "/model.safetensors", dir.str() + "/model.safetensors");
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  try {
+    load_model(dir.str(), *backend, ModelLoadOptions{});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.embed_tokens.weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelLoad, UnsupportedActivation) {
+  TempDir dir;
+  std::ifstream in(fixture_dir("qwen2") + "/config.json");
+  json cfg = json::parse(in);
+  cfg["hidden_act"] = "gelu";
+  std::ofstream(dir.str() + "/config.json") << cfg.dump();
+  std::filesystem::copy_file(fixture_dir("qwen2") + "/model.safetensors", dir.str() + "/model.safetensors");
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  EXPECT_THROW(load_model(dir.str(), *backend, ModelLoadOptions{}), Error);
+}
+
+}  // namespace
+}  // namespace pagoda
