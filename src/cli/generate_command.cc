@@ -112,12 +112,14 @@ int generate_command(int argc, char** argv) {
   if (stream) {
     std::fwrite(tail.data(), 1, tail.size(), stdout);
     std::fputc('\n', stdout);
+    std::fflush(stdout);
   } else {
     nlohmann::json out;
     out["text"] = tokenizer.decode(result.token_ids, /*skip_special_tokens=*/true);
     out["token_ids"] = result.token_ids;
     out["finish_reason"] = result.finish_reason;
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::fflush(stdout);
   }
   const size_t n = result.token_ids.size();
   log_info("prompt ", prompt_len, " tokens: ", prompt_len / std::max(result.prefill_seconds, 1e-9),
