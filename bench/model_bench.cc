@@ -1,7 +1,8 @@
 // Batch-1 model benchmark (like llama-bench's pp/tg): prefill tokens/s for a P-token prompt and
 // decode tokens/s for D tokens at batch 1, on the CPU backend. Prints one JSON line.
 //   model_bench MODEL_DIR [--prompt-len 512] [--decode-tokens 128] [--repeats 3]
-//               [--kv-cache-dtype auto|float32] [--chunk 512]
+//               [--decode-prompt-len 16] [--kv-cache-dtype auto|float32] [--chunk 512]
+// Decode is measured after a short prompt (as the peer scripts in bench/peers do).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -33,11 +34,12 @@ double median(std::vector<double> v) {
 
 int run(int argc, char** argv) {
   using namespace pagoda;
-  Args args(argc, argv, {"--prompt-len", "--decode-tokens", "--repeats", "--kv-cache-dtype", "--chunk"}, {});
+  Args args(argc, argv, {"--prompt-len", "--decode-tokens", "--decode-prompt-len", "--repeats", "--kv-cache-dtype", "--chunk"}, {});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: model_bench MODEL_DIR [--prompt-len N] [--decode-tokens N]");
   const std::string dir = args.positionals()[0];
   const int prompt_len = static_cast<int>(args.get_int("--prompt-len").value_or(512));
   const int decode_tokens = static_cast<int>(args.get_int("--decode-tokens").value_or(128));
+  const int decode_prompt_len = static_cast<int>(args.get_int("--decode-prompt-len").value_or(16));
   const int repeats = static_cast<int>(args.get_int("--repeats").value_or(3));
   const int chunk = static_cast<int>(args.get_int("--chunk").value_or(512));
   const std::string kv = args.get_or("--kv-cache-dtype", "auto");
@@ -50,7 +52,7 @@ int run(int argc, char** argv) {
   auto model = load_model(dir, *backend, load);
   const double load_seconds = now() - t_load;
   GeneratorOptions opt;
-  opt.max_model_len = prompt_len + decode_tokens + 1;
+  opt.max_model_len = std::max(prompt_len, decode_prompt_len + decode_tokens) + 1;
   opt.max_num_tokens = chunk;
   opt.kv_cache_dtype = (kv == "float32" || kv == "fp32") ? DType::kF32 : DType::kBF16;
   Generator gen(*model, *backend, opt);
@@ -70,8 +72,8 @@ int run(int argc, char** argv) {
     const double t0 = now();
     prefill();
     prefill_times.push_back(now() - t0);
-    std::vector<int32_t> seq = tokens;
-    const float* logits = gen.forward_chunk(seq, prompt_len - 1, 1);
+    std::vector<int32_t> seq(tokens.begin(), tokens.begin() + std::min(decode_prompt_len, prompt_len));
+    const float* logits = gen.forward_chunk(seq, 0, static_cast<int>(seq.size()));
     const double t1 = now();
     for (int i = 0; i < decode_tokens; ++i) {
       seq.push_back(argmax(logits, cfg.vocab_size));
@@ -89,7 +91,7 @@ int run(int argc, char** argv) {
 
   // Plus the KV cache each step reads, at the mean context length of the decode run.
   const double kv_bytes = static_cast<double>(model->num_kv_layers()) * model->num_kv_heads() * model->head_dim() * 2.0 *
-                          dtype_size(opt.kv_cache_dtype) * (prompt_len + decode_tokens / 2.0);
+                          dtype_size(opt.kv_cache_dtype) * (decode_prompt_len + decode_tokens / 2.0);
 
   const double pp = prompt_len / median(prefill_times);
   const double tg = decode_tokens / median(decode_times);
@@ -98,6 +100,7 @@ int run(int argc, char** argv) {
                         {"threads", ThreadPool::global().num_threads()},
                         {"prompt_len", prompt_len},
                         {"decode_tokens", decode_tokens},
+                        {"decode_prompt_len", decode_prompt_len},
                         {"prefill_tokens_per_s", pp},
                         {"decode_tokens_per_s", tg},
                         {"decode_weight_bytes_per_token", weight_bytes},

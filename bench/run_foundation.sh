@@ -26,5 +26,5 @@ if [ -f "$GGUF" ]; then
     --decode-tokens "$DECODE" | tail -n 1 | tee "$OUT/llamacpp.json"
 fi
 python3 bench/peers/hf_bench.py --model "$MODEL" --threads "$THREADS" --prompt-len "$PROMPT_LEN" \
-  --decode-tokens "$DECODE" | tail -n 1 | tee "$OUT/hf.json"
+  --decode-tokens "$DECODE" | tee "$OUT/hf.json"
 python3 bench/summarize_foundation.py "$OUT"

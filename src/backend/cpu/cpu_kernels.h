@@ -10,6 +10,7 @@
 // function that the linker could pick for code running on a CPU without those instructions.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +40,13 @@ struct AttentionWork {
   int32_t sliding_window;    // > 0: attend to the last sliding_window keys only
   float scale;
   float* scratch;            // attention_scratch_floats(...) floats, 64-byte aligned
+  // Split-context (flash-decoding) partitions: only keys at positions [key_begin, key_end) are
+  // visited, and when `partial` is set the unnormalised state is written there instead of to
+  // `out`: per row r (= token * group + head), partial[r * (head_dim + 2) + i] = acc[i] for
+  // i < head_dim, then the running max m and sum l. The backend merges the partitions.
+  int32_t key_begin = 0;
+  int32_t key_end = INT32_MAX;
+  float* partial = nullptr;
 };
 
 // Keys/values processed per online-softmax step.

@@ -1,0 +1,228 @@
+// Micro-benchmarks of the CPU backend's hot ops at Qwen3-0.6B shapes:
+//  - linear at decode sizes (T = 1, 4): GB/s of weight bytes streamed, and the fraction of the
+//    machine's read bandwidth (measured here the same way as bench/membw);
+//  - linear at prefill sizes: GFLOP/s;
+//  - paged_attention: decode (GB/s of K/V read) and prefill (GFLOP/s).
+// The kernels are those make_cpu_backend() picks (PAGODA_CPU_ISA overrides, PAGODA_NUM_THREADS
+// sets the threads).
+//   ops_bench [--quick] [--best]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <emmintrin.h>
+
+#include "backend/backend.h"
+#include "base/dtype.h"
+#include "base/thread_pool.h"
+
+namespace {
+
+using pagoda::Backend;
+using pagoda::DType;
+using pagoda::Tensor;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// --best: report the fastest call instead of the median (on a machine shared with other jobs the
+// median measures the neighbours as much as the kernel).
+bool g_best = false;
+
+// Median (or best) seconds of `reps` calls after one warm-up.
+double time_op(int reps, const std::function<void(int)>& fn) {
+  fn(0);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    fn(r + 1);
+    t.push_back(seconds_since(t0));
+  }
+  std::sort(t.begin(), t.end());
+  return g_best ? t.front() : t[t.size() / 2];
+}
+
+double read_bandwidth_gbs() {
+  pagoda::ThreadPool& pool = pagoda::ThreadPool::global();
+  const size_t n = size_t{512} << 20 >> 2;
+  float* buf = static_cast<float*>(std::aligned_alloc(64, n * 4));
+  pool.parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+    std::memset(buf + b, 0, (e - b) * 4);
+  });
+  std::vector<float> sink(pool.num_threads());
+  double best = 0;
+  for (int r = 0; r < 4; ++r) {
+    auto t0 = Clock::now();
+    pool.run([&](int t, int nt) {
+      const size_t b = n * t / nt / 16 * 16, e = t + 1 == nt ? n : n * (t + 1) / nt / 16 * 16;
+      __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (size_t i = b; i + 16 <= e; i += 16) {
+        a0 = _mm_add_ps(a0, _mm_load_ps(buf + i));
+        a1 = _mm_add_ps(a1, _mm_load_ps(buf + i + 4));
+        a2 = _mm_add_ps(a2, _mm_load_ps(buf + i + 8));
+        a3 = _mm_add_ps(a3, _mm_load_ps(buf + i + 12));
+      }
+      sink[t] += _mm_cvtss_f32(_mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)));
+    });
+    best = std::max(best, n * 4.0 / seconds_since(t0) / 1e9);
+  }
+  std::free(buf);
+  return sink[0] == 12345.f ? 0 : best;
+}
+
+std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = pagoda::f32_to_bf16(d(rng));
+  return v;
+}
+std::vector<float> random_f32(size_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-1, 1);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Decode linear: copies of the weight rotate so that the bytes streamed per call come from
+// DRAM, not the 32 MiB L3, as in a real model (28 layers of weights).
+void bench_linear_decode(Backend& be, int64_t N, int64_t K, int64_t T, double membw, std::mt19937& rng) {
+  const size_t w_elems = static_cast<size_t>(N) * K;
+  const int copies = static_cast<int>(std::max<int64_t>(1, (int64_t{256} << 20) / static_cast<int64_t>(w_elems * 2)));
+  std::vector<std::vector<uint16_t>> ws;
+  for (int c = 0; c < copies; ++c) ws.push_back(random_bf16(w_elems, rng));
+  std::vector<float> x = random_f32(T * K, rng), out(T * N);
+  const double s = time_op(std::max(8, 3 * copies), [&](int r) {
+    be.linear(Tensor(x.data(), DType::kF32, {T, K}), Tensor(ws[r % copies].data(), DType::kBF16, {N, K}), nullptr,
+              Tensor(out.data(), DType::kF32, {T, N}));
+  });
+  const double gbs = w_elems * 2.0 / s / 1e9;
+  std::printf("linear decode  T=%-3lld N=%-6lld K=%-5lld bf16: %8.3f ms  %6.2f GB/s  %5.1f%% of read bw\n",
+              static_cast<long long>(T), static_cast<long long>(N), static_cast<long long>(K), s * 1e3, gbs,
+              100.0 * gbs / membw);
+}
+
+void bench_linear_prefill(Backend& be, int64_t N, int64_t K, int64_t T, DType wd, double peak, std::mt19937& rng) {
+  std::vector<uint16_t> w16;
+  std::vector<float> w32;
+  if (wd == DType::kF32) {
+    w32 = random_f32(N * K, rng);
+  } else {
+    w16 = random_bf16(N * K, rng);
+  }
+  void* w = wd == DType::kF32 ? static_cast<void*>(w32.data()) : static_cast<void*>(w16.data());
+  std::vector<float> x = random_f32(T * K, rng), out(T * N);
+  const double s = time_op(5, [&](int) {
+    be.linear(Tensor(x.data(), DType::kF32, {T, K}), Tensor(w, wd, {N, K}), nullptr,
+              Tensor(out.data(), DType::kF32, {T, N}));
+  });
+  const double gflops = 2.0 * T * N * K / s / 1e9;
+  std::printf("linear prefill T=%-4lld N=%-6lld K=%-5lld %-4s: %8.3f ms  %7.1f GFLOP/s  %5.1f%% of peak\n",
+              static_cast<long long>(T), static_cast<long long>(N), static_cast<long long>(K),
+              std::string(pagoda::dtype_name(wd)).c_str(), s * 1e3, gflops, 100.0 * gflops / peak);
+}
+
+// S sequences, each `ctx` tokens long, with `q_len` new tokens each (1 = decode).
+void bench_attention(Backend& be, int S, int ctx, int q_len, DType cache_dtype, int window, std::mt19937& rng) {
+  const int Hq = 16, Hk = 8, D = 128, bs = 16;
+  const int blocks_per_seq = (ctx + bs - 1) / bs;
+  const int num_blocks = S * blocks_per_seq;
+  pagoda::KvCache kv = be.allocate_kv_cache(1, num_blocks, bs, Hk, D, cache_dtype);
+  const size_t cache_bytes = kv.layers[0].k.nbytes();
+  // Fill with small values (the content does not change the speed; NaN-free matters).
+  std::memset(kv.layers[0].k.data, 0, cache_bytes);
+  std::memset(kv.layers[0].v.data, 0, cache_bytes);
+  const int T = S * q_len;
+  std::vector<int32_t> qsl(S + 1), lens(S, ctx), tables(static_cast<size_t>(S) * blocks_per_seq);
+  for (int s = 0; s <= S; ++s) qsl[s] = s * q_len;
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = static_cast<int32_t>(i);
+  pagoda::AttentionMetadata meta;
+  meta.query_start_loc = Tensor(qsl.data(), DType::kI32, {S + 1});
+  meta.seq_lens = Tensor(lens.data(), DType::kI32, {S});
+  meta.block_tables = Tensor(tables.data(), DType::kI32, {S, blocks_per_seq});
+  meta.num_seqs = S;
+  meta.num_tokens = T;
+  meta.max_query_len = q_len;
+  meta.max_seq_len = ctx;
+  meta.sliding_window = window;
+  std::vector<float> q = random_f32(static_cast<size_t>(T) * Hq * D, rng), out(q.size());
+  const double s = time_op(q_len == 1 ? 20 : 3, [&](int) {
+    be.paged_attention(Tensor(q.data(), DType::kF32, {T, Hq, D}), kv.layers[0], meta, 0.088f,
+                       Tensor(out.data(), DType::kF32, {T, Hq, D}));
+  });
+  const char* dt = cache_dtype == DType::kBF16 ? "bf16" : "f32";
+  if (q_len == 1) {
+    const double bytes = 2.0 * S * ctx * Hk * D * pagoda::dtype_size(cache_dtype);
+    std::printf("attention decode  seqs=%-3d ctx=%-5d %-4s: %8.3f ms  %6.2f GB/s of K/V\n", S, ctx, dt, s * 1e3,
+                bytes / s / 1e9);
+  } else {
+    // QK^T and PV over the causal triangle: 4 * D flops per (query, key, head) pair.
+    const double pairs = static_cast<double>(S) * Hq * (static_cast<double>(ctx - q_len) * q_len + q_len * (q_len + 1) / 2.0);
+    std::printf("attention prefill seqs=%-3d q=%-5d ctx=%-5d %-4s: %8.3f ms  %7.1f GFLOP/s\n", S, q_len, ctx, dt,
+                s * 1e3, 4.0 * D * pairs / s / 1e9);
+  }
+}
+
+double cpu_mhz() {
+  FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (f == nullptr) return 0;
+  char line[512];
+  double mhz = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::strncmp(line, "cpu MHz", 7) == 0) {
+      const char* colon = std::strchr(line, ':');
+      if (colon != nullptr) mhz = std::max(mhz, std::atof(colon + 1));
+    }
+  }
+  std::fclose(f);
+  return mhz;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    quick = quick || a == "--quick";
+    g_best = g_best || a == "--best";
+  }
+  auto be = pagoda::make_cpu_backend();
+  const int threads = pagoda::ThreadPool::global().num_threads();
+  const double mhz = cpu_mhz();
+  const int lanes = be->name().find("avx512") != std::string::npos ? 16 : be->name().find("avx2") != std::string::npos ? 8 : 1;
+  // 2 FMA pipes x lanes x 2 flops per core (Zen / Skylake-SP class cores).
+  const double peak = threads * 2.0 * lanes * 2.0 * mhz / 1e3;
+  const double membw = read_bandwidth_gbs();
+  std::printf("backend %s, %d threads, %.0f MHz: f32 FMA peak %.1f GFLOP/s, read bandwidth %.2f GB/s (%s time)\n",
+              be->name().c_str(), threads, mhz, peak, membw, g_best ? "best" : "median");
+  std::mt19937 rng(1);
+  // Qwen3-0.6B: hidden 1024, q 2048 + k/v 1024 (qkv 4096), MLP 3072 (gate+up 6144), vocab 151936.
+  const int64_t decode_shapes[][2] = {{3072, 1024}, {4096, 1024}, {6144, 1024}, {1024, 3072}, {151936, 1024}};
+  for (auto& nk : decode_shapes) {
+    for (int64_t T : {1, 4}) {
+      if (quick && T == 4) continue;
+      bench_linear_decode(*be, nk[0], nk[1], T, membw, rng);
+    }
+  }
+  const int64_t prefill_shapes[][2] = {{4096, 1024}, {6144, 1024}, {1024, 3072}};
+  for (auto& nk : prefill_shapes) {
+    for (int64_t T : {64, 512}) {
+      if (quick && T == 64) continue;
+      bench_linear_prefill(*be, nk[0], nk[1], T, DType::kBF16, peak, rng);
+    }
+  }
+  if (!quick) bench_linear_prefill(*be, 1024, 1024, 512, DType::kF32, peak, rng);
+  for (DType cd : {DType::kBF16, DType::kF32}) {
+    bench_attention(*be, 1, 1024, 1, cd, -1, rng);
+    bench_attention(*be, 1, 4096, 1, cd, -1, rng);
+    if (!quick) bench_attention(*be, 16, 1024, 1, cd, -1, rng);
+    bench_attention(*be, 1, 512, 512, cd, -1, rng);
+  }
+  return 0;
+}

@@ -1,0 +1,558 @@
+// The CPU backend: shape checks, threading and the cheap ops live here (baseline x86-64); the
+// hot loops are the per-ISA kernels of cpu_kernels.h.
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "base/thread_pool.h"
+
+namespace pagoda {
+namespace cpu {
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return true;
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case Isa::kAvx512:
+      return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
+}
+
+std::string isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+Isa default_isa() {
+  if (const char* env = std::getenv("PAGODA_CPU_ISA"); env != nullptr && *env != '\0') {
+    const std::string want = env;
+    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+      if (want == isa_name(isa)) {
+        PAGODA_CHECK(isa_supported(isa), "PAGODA_CPU_ISA=", want, ": this CPU does not support it");
+        return isa;
+      }
+    }
+    fail("PAGODA_CPU_ISA=", want, ": expected scalar, avx2 or avx512");
+  }
+  if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
+  if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+const CpuKernels& kernels_for(Isa isa) {
+  PAGODA_CHECK(isa_supported(isa), "CPU ISA ", isa_name(isa), " is not supported by this CPU");
+  switch (isa) {
+    case Isa::kAvx512: return avx512_kernels();
+    case Isa::kAvx2: return avx2_kernels();
+    default: return scalar_kernels();
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+constexpr size_t kAlignment = 64;
+// Decode-sized batches stream the weight once through the GEMV kernel (up to 8 rows per pass);
+// larger ones go through the packed GEMM, whose W -> f32 packing pays off from about 8 rows on.
+constexpr int64_t kGemvMaxRows = 8;
+// Below this many weight bytes a GEMV runs on the calling thread (a parallel region costs a few
+// microseconds of wake-up and join).
+constexpr int64_t kGemvSerialBytes = 65536;
+// Elementwise ops: rows per thread chunk are sized to about this many elements, so that tiny
+// ops (decode) stay on one thread instead of paying for a parallel region.
+constexpr int64_t kElementwiseGrain = 16384;
+// Query tokens x query heads of one attention work item (prefill tiles).
+constexpr int64_t kAttentionRowsPerItem = 32;
+// Smallest context slice of a split decode item (below it the merge costs more than it saves).
+constexpr int64_t kMinKeysPerPartition = 256;
+
+void aligned_free(void* p) { std::free(p); }
+
+void* aligned_malloc(size_t bytes) {
+  const size_t rounded = std::max<size_t>(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+  void* p = std::aligned_alloc(kAlignment, rounded);
+  PAGODA_CHECK(p != nullptr, "CPU backend: out of memory allocating ", bytes, " bytes");
+  return p;
+}
+
+// Per-thread scratch (packed GEMM panels, attention state), grown on demand and kept for the
+// life of the thread, so steady-state forward passes do not allocate.
+float* thread_scratch(int64_t floats) {
+  struct Scratch {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Scratch() { std::free(data); }
+  };
+  thread_local Scratch scratch;
+  if (scratch.size < floats) {
+    std::free(scratch.data);
+    scratch.data = static_cast<float*>(aligned_malloc(static_cast<size_t>(floats) * sizeof(float)));
+    scratch.size = floats;
+  }
+  return scratch.data;
+}
+
+bool is_float_weight(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
+
+void check_f32(const Tensor& t, const char* op, const char* what) {
+  PAGODA_CHECK(t.dtype == DType::kF32, op, ": ", what, " must be F32, got ", dtype_name(t.dtype));
+}
+
+int64_t rows_grain(int64_t cols) { return std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(cols, 1)); }
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(cpu::Isa isa) : k_(cpu::kernels_for(isa)), pool_(ThreadPool::global()) {}
+
+  std::string name() const override { return std::string("cpu-") + k_.name; }
+  DType activation_dtype() const override { return DType::kF32; }
+
+  DeviceBuffer allocate(size_t bytes) override { return DeviceBuffer(aligned_malloc(bytes), bytes, &aligned_free); }
+  void copy_from_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy_to_host(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>*) override { return host; }
+
+  KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim,
+                            DType dtype) override {
+    PAGODA_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "CPU backend: KV cache dtype must be F32 or BF16, got ",
+                 dtype_name(dtype));
+    PAGODA_CHECK(num_layers >= 0 && num_blocks > 0 && block_size > 0 && num_kv_heads > 0 && head_dim > 0,
+                 "CPU backend: bad KV cache shape");
+    KvCache cache;
+    const size_t elems = static_cast<size_t>(num_blocks) * num_kv_heads * block_size * head_dim;
+    const size_t half = (elems * dtype_size(dtype) + kAlignment - 1) / kAlignment * kAlignment;
+    for (int l = 0; l < num_layers; ++l) {
+      DeviceBuffer buf = allocate(2 * half);
+      KvCacheLayer layer;
+      layer.k = Tensor(buf.data(), dtype, {num_blocks, num_kv_heads, block_size, head_dim});
+      layer.v = Tensor(static_cast<char*>(buf.data()) + half, dtype, {num_blocks, num_kv_heads, block_size, head_dim});
+      layer.num_blocks = num_blocks;
+      layer.block_size = block_size;
+      layer.num_kv_heads = num_kv_heads;
+      layer.head_dim = head_dim;
+      cache.layers.push_back(layer);
+      cache.storage.push_back(std::move(buf));
+    }
+    return cache;
+  }
+  void synchronize() override {}
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override {
+    PAGODA_CHECK(ids.dtype == DType::kI32, "embedding: ids must be I32");
+    check_f32(out, "embedding", "out");
+    PAGODA_CHECK(is_float_weight(table.dtype), "embedding: unsupported table dtype ", dtype_name(table.dtype));
+    const int64_t T = ids.numel(), H = table.cols(), V = table.rows();
+    PAGODA_CHECK(out.rows() == T && out.cols() == H, "embedding: out ", out.shape_string(), " vs ids ",
+                 ids.shape_string(), " table ", table.shape_string());
+    const int32_t* id = ids.ptr<int32_t>();
+    float* o = out.ptr<float>();
+    for (int64_t t = 0; t < T; ++t)
+      PAGODA_CHECK(id[t] >= 0 && id[t] < V, "embedding: token id ", id[t], " out of range [0, ", V, ")");
+    pool_.parallel_for(T, rows_grain(H), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t row = static_cast<int64_t>(id[t]) * H;
+        float* dst = o + t * H;
+        switch (table.dtype) {
+          case DType::kF32: std::memcpy(dst, table.ptr<float>() + row, H * sizeof(float)); break;
+          case DType::kBF16: {
+            const uint16_t* src = table.ptr<uint16_t>() + row;
+            for (int64_t i = 0; i < H; ++i) dst[i] = bf16_to_f32(src[i]);
+            break;
+          }
+          default: {
+            const uint16_t* src = table.ptr<uint16_t>() + row;
+            for (int64_t i = 0; i < H; ++i) dst[i] = f16_to_f32(src[i]);
+            break;
+          }
+        }
+      }
+    });
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+    norm_rows("rms_norm", nullptr, x, weight, eps, out);
+  }
+
+  void add_rms_norm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+    PAGODA_CHECK(residual.numel() == x.numel(), "add_rms_norm: residual ", residual.shape_string(), " vs x ",
+                 x.shape_string());
+    check_f32(residual, "add_rms_norm", "residual");
+    norm_rows("add_rms_norm", &residual, x, weight, eps, out);
+  }
+
+  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) override {
+    check_f32(x, "linear", "x");
+    check_f32(out, "linear", "out");
+    PAGODA_CHECK(weight.ndim == 2 && is_float_weight(weight.dtype), "linear: weight must be a 2-D F32/BF16/F16 matrix, got ",
+                 dtype_name(weight.dtype), " ", weight.shape_string());
+    const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
+    PAGODA_CHECK(weight.dim(1) == K && K > 0, "linear: x ", x.shape_string(), " vs weight ", weight.shape_string());
+    PAGODA_CHECK(out.rows() == T && out.cols() == N, "linear: out ", out.shape_string(), ", expected [", T, ", ", N, "]");
+    const void* b = nullptr;
+    DType bdt = DType::kF32;
+    if (bias != nullptr && bias->data != nullptr) {
+      PAGODA_CHECK(bias->numel() == N && is_float_weight(bias->dtype), "linear: bias ", bias->shape_string());
+      b = bias->data;
+      bdt = bias->dtype;
+    }
+    if (T == 0 || N == 0) return;
+    const float* xp = x.ptr<float>();
+    float* op = out.ptr<float>();
+    if (T <= kGemvMaxRows) {
+      // Slices of rows taken dynamically (an atomic counter), ~256 KiB of weight each but at least
+      // 4 per thread: each slice streams contiguous memory, and a thread that is descheduled or
+      // slower does not hold up the others.
+      const int64_t row_bytes = K * static_cast<int64_t>(dtype_size(weight.dtype));
+      const int64_t threads = pool_.num_threads();
+      int64_t rows = std::max<int64_t>(16, (262144 / row_bytes + 15) / 16 * 16);
+      rows = std::max<int64_t>(16, std::min(rows, ((N + 4 * threads - 1) / (4 * threads) + 15) / 16 * 16));
+      const int64_t slices = (N + rows - 1) / rows;
+      if (slices == 1 || int64_t{N} * row_bytes < kGemvSerialBytes) {
+        k_.gemv(xp, T, K, weight.data, weight.dtype, b, bdt, 0, N, op, N);
+        return;
+      }
+      std::atomic<int64_t> next{0};
+      pool_.run([&](int, int) {
+        for (int64_t i = next.fetch_add(1); i < slices; i = next.fetch_add(1))
+          k_.gemv(xp, T, K, weight.data, weight.dtype, b, bdt, i * rows, std::min(N, (i + 1) * rows), op, N);
+      });
+      return;
+    }
+    // Work items: column blocks (multiples of the widest micro-tile, 32) x row blocks; the
+    // rows are split only when there are too few column blocks to occupy every thread.
+    const int64_t threads = pool_.num_threads();
+    int64_t nc = cpu::kGemmNc;
+    while (nc > 32 && (N + nc - 1) / nc < 2 * threads) nc /= 2;
+    const int64_t n_items = (N + nc - 1) / nc;
+    int64_t t_parts = 1;
+    if (n_items < 2 * threads) t_parts = std::min<int64_t>((2 * threads + n_items - 1) / n_items, (T + 5) / 6);
+    const int64_t t_step = ((T + t_parts - 1) / t_parts + 5) / 6 * 6;
+    t_parts = (T + t_step - 1) / t_step;
+    const int64_t items = n_items * t_parts;
+    std::atomic<int64_t> next{0};
+    pool_.run([&](int, int) {
+      float* scratch = nullptr;
+      for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
+        if (scratch == nullptr) scratch = thread_scratch(cpu::kGemmScratchFloats);
+        const int64_t n0 = (i % n_items) * nc, n1 = std::min(N, n0 + nc);
+        const int64_t t0 = (i / n_items) * t_step, t1 = std::min(T, t0 + t_step);
+        k_.gemm(xp, K, weight.data, weight.dtype, b, bdt, t0, t1, n0, n1, op, N, scratch);
+      }
+    });
+  }
+
+  void rope_cos_sin(const Tensor& positions, const Tensor& inv_freq, float attention_factor, Tensor cos_sin) override {
+    check_f32(cos_sin, "rope_cos_sin", "cos_sin");
+    check_f32(inv_freq, "rope_cos_sin", "inv_freq");
+    PAGODA_CHECK(positions.dtype == DType::kI32 || positions.dtype == DType::kI64, "rope_cos_sin: positions must be I32/I64");
+    const int64_t T = positions.numel(), R = cos_sin.cols(), half = R / 2;
+    PAGODA_CHECK(cos_sin.rows() == T && R % 2 == 0 && inv_freq.numel() == half, "rope_cos_sin: cos_sin ",
+                 cos_sin.shape_string(), " inv_freq ", inv_freq.shape_string(), " positions ", positions.shape_string());
+    const float* f = inv_freq.ptr<float>();
+    float* cs = cos_sin.ptr<float>();
+    pool_.parallel_for(T, rows_grain(R * 8), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float pos = positions.dtype == DType::kI32 ? static_cast<float>(positions.ptr<int32_t>()[t])
+                                                         : static_cast<float>(positions.ptr<int64_t>()[t]);
+        for (int64_t i = 0; i < half; ++i) {
+          // As in transformers: the angle is rounded to f32 first, then cos/sin of it.
+          const double angle = static_cast<double>(pos * f[i]);
+          cs[t * R + i] = static_cast<float>(std::cos(angle)) * attention_factor;
+          cs[t * R + half + i] = static_cast<float>(std::sin(angle)) * attention_factor;
+        }
+      }
+    });
+  }
+
+  void rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& cos_sin, int rotary_dim,
+                      const Tensor& slot_mapping, KvCacheLayer& cache) override {
+    check_f32(q, "rope_and_cache", "q");
+    check_f32(k, "rope_and_cache", "k");
+    check_f32(v, "rope_and_cache", "v");
+    check_f32(cos_sin, "rope_and_cache", "cos_sin");
+    const int64_t D = cache.head_dim, Hk = cache.num_kv_heads;
+    const int64_t T = q.ndim == 3 ? q.dim(0) : q.rows();
+    const int64_t Hq = q.numel() / std::max<int64_t>(1, T * D);
+    PAGODA_CHECK(q.numel() == T * Hq * D && k.numel() == T * Hk * D && v.numel() == T * Hk * D,
+                 "rope_and_cache: q ", q.shape_string(), " k ", k.shape_string(), " v ", v.shape_string(),
+                 " vs cache heads ", Hk, " head_dim ", D);
+    PAGODA_CHECK(rotary_dim % 2 == 0 && rotary_dim <= D && cos_sin.rows() == T && cos_sin.cols() == rotary_dim,
+                 "rope_and_cache: rotary_dim ", rotary_dim, " cos_sin ", cos_sin.shape_string());
+    PAGODA_CHECK(slot_mapping.dtype == DType::kI32 && slot_mapping.numel() == T, "rope_and_cache: slot_mapping ",
+                 slot_mapping.shape_string());
+    const int32_t* slots = slot_mapping.ptr<int32_t>();
+    const int64_t num_slots = int64_t{cache.num_blocks} * cache.block_size;
+    for (int64_t t = 0; t < T; ++t)
+      PAGODA_CHECK(slots[t] < num_slots, "rope_and_cache: slot ", slots[t], " beyond the cache (", num_slots, " slots)");
+    const int64_t half = rotary_dim / 2;
+    float* qp = q.ptr<float>();
+    float* kp = k.ptr<float>();
+    const float* vp = v.ptr<float>();
+    const float* cs = cos_sin.ptr<float>();
+    const bool bf16 = cache.k.dtype == DType::kBF16;
+    auto rotate = [&](float* x, const float* c) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * c[i] - x2 * c[half + i];
+        x[i + half] = x2 * c[i] + x1 * c[half + i];
+      }
+    };
+    pool_.parallel_for(T, rows_grain((Hq + 2 * Hk) * D), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* c = cs + t * rotary_dim;
+        for (int64_t h = 0; h < Hq; ++h) rotate(qp + (t * Hq + h) * D, c);
+        for (int64_t h = 0; h < Hk; ++h) rotate(kp + (t * Hk + h) * D, c);
+        if (slots[t] < 0) continue;
+        const int64_t block = slots[t] / cache.block_size, offset = slots[t] % cache.block_size;
+        for (int64_t h = 0; h < Hk; ++h) {
+          const int64_t dst = ((block * Hk + h) * cache.block_size + offset) * D;
+          const float* ks = kp + (t * Hk + h) * D;
+          const float* vs = vp + (t * Hk + h) * D;
+          if (bf16) {
+            uint16_t* kd = cache.k.ptr<uint16_t>() + dst;
+            uint16_t* vd = cache.v.ptr<uint16_t>() + dst;
+            for (int64_t i = 0; i < D; ++i) {
+              kd[i] = f32_to_bf16(ks[i]);
+              vd[i] = f32_to_bf16(vs[i]);
+            }
+          } else {
+            std::memcpy(cache.k.ptr<float>() + dst, ks, D * sizeof(float));
+            std::memcpy(cache.v.ptr<float>() + dst, vs, D * sizeof(float));
+          }
+        }
+      }
+    });
+  }
+
+  void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionMetadata& meta, float scale,
+                       Tensor out) override {
+    check_f32(q, "paged_attention", "q");
+    check_f32(out, "paged_attention", "out");
+    const int64_t D = cache.head_dim, Hk = cache.num_kv_heads;
+    const int64_t T = meta.num_tokens;
+    if (T == 0) return;
+    PAGODA_CHECK(T * D > 0 && q.numel() % (T * D) == 0, "paged_attention: q ", q.shape_string(), " vs ", T,
+                 " tokens of head_dim ", D);
+    const int64_t Hq = q.numel() / (T * D);
+    PAGODA_CHECK(Hq % Hk == 0 && out.numel() == q.numel(), "paged_attention: q heads ", Hq, " kv heads ", Hk,
+                 " out ", out.shape_string());
+    const int64_t G = Hq / Hk;
+    const int32_t* qsl = meta.query_start_loc.ptr<int32_t>();
+    const int32_t* seq_lens = meta.seq_lens.ptr<int32_t>();
+    const int32_t* tables = meta.block_tables.ptr<int32_t>();
+    const int64_t max_blocks = meta.block_tables.ndim >= 2 ? meta.block_tables.dim(1) : meta.block_tables.numel();
+    const int64_t tokens_per_item = std::max<int64_t>(1, kAttentionRowsPerItem / G);
+
+    items_.clear();
+    for (int32_t s = 0; s < meta.num_seqs; ++s) {
+      const int32_t q0 = qsl[s], q1 = qsl[s + 1], len = seq_lens[s];
+      PAGODA_CHECK(q0 >= 0 && q0 <= q1 && q1 <= T && q1 - q0 <= len, "paged_attention: sequence ", s, " has tokens [",
+                   q0, ", ", q1, ") and length ", len);
+      PAGODA_CHECK((len + cache.block_size - 1) / cache.block_size <= max_blocks, "paged_attention: sequence ", s,
+                   " of length ", len, " needs more blocks than the block table holds");
+      for (int32_t b = q0; b < q1; b += static_cast<int32_t>(tokens_per_item)) {
+        const int32_t e = static_cast<int32_t>(std::min<int64_t>(q1, b + tokens_per_item));
+        for (int32_t h = 0; h < Hk; ++h) items_.push_back({s, h, b, e, len - (q1 - q0) + (b - q0), 0, INT32_MAX, -1});
+      }
+    }
+    split_long_decodes(G, D, meta.sliding_window);
+    cpu::AttentionWork base{};
+    base.q = q.ptr<float>();
+    base.out = out.ptr<float>();
+    base.k_cache = cache.k.data;
+    base.v_cache = cache.v.data;
+    base.kv_dtype = cache.k.dtype;
+    base.block_size = cache.block_size;
+    base.num_kv_heads = static_cast<int32_t>(Hk);
+    base.num_q_heads = static_cast<int32_t>(Hq);
+    base.head_dim = static_cast<int32_t>(D);
+    base.sliding_window = meta.sliding_window;
+    base.scale = scale;
+    const int64_t scratch_floats = cpu::attention_scratch_floats(tokens_per_item * G, D);
+    const int64_t n = static_cast<int64_t>(items_.size());
+    std::atomic<int64_t> next{0};
+    auto work = [&](int, int) {
+      cpu::AttentionWork w = base;
+      for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
+        const Item& it = items_[i];
+        w.block_table = tables + it.seq * max_blocks;
+        w.kv_head = it.kv_head;
+        w.q_begin = it.q_begin;
+        w.q_end = it.q_end;
+        w.first_pos = it.first_pos;
+        w.key_begin = it.key_begin;
+        w.key_end = it.key_end;
+        w.partial = it.partial >= 0 ? partials_.data() + it.partial : nullptr;
+        w.scratch = thread_scratch(scratch_floats);
+        k_.attention(w);
+      }
+    };
+    if (n == 1) {
+      work(0, 1);
+    } else {
+      pool_.run(work);
+    }
+    merge_partitions(out.ptr<float>(), Hq, G, D);
+  }
+
+  void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override {
+    check_f32(gate, "silu_and_mul", "gate");
+    check_f32(up, "silu_and_mul", "up");
+    check_f32(out, "silu_and_mul", "out");
+    PAGODA_CHECK(gate.numel() == up.numel() && out.numel() == gate.numel(), "silu_and_mul: gate ",
+                 gate.shape_string(), " up ", up.shape_string(), " out ", out.shape_string());
+    const float* g = gate.ptr<float>();
+    const float* u = up.ptr<float>();
+    float* o = out.ptr<float>();
+    pool_.parallel_for(gate.numel(), kElementwiseGrain,
+                       [&](int64_t i0, int64_t i1) { k_.silu_and_mul(g + i0, u + i0, o + i0, i1 - i0); });
+  }
+
+  void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) override {
+    PAGODA_CHECK(indices.dtype == DType::kI32, "gather_rows: indices must be I32");
+    const int64_t n = indices.numel(), R = x.rows();
+    const size_t row_bytes = static_cast<size_t>(x.cols()) * dtype_size(x.dtype);
+    PAGODA_CHECK(out.dtype == x.dtype && out.rows() == n && out.cols() == x.cols(), "gather_rows: x ",
+                 x.shape_string(), " out ", out.shape_string());
+    const int32_t* idx = indices.ptr<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      PAGODA_CHECK(idx[i] >= 0 && idx[i] < R, "gather_rows: index ", idx[i], " out of range [0, ", R, ")");
+      std::memcpy(static_cast<char*>(out.data) + i * row_bytes, static_cast<const char*>(x.data) + idx[i] * row_bytes,
+                  row_bytes);
+    }
+  }
+
+  void add(Tensor a, const Tensor& b) override {
+    check_f32(a, "add", "a");
+    check_f32(b, "add", "b");
+    PAGODA_CHECK(a.numel() == b.numel(), "add: a ", a.shape_string(), " b ", b.shape_string());
+    float* ap = a.ptr<float>();
+    const float* bp = b.ptr<float>();
+    pool_.parallel_for(a.numel(), kElementwiseGrain, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) ap[i] += bp[i];
+    });
+  }
+
+ private:
+  struct Item {
+    int32_t seq, kv_head, q_begin, q_end, first_pos;
+    int32_t key_begin, key_end;  // context positions visited
+    int64_t partial;             // offset in partials_ of a split item's state, or -1
+  };
+  // A decode token of one KV head whose context was split over `parts` items.
+  struct Split {
+    int32_t token, kv_head, parts;
+    int64_t partial;  // parts consecutive blocks of G * (D + 2) floats
+  };
+
+  // Flash-decoding: when a batch has too few (sequence, KV head) items to occupy every thread
+  // (few sequences, few KV heads, long contexts), decode items are split over the context into
+  // partitions of at least kMinKeysPerPartition keys; merge_partitions() combines their
+  // softmax states afterwards.
+  void split_long_decodes(int64_t G, int64_t D, int32_t window) {
+    splits_.clear();
+    const int64_t threads = pool_.num_threads();
+    const int64_t base = static_cast<int64_t>(items_.size());
+    if (base == 0 || base >= 2 * threads) return;
+    const int64_t want = (2 * threads + base - 1) / base;
+    const int64_t stride = G * (D + 2);
+    int64_t floats = 0;
+    for (int64_t i = 0; i < base; ++i) {
+      const Item it = items_[i];
+      if (it.q_end - it.q_begin != 1) continue;
+      const int64_t first = window > 0 ? std::max<int64_t>(0, it.first_pos - window + 1) : 0;
+      const int64_t keys = it.first_pos + 1 - first;
+      const int64_t parts = std::min<int64_t>(want, keys / kMinKeysPerPartition);
+      if (parts < 2) continue;
+      splits_.push_back({it.q_begin, it.kv_head, static_cast<int32_t>(parts), floats});
+      for (int64_t p = 0; p < parts; ++p) {
+        // Partition bounds on chunk multiples, so that chunks line up as in the unsplit case.
+        auto bound = [&](int64_t j) {
+          return j == parts ? it.first_pos + 1
+                            : first + (keys * j / parts) / cpu::kAttentionChunk * cpu::kAttentionChunk;
+        };
+        Item part = it;
+        part.key_begin = static_cast<int32_t>(bound(p));
+        part.key_end = static_cast<int32_t>(bound(p + 1));
+        part.partial = floats;
+        floats += stride;
+        if (p == 0) {
+          items_[i] = part;
+        } else {
+          items_.push_back(part);
+        }
+      }
+    }
+    if (static_cast<int64_t>(partials_.size()) < floats) partials_.resize(floats);
+  }
+
+  void merge_partitions(float* out, int64_t Hq, int64_t G, int64_t D) {
+    for (const Split& sp : splits_) {
+      for (int64_t g = 0; g < G; ++g) {
+        float m = -INFINITY;
+        for (int32_t p = 0; p < sp.parts; ++p) m = std::max(m, partials_[sp.partial + (p * G + g) * (D + 2) + D]);
+        float* dst = out + (int64_t{sp.token} * Hq + sp.kv_head * G + g) * D;
+        std::fill(dst, dst + D, 0.0f);
+        float l = 0.0f;
+        for (int32_t p = 0; p < sp.parts; ++p) {
+          const float* part = partials_.data() + sp.partial + (p * G + g) * (D + 2);
+          if (part[D + 1] == 0.0f) continue;  // saw no key
+          const float weight = std::exp(part[D] - m);
+          l += weight * part[D + 1];
+          for (int64_t i = 0; i < D; ++i) dst[i] += weight * part[i];
+        }
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (int64_t i = 0; i < D; ++i) dst[i] *= inv;
+      }
+    }
+  }
+
+  void norm_rows(const char* op, Tensor* residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) {
+    check_f32(x, op, "x");
+    check_f32(out, op, "out");
+    const int64_t H = x.cols(), R = x.rows();
+    PAGODA_CHECK(weight.numel() == H && is_float_weight(weight.dtype), op, ": weight ", weight.shape_string(),
+                 " vs x ", x.shape_string());
+    PAGODA_CHECK(out.numel() == x.numel(), op, ": out ", out.shape_string(), " vs x ", x.shape_string());
+    const float* xp = x.ptr<float>();
+    float* op_ = out.ptr<float>();
+    float* res = residual != nullptr ? residual->ptr<float>() : nullptr;
+    pool_.parallel_for(R, rows_grain(H), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        if (res != nullptr) {
+          k_.rms_norm_row(res + r * H, xp + r * H, weight.data, weight.dtype, eps, H, op_ + r * H);
+        } else {
+          k_.rms_norm_row(const_cast<float*>(xp + r * H), nullptr, weight.data, weight.dtype, eps, H, op_ + r * H);
+        }
+      }
+    });
+  }
+
+  const cpu::CpuKernels& k_;
+  ThreadPool& pool_;
+  std::vector<Item> items_;
+  std::vector<Split> splits_;
+  std::vector<float> partials_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(cpu::Isa isa) { return std::make_unique<CpuBackend>(isa); }
+std::unique_ptr<Backend> make_cpu_backend() { return make_cpu_backend(cpu::default_isa()); }
+
+}  // namespace pagoda

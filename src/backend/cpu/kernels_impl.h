@@ -1,0 +1,548 @@
+// One implementation of the CPU kernels, templated over a SIMD traits type `I`:
+//   using V = <vector of I::L floats>;  zero, set1, load, store (unaligned), add, sub, mul,
+//   fmadd(a, b, c) = a * b + c, hsum, hsum4 (4 sums at once), transpose (an L x L block held in
+//   L vectors), exp (vector e^x, a few ulp), load_bf16 / load_f16 (L values widened to f32).
+// Included only by kernels_{scalar,avx2,avx512}.cc. Everything here has internal linkage (an
+// anonymous namespace) and instantiates no inline function or template from other headers, so
+// code compiled with AVX-512 can never be chosen by the linker for a caller on a CPU without it
+// (`nm` on kernels_avx512.cc.o lists only avx512_kernels() as defined).
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace pagoda::cpu {
+namespace {
+
+inline float bf16_bits_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Weight element access by storage dtype: get() one element, load() I::L elements as f32.
+struct WeightF32 {
+  static float get(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
+  template <class I>
+  static typename I::V load(const void* p, int64_t i) {
+    return I::load(static_cast<const float*>(p) + i);
+  }
+};
+struct WeightBF16 {
+  static float get(const void* p, int64_t i) { return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]); }
+  template <class I>
+  static typename I::V load(const void* p, int64_t i) {
+    return I::load_bf16(static_cast<const uint16_t*>(p) + i);
+  }
+};
+struct WeightF16 {
+  static float get(const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); }
+  template <class I>
+  static typename I::V load(const void* p, int64_t i) {
+    return I::load_f16(static_cast<const uint16_t*>(p) + i);
+  }
+};
+
+float get_element(const void* p, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::kBF16: return WeightBF16::get(p, i);
+    case DType::kF16: return WeightF16::get(p, i);
+    default: return WeightF32::get(p, i);
+  }
+}
+
+void add_bias(const void* bias, DType bias_dtype, int64_t t0, int64_t t1, int64_t n0, int64_t n1, float* out,
+              int64_t ldo) {
+  if (bias == nullptr) return;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t n = n0; n < n1; ++n) out[t * ldo + n] += get_element(bias, bias_dtype, n);
+}
+
+// ---- GEMV (decode) ------------------------------------------------------------------------
+// One weight row at a time, read as a single sequential stream (measured faster from DRAM than
+// interleaving 2 or 4 rows, which splits the hardware prefetcher's streams), each weight vector
+// widened once and used for all TT activation rows. U independent accumulators per row along k
+// keep at least 4 FMA chains in flight when TT is small.
+template <class I, class W, int TT>
+void gemv_row(const float* x, int64_t K, const void* w, int64_t n, float* out, int64_t ldo) {
+  using V = typename I::V;
+  constexpr int L = I::L;
+  constexpr int U = TT == 1 ? 4 : TT <= 4 ? 2 : 1;
+  const int64_t row = n * K;
+  V acc[TT][U];
+  for (int t = 0; t < TT; ++t)
+    for (int u = 0; u < U; ++u) acc[t][u] = I::zero();
+  int64_t k = 0;
+  for (; k + U * L <= K; k += U * L) {
+    for (int u = 0; u < U; ++u) {
+      const V wv = W::template load<I>(w, row + k + u * L);
+      for (int t = 0; t < TT; ++t) acc[t][u] = I::fmadd(wv, I::load(x + t * K + k + u * L), acc[t][u]);
+    }
+  }
+  for (; k + L <= K; k += L) {
+    const V wv = W::template load<I>(w, row + k);
+    for (int t = 0; t < TT; ++t) acc[t][0] = I::fmadd(wv, I::load(x + t * K + k), acc[t][0]);
+  }
+  for (int t = 0; t < TT; ++t) {
+    V a = acc[t][0];
+    for (int u = 1; u < U; ++u) a = I::add(a, acc[t][u]);
+    float s = I::hsum(a);
+    for (int64_t j = k; j < K; ++j) s += W::get(w, row + j) * x[t * K + j];
+    out[t * ldo + n] = s;
+  }
+}
+
+template <class I, class W, int TT>
+void gemv_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n1, float* out, int64_t ldo) {
+  for (int64_t n = n0; n < n1; ++n) gemv_row<I, W, TT>(x, K, w, n, out, ldo);
+}
+
+// Rows are taken kGemvRows at a time, so up to that many rows read the weight exactly once.
+constexpr int64_t kGemvRows = 8;
+
+template <class I, class W>
+void gemv_typed(const float* x, int64_t T, int64_t K, const void* w, int64_t n0, int64_t n1, float* out,
+                int64_t ldo) {
+  for (int64_t t = 0; t < T; t += kGemvRows) {
+    const float* xt = x + t * K;
+    float* ot = out + t * ldo;
+    switch (min64(kGemvRows, T - t)) {
+      case 1: gemv_rows<I, W, 1>(xt, K, w, n0, n1, ot, ldo); break;
+      case 2: gemv_rows<I, W, 2>(xt, K, w, n0, n1, ot, ldo); break;
+      case 3: gemv_rows<I, W, 3>(xt, K, w, n0, n1, ot, ldo); break;
+      case 4: gemv_rows<I, W, 4>(xt, K, w, n0, n1, ot, ldo); break;
+      case 5: gemv_rows<I, W, 5>(xt, K, w, n0, n1, ot, ldo); break;
+      case 6: gemv_rows<I, W, 6>(xt, K, w, n0, n1, ot, ldo); break;
+      case 7: gemv_rows<I, W, 7>(xt, K, w, n0, n1, ot, ldo); break;
+      default: gemv_rows<I, W, 8>(xt, K, w, n0, n1, ot, ldo); break;
+    }
+  }
+}
+
+template <class I>
+void gemv(const float* x, int64_t T, int64_t K, const void* w, DType w_dtype, const void* bias, DType bias_dtype,
+          int64_t n0, int64_t n1, float* out, int64_t ldo) {
+  switch (w_dtype) {
+    case DType::kBF16: gemv_typed<I, WeightBF16>(x, T, K, w, n0, n1, out, ldo); break;
+    case DType::kF16: gemv_typed<I, WeightF16>(x, T, K, w, n0, n1, out, ldo); break;
+    default: gemv_typed<I, WeightF32>(x, T, K, w, n0, n1, out, ldo); break;
+  }
+  add_bias(bias, bias_dtype, 0, T, n0, n1, out, ldo);
+}
+
+// ---- GEMM (prefill) -----------------------------------------------------------------------
+// C[t, n] = sum_k X[t, k] W[n, k]. A kGemmKc x kGemmNc block of W is converted to f32 and packed
+// as column panels of NR = 2 * L: panel p holds W[n0 + p*NR + j, k] at [k * NR + j], so the micro-
+// kernel reads it contiguously. The micro-kernel keeps an MR x NR tile of C in 2 * MR registers
+// (6 x 16 on AVX2: 12 accumulators + 2 weight vectors + 1 broadcast of the 16 ymm registers).
+constexpr int kGemmMr = 6;
+
+// Full panels go L x L tile by tile: L weight rows are loaded as vectors (widened to f32),
+// transposed in registers (I::transpose) and stored as L packed rows, so packing costs a few
+// instructions per 8 (AVX2) elements instead of one scalar load + store each. Partial panels
+// and the k tail are packed element by element in k-outer order (contiguous stores; the NR
+// source rows are read as NR sequential streams).
+template <class I, class W>
+void pack_weight(const void* w, int64_t K, int64_t nb, int64_t nlen, int64_t kb, int64_t klen, float* dst) {
+  constexpr int L = I::L;
+  constexpr int NR = 2 * L;
+  for (int64_t p = 0; p * NR < nlen; ++p) {
+    float* d = dst + p * klen * NR;
+    const int64_t valid = min64(NR, nlen - p * NR);
+    const int64_t row0 = (nb + p * NR) * K + kb;
+    int64_t k = 0;
+    if (valid == NR) {
+      for (; k + L <= klen; k += L) {
+        for (int h = 0; h < 2; ++h) {
+          typename I::V v[L];
+          for (int j = 0; j < L; ++j) v[j] = W::template load<I>(w, row0 + (h * L + j) * K + k);
+          I::transpose(v);
+          for (int j = 0; j < L; ++j) I::store(d + (k + j) * NR + h * L, v[j]);
+        }
+      }
+    }
+    for (; k < klen; ++k)
+      for (int j = 0; j < NR; ++j) d[k * NR + j] = j < valid ? W::get(w, row0 + j * K + k) : 0.0f;
+  }
+}
+
+template <class I, int MR>
+void gemm_micro(const float* a, int64_t lda, const float* b, int64_t klen, float* c, int64_t ldc, bool accumulate,
+                int64_t ncols) {
+  using V = typename I::V;
+  constexpr int L = I::L;
+  V acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = I::zero();
+  for (int64_t k = 0; k < klen; ++k) {
+    const V b0 = I::load(b + k * 2 * L);
+    const V b1 = I::load(b + k * 2 * L + L);
+    for (int i = 0; i < MR; ++i) {
+      const V av = I::set1(a[i * lda + k]);
+      acc[i][0] = I::fmadd(av, b0, acc[i][0]);
+      acc[i][1] = I::fmadd(av, b1, acc[i][1]);
+    }
+  }
+  if (ncols == 2 * L) {
+    for (int i = 0; i < MR; ++i) {
+      float* ci = c + i * ldc;
+      if (accumulate) {
+        I::store(ci, I::add(I::load(ci), acc[i][0]));
+        I::store(ci + L, I::add(I::load(ci + L), acc[i][1]));
+      } else {
+        I::store(ci, acc[i][0]);
+        I::store(ci + L, acc[i][1]);
+      }
+    }
+  } else {
+    float tmp[2 * L];
+    for (int i = 0; i < MR; ++i) {
+      I::store(tmp, acc[i][0]);
+      I::store(tmp + L, acc[i][1]);
+      float* ci = c + i * ldc;
+      for (int64_t j = 0; j < ncols; ++j) ci[j] = accumulate ? ci[j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+template <class I, class W>
+void gemm_typed(const float* x, int64_t K, const void* w, int64_t t0, int64_t t1, int64_t n0, int64_t n1, float* out,
+                int64_t ldo, float* packed) {
+  constexpr int NR = 2 * I::L;
+  for (int64_t nb = n0; nb < n1; nb += kGemmNc) {
+    const int64_t nlen = min64(kGemmNc, n1 - nb);
+    for (int64_t kb = 0; kb < K; kb += kGemmKc) {
+      const int64_t klen = min64(kGemmKc, K - kb);
+      pack_weight<I, W>(w, K, nb, nlen, kb, klen, packed);
+      const bool accumulate = kb > 0;
+      for (int64_t t = t0; t < t1; t += kGemmMr) {
+        const int64_t mr = min64(kGemmMr, t1 - t);
+        const float* a = x + t * K + kb;
+        for (int64_t p = 0; p * NR < nlen; ++p) {
+          const float* b = packed + p * klen * NR;
+          float* c = out + t * ldo + nb + p * NR;
+          const int64_t ncols = min64(NR, nlen - p * NR);
+          switch (mr) {
+            case 1: gemm_micro<I, 1>(a, K, b, klen, c, ldo, accumulate, ncols); break;
+            case 2: gemm_micro<I, 2>(a, K, b, klen, c, ldo, accumulate, ncols); break;
+            case 3: gemm_micro<I, 3>(a, K, b, klen, c, ldo, accumulate, ncols); break;
+            case 4: gemm_micro<I, 4>(a, K, b, klen, c, ldo, accumulate, ncols); break;
+            case 5: gemm_micro<I, 5>(a, K, b, klen, c, ldo, accumulate, ncols); break;
+            default: gemm_micro<I, 6>(a, K, b, klen, c, ldo, accumulate, ncols); break;
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class I>
+void gemm(const float* x, int64_t K, const void* w, DType w_dtype, const void* bias, DType bias_dtype, int64_t t0,
+          int64_t t1, int64_t n0, int64_t n1, float* out, int64_t ldo, float* scratch) {
+  switch (w_dtype) {
+    case DType::kBF16: gemm_typed<I, WeightBF16>(x, K, w, t0, t1, n0, n1, out, ldo, scratch); break;
+    case DType::kF16: gemm_typed<I, WeightF16>(x, K, w, t0, t1, n0, n1, out, ldo, scratch); break;
+    default: gemm_typed<I, WeightF32>(x, K, w, t0, t1, n0, n1, out, ldo, scratch); break;
+  }
+  add_bias(bias, bias_dtype, t0, t1, n0, n1, out, ldo);
+}
+
+// ---- paged attention ----------------------------------------------------------------------
+// Scores of NQ query rows against 4 keys: NQ x 4 accumulators, each K vector loaded (and widened)
+// once for all NQ rows, one combined horizontal reduction per row.
+template <class I, class KV, int NQ>
+void dot4(const float* const* q, const void* const* k, int64_t D, float* const* out, int64_t c) {
+  using V = typename I::V;
+  constexpr int L = I::L;
+  V acc[NQ][4];
+  for (int r = 0; r < NQ; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = I::zero();
+  int64_t i = 0;
+  for (; i + L <= D; i += L) {
+    V qv[NQ];
+    for (int r = 0; r < NQ; ++r) qv[r] = I::load(q[r] + i);
+    for (int j = 0; j < 4; ++j) {
+      const V kv = KV::template load<I>(k[j], i);
+      for (int r = 0; r < NQ; ++r) acc[r][j] = I::fmadd(qv[r], kv, acc[r][j]);
+    }
+  }
+  for (int r = 0; r < NQ; ++r) {
+    I::hsum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], out[r] + c);
+    for (int64_t e = i; e < D; ++e)
+      for (int j = 0; j < 4; ++j) out[r][c + j] += q[r][e] * KV::get(k[j], e);
+  }
+}
+
+template <class I, class KV>
+float dot1(const float* q, const void* k, int64_t D) {
+  constexpr int L = I::L;
+  typename I::V a = I::zero();
+  int64_t i = 0;
+  for (; i + L <= D; i += L) a = I::fmadd(I::load(q + i), KV::template load<I>(k, i), a);
+  float s = I::hsum(a);
+  for (; i < D; ++i) s += q[i] * KV::get(k, i);
+  return s;
+}
+
+// y_r = y_r * alpha_r + sum_{c in [c0, c1)} p_r[c] * v[c][:] for NR rows r sharing the key range
+// (the query heads of one token). A block of VB vectors of D keeps NR x VB accumulators in
+// registers (8 independent FMA chains, enough to hide the FMA latency) while each V vector is
+// loaded (and widened) once for all NR rows.
+template <class I, class KV, int NR, int VB>
+int64_t accumulate_pv_blocks(float* const* y, const float* alpha, const void* const* v, const float* const* p,
+                             int64_t c0, int64_t c1, int64_t i, int64_t D) {
+  using V = typename I::V;
+  constexpr int L = I::L;
+  for (; i + VB * L <= D; i += VB * L) {
+    V acc[NR][VB];
+    for (int r = 0; r < NR; ++r) {
+      const V a = I::set1(alpha[r]);
+      for (int b = 0; b < VB; ++b) acc[r][b] = I::mul(I::load(y[r] + i + b * L), a);
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      V vv[VB];
+      for (int b = 0; b < VB; ++b) vv[b] = KV::template load<I>(v[c], i + b * L);
+      for (int r = 0; r < NR; ++r) {
+        const V pr = I::set1(p[r][c]);
+        for (int b = 0; b < VB; ++b) acc[r][b] = I::fmadd(pr, vv[b], acc[r][b]);
+      }
+    }
+    for (int r = 0; r < NR; ++r)
+      for (int b = 0; b < VB; ++b) I::store(y[r] + i + b * L, acc[r][b]);
+  }
+  return i;
+}
+
+template <class I, class KV, int NR>
+void accumulate_pv(float* const* y, const float* alpha, const void* const* v, const float* const* p, int64_t c0,
+                   int64_t c1, int64_t D) {
+  constexpr int VB = NR == 1 ? 8 : NR == 2 ? 4 : 2;
+  int64_t i = accumulate_pv_blocks<I, KV, NR, VB>(y, alpha, v, p, c0, c1, 0, D);
+  i = accumulate_pv_blocks<I, KV, NR, 1>(y, alpha, v, p, c0, c1, i, D);
+  for (; i < D; ++i) {
+    for (int r = 0; r < NR; ++r) {
+      float acc = y[r][i] * alpha[r];
+      for (int64_t c = c0; c < c1; ++c) acc += p[r][c] * KV::get(v[c], i);
+      y[r][i] = acc;
+    }
+  }
+}
+
+template <class I>
+void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + I::L <= n; i += I::L) I::store(dst + i, I::load_bf16(src + i));
+  for (; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
+}
+
+// One work item: rows = tokens x group query heads, all reading KV head `kv_head`. Keys are
+// visited in chunks of kAttentionChunk context positions (any block size: each position is
+// looked up in the block table); for every row the chunk's scores feed an online softmax in f32
+// (running max m, running sum l, unnormalised output acc). Each K/V row is fetched once per
+// work item: read in place (KV = the cache's dtype) when there are few rows (decode), widened
+// once into a chunk buffer (`widen`, KV = f32) when many rows would each convert it again.
+template <class I, class KV>
+void attention_typed(const AttentionWork& w, bool widen) {
+  constexpr int C = kAttentionChunk;
+  const int64_t D = w.head_dim;
+  const int G = w.num_q_heads / w.num_kv_heads;
+  const int64_t tokens = w.q_end - w.q_begin;
+  const int64_t rows = tokens * G;
+  float* qs = w.scratch;
+  float* acc = qs + rows * D;
+  float* m = acc + rows * D;
+  float* l = m + rows;
+  float* scores = l + rows;
+  float* kbuf = scores + rows * C;
+  float* vbuf = kbuf + C * D;
+  const void* krow[C];
+  const void* vrow[C];
+
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int g = 0; g < G; ++g) {
+      const int64_t r = t * G + g;
+      const float* src = w.q + ((w.q_begin + t) * w.num_q_heads + w.kv_head * G + g) * D;
+      for (int64_t i = 0; i < D; ++i) {
+        qs[r * D + i] = src[i] * w.scale;
+        acc[r * D + i] = 0.0f;
+      }
+      m[r] = -INFINITY;
+      l[r] = 0.0f;
+    }
+  }
+  const int64_t last_pos = min64(w.first_pos + tokens - 1, int64_t{w.key_end} - 1);
+  const int64_t first_key =
+      max64(w.sliding_window > 0 ? max64(0, w.first_pos - w.sliding_window + 1) : 0, w.key_begin);
+  const int64_t elem = w.kv_dtype == DType::kBF16 ? 2 : 4;
+  const int64_t head_stride = int64_t{w.block_size} * D;
+  for (int64_t c0 = first_key; c0 <= last_pos; c0 += C) {
+    const int64_t cn = min64(C, last_pos - c0 + 1);
+    for (int64_t c = 0; c < cn; ++c) {
+      const int64_t pos = c0 + c;
+      const int64_t block = w.block_table[pos / w.block_size];
+      const int64_t offset = ((block * w.num_kv_heads + w.kv_head) * head_stride + (pos % w.block_size) * D) * elem;
+      krow[c] = static_cast<const char*>(w.k_cache) + offset;
+      vrow[c] = static_cast<const char*>(w.v_cache) + offset;
+      if (widen) {
+        widen_bf16<I>(static_cast<const uint16_t*>(krow[c]), kbuf + c * D, D);
+        widen_bf16<I>(static_cast<const uint16_t*>(vrow[c]), vbuf + c * D, D);
+        krow[c] = kbuf + c * D;
+        vrow[c] = vbuf + c * D;
+      }
+    }
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t pos = w.first_pos + t;
+      const int64_t lo = max64(w.sliding_window > 0 ? max64(0, pos - w.sliding_window + 1) : 0, w.key_begin);
+      // Keys of this chunk the token sees: [cb, ce).
+      const int64_t cb = max64(lo - c0, 0);
+      const int64_t ce = min64(pos - c0 + 1, cn);
+      if (cb >= ce) continue;
+      // Scores of the token's G query heads, two heads per pass over the keys.
+      for (int g = 0; g < G; g += 2) {
+        const int nq = G - g >= 2 ? 2 : 1;
+        const float* qr[2] = {qs + (t * G + g) * D, qs + (t * G + g + nq - 1) * D};
+        float* sr[2] = {scores + (t * G + g) * C, scores + (t * G + g + nq - 1) * C};
+        int64_t c = cb;
+        for (; c + 4 <= ce; c += 4) {
+          if (nq == 2) {
+            dot4<I, KV, 2>(qr, krow + c, D, sr, c);
+          } else {
+            dot4<I, KV, 1>(qr, krow + c, D, sr, c);
+          }
+        }
+        for (; c < ce; ++c)
+          for (int r = 0; r < nq; ++r) sr[r][c] = dot1<I, KV>(qr[r], krow[c], D);
+      }
+      float alpha[4];
+      float* yr[4];
+      const float* pr[4];
+      for (int g = 0; g < G; ++g) {
+        const int64_t r = t * G + g;
+        float* s = scores + r * C;
+        float cmax = -INFINITY;
+        int64_t c;
+        for (c = cb; c < ce; ++c) cmax = s[c] > cmax ? s[c] : cmax;
+        const float m_new = m[r] > cmax ? m[r] : cmax;
+        float sum = 0.0f;
+        for (c = cb; c + I::L <= ce; c += I::L) {
+          const typename I::V e = I::exp(I::sub(I::load(s + c), I::set1(m_new)));
+          I::store(s + c, e);
+          sum += I::hsum(e);
+        }
+        for (; c < ce; ++c) {
+          s[c] = expf(s[c] - m_new);
+          sum += s[c];
+        }
+        const float a = expf(m[r] - m_new);  // 0 on the first visit (m = -inf)
+        l[r] = l[r] * a + sum;
+        m[r] = m_new;
+        // The heads of this token share [cb, ce): accumulate P V for up to 4 of them together.
+        const int slot = g % 4;
+        alpha[slot] = a;
+        yr[slot] = acc + r * D;
+        pr[slot] = s;
+        if (slot == 3 || g == G - 1) {
+          switch (slot) {
+            case 0: accumulate_pv<I, KV, 1>(yr, alpha, vrow, pr, cb, ce, D); break;
+            case 1: accumulate_pv<I, KV, 2>(yr, alpha, vrow, pr, cb, ce, D); break;
+            case 2: accumulate_pv<I, KV, 3>(yr, alpha, vrow, pr, cb, ce, D); break;
+            default: accumulate_pv<I, KV, 4>(yr, alpha, vrow, pr, cb, ce, D); break;
+          }
+        }
+      }
+    }
+  }
+  if (w.partial != nullptr) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = w.partial + r * (D + 2);
+      for (int64_t i = 0; i < D; ++i) dst[i] = acc[r * D + i];
+      dst[D] = m[r];
+      dst[D + 1] = l[r];
+    }
+    return;
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int g = 0; g < G; ++g) {
+      const int64_t r = t * G + g;
+      float* dst = w.out + ((w.q_begin + t) * w.num_q_heads + w.kv_head * G + g) * D;
+      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+      for (int64_t i = 0; i < D; ++i) dst[i] = acc[r * D + i] * inv;
+    }
+  }
+}
+
+// A BF16 cache is read in place when each key meets at most this many query rows.
+constexpr int64_t kAttentionInPlaceRows = 8;
+
+template <class I>
+void attention(const AttentionWork& w) {
+  if (w.kv_dtype != DType::kBF16) {
+    attention_typed<I, WeightF32>(w, false);
+  } else if ((w.q_end - w.q_begin) * (w.num_q_heads / w.num_kv_heads) <= kAttentionInPlaceRows) {
+    attention_typed<I, WeightBF16>(w, false);
+  } else {
+    attention_typed<I, WeightF32>(w, true);
+  }
+}
+
+// ---- elementwise ----------------------------------------------------------------------------
+template <class I>
+void silu_and_mul(const float* gate, const float* up, float* out, int64_t n) {
+  int64_t i = 0;
+  const typename I::V one = I::set1(1.0f);
+  for (; i + I::L <= n; i += I::L) {
+    const typename I::V g = I::load(gate + i);
+    const typename I::V e = I::exp(I::sub(I::zero(), g));
+    I::store(out + i, I::mul(I::div(g, I::add(one, e)), I::load(up + i)));
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+template <class I, class W>
+void rms_norm_typed(float* residual, const float* x, const void* weight, float eps, int64_t n, float* out) {
+  constexpr int L = I::L;
+  typename I::V ss = I::zero();
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    typename I::V v = I::load(residual + i);
+    if (x != nullptr) {
+      v = I::add(v, I::load(x + i));
+      I::store(residual + i, v);
+    }
+    ss = I::fmadd(v, v, ss);
+  }
+  float sum = I::hsum(ss);
+  for (; i < n; ++i) {
+    if (x != nullptr) residual[i] += x[i];
+    sum += residual[i] * residual[i];
+  }
+  const float inv = 1.0f / sqrtf(sum / static_cast<float>(n) + eps);
+  const typename I::V vinv = I::set1(inv);
+  for (i = 0; i + L <= n; i += L)
+    I::store(out + i, I::mul(I::mul(I::load(residual + i), vinv), W::template load<I>(weight, i)));
+  for (; i < n; ++i) out[i] = residual[i] * inv * W::get(weight, i);
+}
+
+template <class I>
+void rms_norm_row(float* residual, const float* x, const void* weight, DType w_dtype, float eps, int64_t n,
+                  float* out) {
+  switch (w_dtype) {
+    case DType::kBF16: rms_norm_typed<I, WeightBF16>(residual, x, weight, eps, n, out); break;
+    case DType::kF16: rms_norm_typed<I, WeightF16>(residual, x, weight, eps, n, out); break;
+    default: rms_norm_typed<I, WeightF32>(residual, x, weight, eps, n, out); break;
+  }
+}
+
+template <class I>
+constexpr CpuKernels make_kernels(Isa isa, const char* name) {
+  return CpuKernels{isa,           name,           I::L, &gemv<I>, &gemm<I>, &attention<I>, &silu_and_mul<I>,
+                    &rms_norm_row<I>};
+}
+
+}  // namespace
+}  // namespace pagoda::cpu

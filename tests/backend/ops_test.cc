@@ -1,0 +1,240 @@
+// The cheaper ops on every ISA against double-precision references: embedding, (add_)rms_norm,
+// rope_cos_sin, rope_and_cache, silu_and_mul, gather_rows, add, plus memory helpers.
+// Bounds: copies are exact; norms and SiLU within 1e-5 relative per element (plus 1e-6 of the
+// row scale); RoPE within 1e-6 absolute (values in [-1, 1]).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "test_util.h"
+
+namespace pagoda::testing {
+namespace {
+
+class OpsTest : public ::testing::TestWithParam<cpu::Isa> {
+ protected:
+  void SetUp() override { backend_ = make_cpu_backend(GetParam()); }
+  std::unique_ptr<Backend> backend_;
+};
+
+void expect_close(const std::vector<float>& out, const std::vector<double>& ref, double rel, double abs,
+                  const std::string& what) {
+  ASSERT_EQ(out.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    ASSERT_LE(std::abs(out[i] - ref[i]), abs + rel * std::abs(ref[i])) << what << " at " << i << ": " << out[i]
+                                                                         << " vs " << ref[i];
+  }
+}
+
+TEST_P(OpsTest, EmbeddingCopiesRowsOfEveryDtype) {
+  std::mt19937 rng(1);
+  for (DType d : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const int64_t V = 50, H = 37;
+    RandomTensor table(d, {V, H}, rng);
+    std::vector<int32_t> ids = {3, 0, 49, 3, 17, 25, 8};
+    const int64_t T = static_cast<int64_t>(ids.size());
+    std::vector<float> out = nan_filled(T * H);
+    backend_->embedding(Tensor(ids.data(), DType::kI32, {T}), table.tensor(), Tensor(out.data(), DType::kF32, {T, H}));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < H; ++h) ASSERT_EQ(out[t * H + h], table[ids[t] * H + h]) << dtype_str(d);
+  }
+  std::vector<int32_t> bad = {50};
+  RandomTensor table(DType::kF32, {50, 4}, rng);
+  std::vector<float> out(4);
+  EXPECT_THROW(backend_->embedding(Tensor(bad.data(), DType::kI32, {1}), table.tensor(),
+                                   Tensor(out.data(), DType::kF32, {1, 4})),
+               Error);
+}
+
+std::vector<double> rms_reference(const std::vector<double>& x, const RandomTensor& w, int64_t R, int64_t H,
+                                  double eps) {
+  std::vector<double> ref(R * H);
+  for (int64_t r = 0; r < R; ++r) {
+    double ss = 0.0;
+    for (int64_t h = 0; h < H; ++h) ss += x[r * H + h] * x[r * H + h];
+    const double inv = 1.0 / std::sqrt(ss / H + eps);
+    for (int64_t h = 0; h < H; ++h) ref[r * H + h] = x[r * H + h] * inv * w[h];
+  }
+  return ref;
+}
+
+TEST_P(OpsTest, RmsNormMatchesReference) {
+  std::mt19937 rng(2);
+  for (DType d : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (int64_t H : {1, 7, 64, 129, 1024}) {
+      for (int64_t R : {1, 3, 40}) {
+        RandomTensor x(DType::kF32, {R, H}, rng, -3.0f, 3.0f);
+        RandomTensor w(d, {H}, rng, 0.5f, 1.5f);
+        std::vector<float> out = nan_filled(R * H);
+        backend_->rms_norm(x.tensor(), w.tensor(), 1e-6f, Tensor(out.data(), DType::kF32, {R, H}));
+        expect_close(out, rms_reference(x.values(), w, R, H, 1e-6), 1e-5, 1e-6,
+                     "rms_norm H=" + std::to_string(H) + " " + dtype_str(d));
+        // In place (per-head q/k norm writes over its input).
+        backend_->rms_norm(x.tensor(), w.tensor(), 1e-6f, x.tensor());
+        expect_close(x.f32(), rms_reference(x.values(), w, R, H, 1e-6), 1e-5, 1e-6, "rms_norm in place");
+      }
+    }
+  }
+}
+
+TEST_P(OpsTest, AddRmsNormUpdatesResidualAndNormalises) {
+  std::mt19937 rng(3);
+  for (DType d : {DType::kF32, DType::kBF16}) {
+    for (int64_t H : {5, 64, 896}) {
+      for (int64_t R : {1, 33}) {
+        for (bool alias : {false, true}) {
+          RandomTensor residual(DType::kF32, {R, H}, rng);
+          RandomTensor x(DType::kF32, {R, H}, rng);
+          RandomTensor w(d, {H}, rng);
+          std::vector<double> sum(R * H);
+          for (int64_t i = 0; i < R * H; ++i)
+            sum[i] = static_cast<float>(residual.f32()[i]) + static_cast<float>(x.f32()[i]);  // f32 add, exact ref
+          std::vector<float> out_buf = nan_filled(R * H);
+          Tensor out = alias ? x.tensor() : Tensor(out_buf.data(), DType::kF32, {R, H});
+          backend_->add_rms_norm(residual.tensor(), x.tensor(), w.tensor(), 1e-5f, out);
+          for (int64_t i = 0; i < R * H; ++i) ASSERT_EQ(residual.f32()[i], sum[i]);
+          expect_close(alias ? x.f32() : out_buf, rms_reference(sum, w, R, H, 1e-5), 1e-5, 1e-6, "add_rms_norm");
+        }
+      }
+    }
+  }
+}
+
+TEST_P(OpsTest, RopeCosSinFollowsTransformers) {
+  std::mt19937 rng(4);
+  const int64_t R = 24, T = 9;
+  std::vector<int32_t> pos = {0, 1, 2, 7, 100, 4095, 32767, 5, 131071};
+  std::vector<float> inv(R / 2);
+  for (int64_t i = 0; i < R / 2; ++i) inv[i] = static_cast<float>(std::pow(1e6, -2.0 * i / R));
+  std::vector<float> cs = nan_filled(T * R);
+  backend_->rope_cos_sin(Tensor(pos.data(), DType::kI32, {T}), Tensor(inv.data(), DType::kF32, {R / 2}), 1.5f,
+                         Tensor(cs.data(), DType::kF32, {T, R}));
+  std::vector<double> ref(T * R);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < R / 2; ++i) {
+      const double angle = static_cast<float>(static_cast<float>(pos[t]) * inv[i]);
+      ref[t * R + i] = std::cos(angle) * 1.5;
+      ref[t * R + R / 2 + i] = std::sin(angle) * 1.5;
+    }
+  }
+  expect_close(cs, ref, 0.0, 1e-6, "rope_cos_sin");
+}
+
+TEST_P(OpsTest, RopeAndCacheRotatesAndWritesSlots) {
+  std::mt19937 rng(5);
+  for (DType cache_dtype : {DType::kF32, DType::kBF16}) {
+    for (int64_t D : {64, 128}) {
+      for (int64_t rotary : {D, D / 2}) {
+        for (int64_t bs : {1, 16}) {
+          const int64_t T = 11, Hq = 4, Hk = 2, num_blocks = 40 / bs + 2;
+          KvCache kv = backend_->allocate_kv_cache(1, static_cast<int>(num_blocks), static_cast<int>(bs), static_cast<int>(Hk),
+                                                   static_cast<int>(D), cache_dtype);
+          KvCacheLayer& layer = kv.layers[0];
+          const int64_t slots_total = num_blocks * bs;
+          RandomTensor q(DType::kF32, {T, Hq, D}, rng), k(DType::kF32, {T, Hk, D}, rng), v(DType::kF32, {T, Hk, D}, rng);
+          RandomTensor cs(DType::kF32, {T, rotary}, rng);
+          std::vector<int32_t> slots(T);
+          for (int64_t t = 0; t < T; ++t) slots[t] = static_cast<int32_t>((t * 3 + 1) % slots_total);  // distinct: T * 3 < slots_total
+          slots[4] = -1;  // padding token: rotated, not cached
+          const std::vector<double> q0 = q.values(), k0 = k.values();
+          backend_->rope_and_cache(q.tensor(), k.tensor(), v.tensor(), cs.tensor(), static_cast<int>(rotary),
+                                   Tensor(slots.data(), DType::kI32, {T}), layer);
+          auto rotated = [&](const std::vector<double>& x, int64_t t, int64_t H, int64_t h, int64_t i) {
+            const double* row = x.data() + (t * H + h) * D;
+            const int64_t half = rotary / 2;
+            if (i >= rotary) return row[i];
+            const double c = cs[t * rotary + i % half], s = cs[t * rotary + half + i % half];
+            return i < half ? row[i] * c - row[i + half] * s : row[i] * c + row[i - half] * s;
+          };
+          std::vector<double> qref(T * Hq * D), kref(T * Hk * D);
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t i = 0; i < D; ++i) {
+              for (int64_t h = 0; h < Hq; ++h) qref[(t * Hq + h) * D + i] = rotated(q0, t, Hq, h, i);
+              for (int64_t h = 0; h < Hk; ++h) kref[(t * Hk + h) * D + i] = rotated(k0, t, Hk, h, i);
+            }
+          expect_close(q.f32(), qref, 0.0, 1e-6, "rope q");
+          expect_close(k.f32(), kref, 0.0, 1e-6, "rope k");
+          const double tol = cache_dtype == DType::kBF16 ? 1.0 / 256 : 1e-6;  // bf16 keeps 8 bits
+          for (int64_t t = 0; t < T; ++t) {
+            if (slots[t] < 0) continue;
+            const int64_t blk = slots[t] / bs, off = slots[t] % bs;
+            for (int64_t h = 0; h < Hk; ++h) {
+              for (int64_t i = 0; i < D; ++i) {
+                const int64_t c = ((blk * Hk + h) * bs + off) * D + i;
+                const double kc = cache_dtype == DType::kBF16 ? bf16_to_f32(layer.k.ptr<uint16_t>()[c]) : layer.k.ptr<float>()[c];
+                const double vc = cache_dtype == DType::kBF16 ? bf16_to_f32(layer.v.ptr<uint16_t>()[c]) : layer.v.ptr<float>()[c];
+                const double kr = kref[(t * Hk + h) * D + i], vr = v[(t * Hk + h) * D + i];
+                ASSERT_LE(std::abs(kc - kr), tol * std::abs(kr) + 1e-6) << "k cache t=" << t << " h=" << h << " i=" << i;
+                ASSERT_LE(std::abs(vc - vr), tol * std::abs(vr) + 1e-6) << "v cache t=" << t << " h=" << h << " i=" << i;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(OpsTest, SiluAndMulIncludingInPlace) {
+  std::mt19937 rng(6);
+  for (int64_t n : {1, 7, 8, 17, 1000, 40000}) {
+    RandomTensor gate(DType::kF32, {n}, rng, -20.0f, 20.0f), up(DType::kF32, {n}, rng);
+    std::vector<double> ref(n);
+    for (int64_t i = 0; i < n; ++i) ref[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
+    std::vector<float> out = nan_filled(n);
+    backend_->silu_and_mul(gate.tensor(), up.tensor(), Tensor(out.data(), DType::kF32, {n}));
+    expect_close(out, ref, 1e-5, 1e-7, "silu_and_mul");
+    backend_->silu_and_mul(gate.tensor(), up.tensor(), gate.tensor());
+    expect_close(gate.f32(), ref, 1e-5, 1e-7, "silu_and_mul in place");
+  }
+}
+
+TEST_P(OpsTest, GatherRowsAndAdd) {
+  std::mt19937 rng(7);
+  RandomTensor x(DType::kF32, {10, 13}, rng);
+  std::vector<int32_t> idx = {9, 0, 4, 4};
+  std::vector<float> out = nan_filled(4 * 13);
+  backend_->gather_rows(x.tensor(), Tensor(idx.data(), DType::kI32, {4}), Tensor(out.data(), DType::kF32, {4, 13}));
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t j = 0; j < 13; ++j) ASSERT_EQ(out[i * 13 + j], x[idx[i] * 13 + j]);
+
+  for (int64_t n : {3, 100000}) {
+    RandomTensor a(DType::kF32, {n}, rng), b(DType::kF32, {n}, rng);
+    std::vector<float> want(n);
+    for (int64_t i = 0; i < n; ++i) want[i] = a.f32()[i] + b.f32()[i];
+    backend_->add(a.tensor(), b.tensor());
+    ASSERT_EQ(a.f32(), want);
+  }
+}
+
+TEST_P(OpsTest, AllocateIsAlignedAndPlaceWeightIsZeroCopy) {
+  for (size_t bytes : {1u, 100u, 4096u}) {
+    DeviceBuffer buf = backend_->allocate(bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(buf.data()) % 64, 0u);
+    EXPECT_EQ(buf.size(), bytes);
+  }
+  std::vector<float> host(12);
+  Tensor t(host.data(), DType::kF32, {3, 4});
+  std::vector<DeviceBuffer> storage;
+  Tensor placed = backend_->place_weight(t, &storage);
+  EXPECT_EQ(placed.data, t.data);
+  EXPECT_TRUE(storage.empty());
+  EXPECT_EQ(backend_->activation_dtype(), DType::kF32);
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, OpsTest, ::testing::ValuesIn(supported_isas()),
+                         [](const auto& info) { return cpu::isa_name(info.param); });
+
+TEST(CpuIsa, EnvironmentSelectsTheKernels) {
+  setenv("PAGODA_CPU_ISA", "scalar", 1);
+  EXPECT_EQ(cpu::default_isa(), cpu::Isa::kScalar);
+  EXPECT_EQ(make_cpu_backend()->name(), "cpu-scalar");
+  setenv("PAGODA_CPU_ISA", "sse9", 1);
+  EXPECT_THROW(cpu::default_isa(), Error);
+  unsetenv("PAGODA_CPU_ISA");
+  EXPECT_TRUE(cpu::isa_supported(cpu::default_isa()));
+}
+
+}  // namespace
+}  // namespace pagoda::testing
