@@ -15,7 +15,7 @@ DECODE=${DECODE:-128}
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 
-cmake --build build --target model_bench membw >/dev/null
+[ "${NO_BUILD:-0}" = 1 ] || cmake --build build --target model_bench membw >/dev/null
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, $(date -u +%F)"
 
 build/bin/membw | tee "$OUT/membw.json"

@@ -126,6 +126,17 @@ class Backend {
   virtual void add_rms_norm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;
   // out[T, N] = x[T, K] * weight[N, K]^T (+ bias[N] if bias is non-null).
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) = 0;
+  // Several linears over the same input (q/k/v, gate/up) as one op: outs[i] = linear(x,
+  // weights[i], biases[i]). Weights stay separate tensors (zero-copy); a backend may run them
+  // as one pass (the CPU backend shares one parallel region, so decode streams all of them
+  // without a join between). biases[i] may be null.
+  virtual void linears(const Tensor& x, std::initializer_list<const Tensor*> weights,
+                       std::initializer_list<const Tensor*> biases, std::initializer_list<Tensor> outs) {
+    PAGODA_ASSERT(weights.size() == biases.size() && weights.size() == outs.size());
+    auto w = weights.begin();
+    auto b = biases.begin();
+    for (const Tensor& o : outs) linear(x, **w++, *b++, o);
+  }
   // cos_sin[T, rotary_dim] (F32): for token t and frequency i < rotary_dim/2,
   // cos_sin[t, i] = cos(pos_t * inv_freq[i]) * attention_factor and
   // cos_sin[t, rotary_dim/2 + i] = sin(...) * attention_factor. Computed once per forward.

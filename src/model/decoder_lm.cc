@@ -186,15 +186,14 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
     auto bias = [](const Tensor& b) { return b.data != nullptr ? &b : nullptr; };
     if (qk_norm_) {
       Tensor q_raw = rows(q_raw_), k_raw = rows(k_raw_);
-      backend_.linear(normed, l.q_proj, bias(l.q_bias), q_raw);
-      backend_.linear(normed, l.k_proj, bias(l.k_bias), k_raw);
+      backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
+                       {q_raw, k_raw, v});
       backend_.rms_norm(q_raw.view({T * Hq, D}), l.q_norm, eps, q.view({T * Hq, D}));
       backend_.rms_norm(k_raw.view({T * Hk, D}), l.k_norm, eps, k.view({T * Hk, D}));
     } else {
-      backend_.linear(normed, l.q_proj, bias(l.q_bias), q);
-      backend_.linear(normed, l.k_proj, bias(l.k_bias), k);
+      backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
+                       {q, k, v});
     }
-    backend_.linear(normed, l.v_proj, bias(l.v_bias), v);
     KvCacheLayer& cache = kv.layers[i];
     backend_.rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), cos_sin, rotary_dim,
                             batch.attn.slot_mapping, cache);
@@ -204,8 +203,7 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
 
     // MLP.
     backend_.add_rms_norm(hidden, out, l.post_attention_norm, eps, normed);
-    backend_.linear(normed, l.gate_proj, nullptr, gate);
-    backend_.linear(normed, l.up_proj, nullptr, up);
+    backend_.linears(normed, {&l.gate_proj, &l.up_proj}, {nullptr, nullptr}, {gate, up});
     backend_.silu_and_mul(gate, up, gate);
     backend_.linear(gate, l.down_proj, nullptr, out);
   }

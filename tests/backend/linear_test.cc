@@ -74,6 +74,30 @@ TEST_P(LinearTest, RejectsMismatchedShapes) {
                Error);
 }
 
+TEST_P(LinearTest, LinearsEqualsSeparateLinears) {
+  // q/k/v-like and gate/up-like groups over one input, with and without biases; decode and
+  // prefill row counts. Must equal separate linear calls exactly (same kernels, same order).
+  std::mt19937 rng(7);
+  for (int64_t T : {1, 2, 5, 12}) {
+    const int64_t K = 96;
+    RandomTensor x(DType::kF32, {T, K}, rng);
+    RandomTensor wq(DType::kBF16, {128, K}, rng), wk(DType::kBF16, {32, K}, rng), wv(DType::kBF16, {32, K}, rng);
+    RandomTensor bq(DType::kBF16, {128}, rng);
+    Tensor bias_q = bq.tensor(), tq = wq.tensor(), tk = wk.tensor(), tv = wv.tensor();
+    std::vector<float> q = nan_filled(T * 128), k = nan_filled(T * 32), v = nan_filled(T * 32);
+    backend_->linears(x.tensor(), {&tq, &tk, &tv}, {&bias_q, nullptr, nullptr},
+                      {Tensor(q.data(), DType::kF32, {T, 128}), Tensor(k.data(), DType::kF32, {T, 32}),
+                       Tensor(v.data(), DType::kF32, {T, 32})});
+    std::vector<float> q2(T * 128), k2(T * 32), v2(T * 32);
+    backend_->linear(x.tensor(), wq.tensor(), &bias_q, Tensor(q2.data(), DType::kF32, {T, 128}));
+    backend_->linear(x.tensor(), wk.tensor(), nullptr, Tensor(k2.data(), DType::kF32, {T, 32}));
+    backend_->linear(x.tensor(), wv.tensor(), nullptr, Tensor(v2.data(), DType::kF32, {T, 32}));
+    EXPECT_EQ(q, q2) << "T=" << T;
+    EXPECT_EQ(k, k2) << "T=" << T;
+    EXPECT_EQ(v, v2) << "T=" << T;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, LinearTest, ::testing::ValuesIn(supported_isas()),
                          [](const auto& info) { return cpu::isa_name(info.param); });
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -195,7 +196,9 @@ class CpuBackend final : public Backend {
     norm_rows("add_rms_norm", &residual, x, weight, eps, out);
   }
 
-  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) override {
+  // Validates one linear and returns its bias pointer/dtype.
+  static std::pair<const void*, DType> check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                                                    const Tensor& out) {
     check_f32(x, "linear", "x");
     check_f32(out, "linear", "out");
     PAGODA_CHECK(weight.ndim == 2 && is_float_weight(weight.dtype), "linear: weight must be a 2-D F32/BF16/F16 matrix, got ",
@@ -203,34 +206,89 @@ class CpuBackend final : public Backend {
     const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
     PAGODA_CHECK(weight.dim(1) == K && K > 0, "linear: x ", x.shape_string(), " vs weight ", weight.shape_string());
     PAGODA_CHECK(out.rows() == T && out.cols() == N, "linear: out ", out.shape_string(), ", expected [", T, ", ", N, "]");
-    const void* b = nullptr;
-    DType bdt = DType::kF32;
     if (bias != nullptr && bias->data != nullptr) {
       PAGODA_CHECK(bias->numel() == N && is_float_weight(bias->dtype), "linear: bias ", bias->shape_string());
-      b = bias->data;
-      bdt = bias->dtype;
+      return {bias->data, bias->dtype};
     }
+    return {nullptr, DType::kF32};
+  }
+
+  // One GEMV job of a (multi-)linear: a weight, its bias and its output.
+  struct GemvJob {
+    const Tensor* weight;
+    const void* bias;
+    DType bias_dtype;
+    float* out;
+    int64_t rows_per_slice;
+    int64_t slices;
+  };
+
+  // Decode path: every job's rows are cut into slices of ~256 KiB of weight (at least 4 per
+  // thread) taken dynamically from one atomic counter, so all jobs stream in ONE parallel
+  // region; a thread that is descheduled or slower does not hold up the others.
+  void run_gemv_jobs(const float* xp, int64_t T, int64_t K, GemvJob* jobs, int n_jobs) {
+    const int64_t threads = pool_.num_threads();
+    int64_t total_slices = 0, total_bytes = 0;
+    for (int j = 0; j < n_jobs; ++j) {
+      GemvJob& job = jobs[j];
+      const int64_t N = job.weight->dim(0);
+      const int64_t row_bytes = K * static_cast<int64_t>(dtype_size(job.weight->dtype));
+      int64_t rows = std::max<int64_t>(16, (262144 / row_bytes + 15) / 16 * 16);
+      rows = std::max<int64_t>(16, std::min(rows, ((N + 4 * threads - 1) / (4 * threads) + 15) / 16 * 16));
+      job.rows_per_slice = rows;
+      job.slices = (N + rows - 1) / rows;
+      total_slices += job.slices;
+      total_bytes += N * row_bytes;
+    }
+    auto run_slice = [&](int64_t i) {
+      int j = 0;
+      while (i >= jobs[j].slices) i -= jobs[j++].slices;
+      const GemvJob& job = jobs[j];
+      const int64_t N = job.weight->dim(0);
+      k_.gemv(xp, T, K, job.weight->data, job.weight->dtype, job.bias, job.bias_dtype, i * job.rows_per_slice,
+              std::min(N, (i + 1) * job.rows_per_slice), job.out, N);
+    };
+    if (total_slices == 1 || total_bytes < kGemvSerialBytes) {
+      for (int64_t i = 0; i < total_slices; ++i) run_slice(i);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    pool_.run([&](int, int) {
+      for (int64_t i = next.fetch_add(1); i < total_slices; i = next.fetch_add(1)) run_slice(i);
+    });
+  }
+
+  void linears(const Tensor& x, std::initializer_list<const Tensor*> weights, std::initializer_list<const Tensor*> biases,
+               std::initializer_list<Tensor> outs) override {
+    PAGODA_CHECK(weights.size() == biases.size() && weights.size() == outs.size() && weights.size() <= 8,
+                 "linears: weights, biases and outs must match (at most 8)");
+    if (x.rows() > kGemvMaxRows) {  // compute-bound: one region per GEMM costs nothing
+      Backend::linears(x, weights, biases, outs);
+      return;
+    }
+    GemvJob jobs[8];
+    int n = 0;
+    auto w = weights.begin();
+    auto b = biases.begin();
+    for (const Tensor& o : outs) {
+      auto [bp, bdt] = check_linear(x, **w, *b, o);
+      jobs[n++] = GemvJob{*w, bp, bdt, o.ptr<float>(), 0, 0};
+      ++w;
+      ++b;
+    }
+    if (x.rows() == 0) return;
+    run_gemv_jobs(x.ptr<float>(), x.rows(), x.cols(), jobs, n);
+  }
+
+  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) override {
+    auto [b, bdt] = check_linear(x, weight, bias, out);
+    const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
     if (T == 0 || N == 0) return;
     const float* xp = x.ptr<float>();
     float* op = out.ptr<float>();
     if (T <= kGemvMaxRows) {
-      // Slices of rows taken dynamically (an atomic counter), ~256 KiB of weight each but at least
-      // 4 per thread: each slice streams contiguous memory, and a thread that is descheduled or
-      // slower does not hold up the others.
-      const int64_t row_bytes = K * static_cast<int64_t>(dtype_size(weight.dtype));
-      const int64_t threads = pool_.num_threads();
-      int64_t rows = std::max<int64_t>(16, (262144 / row_bytes + 15) / 16 * 16);
-      rows = std::max<int64_t>(16, std::min(rows, ((N + 4 * threads - 1) / (4 * threads) + 15) / 16 * 16));
-      const int64_t slices = (N + rows - 1) / rows;
-      if (slices == 1 || int64_t{N} * row_bytes < kGemvSerialBytes) {
-        k_.gemv(xp, T, K, weight.data, weight.dtype, b, bdt, 0, N, op, N);
-        return;
-      }
-      std::atomic<int64_t> next{0};
-      pool_.run([&](int, int) {
-        for (int64_t i = next.fetch_add(1); i < slices; i = next.fetch_add(1))
-          k_.gemv(xp, T, K, weight.data, weight.dtype, b, bdt, i * rows, std::min(N, (i + 1) * rows), op, N);
-      });
+      GemvJob job{&weight, b, bdt, op, 0, 0};
+      run_gemv_jobs(xp, T, K, &job, 1);
       return;
     }
     // Work items: column blocks (multiples of the widest micro-tile, 32) x row blocks; the
