@@ -75,7 +75,7 @@ int generate_command(int argc, char** argv) {
   const std::vector<int32_t> prompt = tokenizer.encode(*args.get("--prompt"), !args.flag("--no-add-special-tokens"));
   PAGODA_CHECK(!prompt.empty(), "the prompt encodes to zero tokens");
   const int prompt_len = static_cast<int>(prompt.size());
-  const long long needed = static_cast<long long>(prompt_len) + params.max_tokens;
+  const long long needed = static_cast<long long>(prompt_len) + *params.max_tokens;
   const long long max_model_len =
       args.get_int("--max-model-len").value_or(std::min<long long>(needed, config.max_position_embeddings));
   PAGODA_CHECK(max_model_len > 0 && max_model_len <= (1 << 24), "--max-model-len out of range: ", max_model_len);

@@ -38,7 +38,7 @@ Generator::Generator(CausalLM& model, Backend& backend, const GeneratorOptions& 
   backend.copy_from_host(table_buf_.data(), table.data(), table.size() * 4);
 }
 
-const float* Generator::forward_chunk(const std::vector<int32_t>& tokens, int start, int n) {
+float* Generator::forward_chunk(const std::vector<int32_t>& tokens, int start, int n) {
   PAGODA_ASSERT(n > 0 && n <= options_.max_num_tokens && start + n <= static_cast<int>(tokens.size()));
   PAGODA_CHECK(start + n <= options_.max_model_len, "sequence length ", start + n, " exceeds max model length ",
                options_.max_model_len);
@@ -90,10 +90,10 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const S
     PAGODA_CHECK(id >= 0 && id < vocab, "prompt token id ", id, " is outside the vocabulary [0, ", vocab, ")");
 
   GenerationResult result;
-  Sampler sampler(params);
+  Sampler sampler(params, prompt, vocab, eos_token_ids);
   std::vector<int32_t> tokens = prompt;
   const double t0 = now_seconds();
-  const float* logits = nullptr;
+  float* logits = nullptr;
   for (int start = 0; start < prompt_len; start += options_.max_num_tokens) {
     const int n = std::min(options_.max_num_tokens, prompt_len - start);
     logits = forward_chunk(tokens, start, n);
@@ -101,11 +101,12 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const S
   const double t1 = now_seconds();
   result.prefill_seconds = t1 - t0;
 
-  const int budget = std::min(params.max_tokens, options_.max_model_len - prompt_len);
+  const int room = options_.max_model_len - prompt_len;
+  const int budget = std::min(params.max_tokens.value_or(room), room);
   result.finish_reason = "length";
   for (int step = 0; step < budget; ++step) {
     if (step > 0) logits = forward_chunk(tokens, static_cast<int>(tokens.size()) - 1, 1);
-    const int32_t next = sampler.sample(logits, vocab);
+    const int32_t next = sampler.sample(logits).token;
     tokens.push_back(next);
     result.token_ids.push_back(next);
     const bool is_eos = !params.ignore_eos && std::find(eos_token_ids.begin(), eos_token_ids.end(), next) != eos_token_ids.end();

@@ -32,15 +32,16 @@ class Generator {
  public:
   Generator(CausalLM& model, Backend& backend, const GeneratorOptions& options);
 
-  // Generates up to params.max_tokens tokens after `prompt`. on_token is called for each new
-  // token; returning false stops generation early (finish_reason "abort").
+  // Generates up to params.max_tokens tokens after `prompt` (unset: up to max_model_len). on_token
+  // is called for each new token; returning false stops generation early (finish_reason "abort").
   GenerationResult generate(const std::vector<int32_t>& prompt, const SamplingParams& params,
                             const std::vector<int32_t>& eos_token_ids,
                             const std::function<bool(int32_t)>& on_token = {});
 
   // Runs one forward over tokens [start, start + n) of `tokens` (context already cached for
-  // [0, start)) and returns the logits of the last token. Exposed for benchmarks.
-  const float* forward_chunk(const std::vector<int32_t>& tokens, int start, int n);
+  // [0, start)) and returns the logits of the last token (a host buffer the caller may modify
+  // until the next call). Exposed for benchmarks.
+  float* forward_chunk(const std::vector<int32_t>& tokens, int start, int n);
 
  private:
   CausalLM& model_;
