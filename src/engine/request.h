@@ -1,14 +1,37 @@
-// The request state that the KV cache manager (and, next, the scheduler) reads: a minimal slice
-// of vLLM's Request. Token ids are the prompt followed by every token generated so far.
+// The request state that the KV cache manager and the scheduler read: a slice of vLLM's Request.
+// Token ids are the prompt followed by every token generated so far. Sampling itself (the
+// Sampler and its random state) lives in the engine; the scheduler only needs the stop
+// conditions, resolved here from the SamplingParams when the request is added.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/block_hash.h"
 
 namespace pagoda {
+
+enum class RequestStatus {
+  kWaiting,          // never scheduled yet
+  kRunning,
+  kPreempted,        // back in the waiting queue; recomputes from scratch (or from cache hits)
+  kFinishedStopped,  // EOS or a stop token
+  kFinishedLength,   // max_tokens or max_model_len
+  kFinishedAborted,
+};
+
+inline bool is_finished(RequestStatus s) { return s >= RequestStatus::kFinishedStopped; }
+// The OpenAI finish_reason of a finished status ("stop", "length", "abort"); "" while unfinished.
+inline const char* finish_reason(RequestStatus s) {
+  switch (s) {
+    case RequestStatus::kFinishedStopped: return "stop";
+    case RequestStatus::kFinishedLength: return "length";
+    case RequestStatus::kFinishedAborted: return "abort";
+    default: return "";
+  }
+}
 
 struct Request {
   std::string request_id;
@@ -28,7 +51,25 @@ struct Request {
   // nothing outlives the request.
   std::vector<BlockHash> block_hashes;
 
+  // ---- scheduling (owned by the Scheduler) -----------------------------------------------
+  RequestStatus status = RequestStatus::kWaiting;
+  int priority = 0;          // priority policy: lower first (vLLM's convention)
+  int64_t arrival_seq = 0;   // order of arrival, assigned by the scheduler; breaks ties
+  int num_preemptions = 0;
+  // Prompt tokens found in the prefix cache when the request was first scheduled (-1: not yet).
+  int num_cached_tokens = -1;
+
+  // ---- stop conditions (resolved from SamplingParams by the engine) ------------------------
+  int max_tokens = 16;  // output tokens; the engine caps it at max_model_len - prompt length
+  int min_tokens = 0;   // EOS and stop tokens do not stop the request before this many
+  bool ignore_eos = false;
+  std::vector<int32_t> eos_token_ids;
+  std::vector<int32_t> stop_token_ids;
+  std::optional<int32_t> stop_reason;  // the stop token that finished it (EOS gives none)
+
   int num_tokens() const { return static_cast<int>(all_token_ids.size()); }
+  int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
+  bool finished() const { return is_finished(status); }
 };
 
 }  // namespace pagoda

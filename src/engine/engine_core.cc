@@ -1,0 +1,164 @@
+#include "engine/engine_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/error.h"
+
+namespace pagoda {
+namespace {
+
+EngineConfig resolved(EngineConfig c, const CausalLM& model) {
+  const ModelConfig& mc = model.config();
+  if (c.max_model_len <= 0) c.max_model_len = static_cast<int>(mc.max_position_embeddings);
+  PAGODA_CHECK(c.max_model_len > 0, "--max-model-len must be positive");
+  PAGODA_CHECK(c.block_size > 0, "--block-size must be positive (got ", c.block_size, ")");
+  if (c.num_kv_blocks <= 0) {
+    const size_t per_block = ModelRunner::kv_bytes_per_block(model, c.block_size, c.kv_cache_dtype);
+    c.num_kv_blocks = static_cast<int>(std::min<size_t>(c.kv_cache_memory_bytes / per_block, size_t{1} << 30));
+  }
+  // One request of max_model_len tokens must fit, or it would preempt itself forever.
+  const int64_t needed = (int64_t{c.max_model_len} + c.block_size - 1) / c.block_size;
+  PAGODA_CHECK(c.num_kv_blocks >= needed, "the KV cache holds ", c.num_kv_blocks, " blocks of ", c.block_size,
+               " tokens, fewer than the ", needed, " that one sequence of --max-model-len ", c.max_model_len,
+               " needs; raise --kv-cache-memory or lower --max-model-len");
+  if (c.eos_token_ids.empty())
+    for (int64_t id : mc.eos_token_ids) c.eos_token_ids.push_back(static_cast<int32_t>(id));
+  return c;
+}
+
+}  // namespace
+
+ModelLoadOptions engine_load_options(const EngineConfig& config) {
+  ModelLoadOptions o;
+  o.max_num_tokens = config.max_num_batched_tokens;
+  o.max_num_logits = std::min(config.max_num_seqs, config.max_num_batched_tokens);
+  return o;
+}
+
+EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& config)
+    : config_(resolved(config, model)) {
+  kv_ = std::make_unique<KvCacheManager>(config_.num_kv_blocks, config_.block_size, config_.enable_prefix_caching);
+  SchedulerConfig sc;
+  sc.max_num_seqs = config_.max_num_seqs;
+  sc.max_num_batched_tokens = config_.max_num_batched_tokens;
+  sc.max_model_len = config_.max_model_len;
+  sc.policy = config_.policy;
+  scheduler_ = std::make_unique<Scheduler>(sc, *kv_);
+  ModelRunnerConfig rc;
+  rc.max_num_batched_tokens = config_.max_num_batched_tokens;
+  rc.max_num_seqs = config_.max_num_seqs;
+  rc.max_model_len = config_.max_model_len;
+  rc.block_size = config_.block_size;
+  rc.num_kv_blocks = config_.num_kv_blocks;
+  rc.kv_cache_dtype = config_.kv_cache_dtype;
+  runner_ = std::make_unique<ModelRunner>(model, backend, rc);
+}
+
+void EngineCore::add_request(EngineCoreRequest req) {
+  const SamplingParams& p = req.params;
+  p.validate(vocab_size());
+  PAGODA_CHECK(!req.prompt_token_ids.empty(), "request '", req.request_id, "': the prompt is empty");
+  for (int32_t id : req.prompt_token_ids)
+    PAGODA_CHECK(id >= 0 && id < vocab_size(), "prompt token id ", id, " is outside the vocabulary [0, ", vocab_size(),
+                 ")");
+  const int prompt_len = static_cast<int>(req.prompt_token_ids.size());
+  PAGODA_CHECK(prompt_len < config_.max_model_len, "This model's maximum context length is ", config_.max_model_len,
+               " tokens. However, your request has ", prompt_len, " input tokens. Please reduce the length of the ",
+               "input messages.");
+  PAGODA_CHECK(!samplers_.contains(req.request_id), "request id '", req.request_id, "' is already in use");
+
+  auto r = std::make_unique<Request>();
+  r->request_id = req.request_id;
+  r->all_token_ids = req.prompt_token_ids;
+  r->num_prompt_tokens = prompt_len;
+  r->priority = req.priority;
+  const int room = config_.max_model_len - prompt_len;
+  r->max_tokens = p.max_tokens ? std::min(*p.max_tokens, room) : room;
+  r->min_tokens = p.min_tokens;
+  r->ignore_eos = p.ignore_eos;
+  r->eos_token_ids = config_.eos_token_ids;
+  r->stop_token_ids = p.stop_token_ids;
+  // TODO(prompt_logprobs): needs logits for every prompt position and a request that skips the
+  // prefix cache (vLLM's skip_reading_prefix_cache); not produced yet.
+
+  Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids);
+  scheduler_->add_request(std::move(r));
+  samplers_.emplace(req.request_id, PerRequest{std::move(sampler), p.logprobs.has_value()});
+}
+
+void EngineCore::abort(const std::string& request_id) { scheduler_->abort(request_id); }
+
+bool EngineCore::has_unfinished_requests() const {
+  return scheduler_->has_unfinished_requests() || scheduler_->has_pending_outputs();
+}
+
+EngineCoreOutput EngineCore::convert(SchedulerRequestOutput&& o) {
+  EngineCoreOutput e;
+  e.request_id = std::move(o.request_id);
+  e.new_token_ids = std::move(o.new_token_ids);
+  e.finished = o.finished;
+  if (o.finished) e.finish_reason = finish_reason(o.status);
+  e.stop_reason = o.stop_reason;
+  e.num_cached_tokens = o.num_cached_tokens;
+  return e;
+}
+
+std::vector<EngineCoreOutput> EngineCore::step() {
+  std::vector<EngineCoreOutput> outs;
+  SchedulerOutput so = scheduler_->schedule();
+  if (so.empty()) {
+    for (SchedulerRequestOutput& o : scheduler_->take_aborted()) {
+      samplers_.erase(o.request_id);
+      outs.push_back(convert(std::move(o)));
+    }
+    return outs;
+  }
+  ++num_steps_;
+  // The sampler edits its row in place (penalties, masks): the rows are the runner's host copy.
+  float* rows = runner_->execute(so, *kv_).data();
+  const int64_t vocab = vocab_size();
+  sampled_.assign(so.scheduled.size(), -1);
+  std::unordered_map<std::string, SampledToken> with_logprobs;
+  int row = 0;
+  for (size_t i = 0; i < so.scheduled.size(); ++i) {
+    const ScheduledRequest& s = so.scheduled[i];
+    if (s.num_computed_tokens < s.request->num_prompt_tokens)
+      num_prompt_tokens_ += std::min(s.num_new_tokens, s.request->num_prompt_tokens - s.num_computed_tokens);
+    if (!s.samples) continue;
+    PerRequest& pr = samplers_.at(s.request->request_id);
+    SampledToken t = pr.sampler.sample(rows + static_cast<int64_t>(row++) * vocab);
+    sampled_[i] = t.token;
+    if (pr.want_logprobs) with_logprobs.emplace(s.request->request_id, std::move(t));
+  }
+  num_generation_tokens_ += row;
+
+  for (SchedulerRequestOutput& o : scheduler_->update_from_output(so, sampled_)) {
+    if (o.finished) samplers_.erase(o.request_id);
+    EngineCoreOutput e = convert(std::move(o));
+    if (!e.new_token_ids.empty()) {
+      auto it = with_logprobs.find(e.request_id);
+      if (it != with_logprobs.end()) e.new_logprobs.push_back(std::move(it->second));
+    }
+    outs.push_back(std::move(e));
+  }
+  return outs;
+}
+
+EngineStats EngineCore::stats() const {
+  const SchedulerStats s = scheduler_->stats();
+  EngineStats e;
+  e.num_running = s.num_running;
+  e.num_waiting = s.num_waiting;
+  e.num_preemptions = s.num_preemptions;
+  e.kv_cache_usage = s.kv_cache_usage;
+  e.num_free_blocks = s.num_free_blocks;
+  e.num_blocks = s.num_blocks;
+  e.prefix_cache = s.prefix_cache;
+  e.num_steps = num_steps_;
+  e.num_prompt_tokens = num_prompt_tokens_;
+  e.num_generation_tokens = num_generation_tokens_;
+  return e;
+}
+
+}  // namespace pagoda

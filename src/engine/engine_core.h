@@ -1,0 +1,116 @@
+// EngineCore (vLLM V1's EngineCore): the step loop body that owns the model state. One step is
+//   Scheduler::schedule() → ModelRunner::execute() → a Sampler per sampling request →
+//   Scheduler::update_from_output()
+// and returns what happened to each request. Single-threaded: whoever owns it (LLMEngine, or the
+// AsyncEngine's engine thread) calls add_request / abort / step from one thread.
+//
+// The KV pool is sized by EngineConfig::num_kv_blocks, or, when that is 0, by
+// kv_cache_memory_bytes / (bytes of one block across all layers).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/kv_cache_manager.h"
+#include "engine/model_runner.h"
+#include "engine/sampler.h"
+#include "engine/sampling_params.h"
+#include "engine/scheduler.h"
+#include "model/model.h"
+
+namespace pagoda {
+
+struct EngineConfig {
+  int max_num_seqs = 256;
+  int max_num_batched_tokens = 2048;
+  int max_model_len = 0;  // 0: the model's max_position_embeddings
+  int block_size = 16;
+  int num_kv_blocks = 0;  // 0: from kv_cache_memory_bytes
+  size_t kv_cache_memory_bytes = size_t{4} << 30;
+  bool enable_prefix_caching = true;
+  SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  DType kv_cache_dtype = DType::kBF16;
+  // Tokens that end generation unless ignore_eos; empty: the model config's eos_token_id(s).
+  // (generation_config.json's list, when the caller loaded it, belongs here.)
+  std::vector<int32_t> eos_token_ids;
+};
+
+struct EngineCoreRequest {
+  std::string request_id;
+  std::vector<int32_t> prompt_token_ids;
+  SamplingParams params;  // n is ignored here (LLMEngine fans out)
+  int priority = 0;
+};
+
+struct EngineCoreOutput {
+  std::string request_id;
+  std::vector<int32_t> new_token_ids;
+  std::vector<SampledToken> new_logprobs;  // parallel to new_token_ids when params.logprobs is set
+  bool finished = false;
+  std::string finish_reason;            // "stop" | "length" | "abort" when finished
+  std::optional<int32_t> stop_reason;   // the stop token id that finished it (EOS: none)
+  int num_cached_tokens = 0;            // prompt tokens served by the prefix cache
+};
+
+struct EngineStats {
+  int num_running = 0;
+  int num_waiting = 0;
+  int64_t num_preemptions = 0;
+  double kv_cache_usage = 0.0;
+  int num_free_blocks = 0;
+  int num_blocks = 0;
+  PrefixCacheStats prefix_cache;
+  int64_t num_steps = 0;
+  int64_t num_prompt_tokens = 0;      // prompt tokens computed (prefix-cache hits excluded)
+  int64_t num_generation_tokens = 0;  // tokens sampled
+};
+
+class EngineCore {
+ public:
+  // model must have been loaded with ModelLoadOptions of at least max_num_batched_tokens tokens
+  // and min(max_num_seqs, max_num_batched_tokens) logits rows (see engine_load_options).
+  EngineCore(CausalLM& model, Backend& backend, const EngineConfig& config);
+
+  // Validates (pagoda::Error naming the field) and queues the request.
+  void add_request(EngineCoreRequest request);
+  void abort(const std::string& request_id);
+  // Runs one step (or none if nothing is scheduled) and returns every request's news.
+  std::vector<EngineCoreOutput> step();
+  bool has_unfinished_requests() const;
+  // Forgets every cached prefix block; false (nothing done) while requests hold blocks.
+  bool reset_prefix_cache() { return kv_->reset_prefix_cache(); }
+
+  EngineStats stats() const;
+  const EngineConfig& config() const { return config_; }  // with max_model_len, num_kv_blocks resolved
+  const KvCacheManager& kv_cache_manager() const { return *kv_; }
+  const Scheduler& scheduler() const { return *scheduler_; }
+  int64_t vocab_size() const { return runner_->vocab_size(); }
+
+ private:
+  EngineCoreOutput convert(SchedulerRequestOutput&& o);
+
+  EngineConfig config_;
+  std::unique_ptr<KvCacheManager> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<ModelRunner> runner_;
+  struct PerRequest {
+    Sampler sampler;
+    bool want_logprobs = false;
+  };
+  std::unordered_map<std::string, PerRequest> samplers_;
+  std::vector<int32_t> sampled_;  // scratch: one entry per scheduled request
+  int64_t num_steps_ = 0;
+  int64_t num_prompt_tokens_ = 0;
+  int64_t num_generation_tokens_ = 0;
+};
+
+// The ModelLoadOptions a model needs to serve under this config.
+ModelLoadOptions engine_load_options(const EngineConfig& config);
+
+}  // namespace pagoda

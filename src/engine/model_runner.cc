@@ -1,0 +1,129 @@
+#include "engine/model_runner.h"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "base/error.h"
+
+namespace pagoda {
+namespace {
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+size_t ModelRunner::kv_bytes_per_block(const CausalLM& model, int block_size, DType kv_cache_dtype) {
+  // K and V, every attention layer.
+  return 2 * static_cast<size_t>(model.num_kv_layers()) * static_cast<size_t>(model.num_kv_heads()) *
+         static_cast<size_t>(model.head_dim()) * static_cast<size_t>(block_size) * dtype_size(kv_cache_dtype);
+}
+
+ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerConfig& config)
+    : model_(model), backend_(backend), config_(config), vocab_(model.config().vocab_size) {
+  PAGODA_CHECK(config.max_num_batched_tokens > 0 && config.max_num_seqs > 0 && config.max_model_len > 0 &&
+                   config.block_size > 0 && config.num_kv_blocks > 0,
+               "ModelRunner: sizes must be positive");
+  max_blocks_per_seq_ = ceil_div(config.max_model_len, config.block_size);
+  kv_ = backend.allocate_kv_cache(model.num_kv_layers(), config.num_kv_blocks, config.block_size,
+                                  model.num_kv_heads(), model.head_dim(), config.kv_cache_dtype);
+  const size_t T = static_cast<size_t>(config.max_num_batched_tokens);
+  const size_t S = static_cast<size_t>(config.max_num_seqs);
+  // A step schedules at most one chunk per sequence and at most T tokens, so T bounds sequences too.
+  const size_t seqs = std::min(S, T);
+  ids_buf_ = backend.allocate(T * 4);
+  pos_buf_ = backend.allocate(T * 4);
+  slot_buf_ = backend.allocate(T * 4);
+  qsl_buf_ = backend.allocate((seqs + 1) * 4);
+  seq_lens_buf_ = backend.allocate(seqs * 4);
+  tables_buf_ = backend.allocate(seqs * static_cast<size_t>(max_blocks_per_seq_) * 4);
+  logits_idx_buf_ = backend.allocate(seqs * 4);
+  logits_buf_ = backend.allocate(seqs * static_cast<size_t>(vocab_) * 4);
+  ids_.reserve(T);
+  pos_.reserve(T);
+  slots_.reserve(T);
+  qsl_.reserve(seqs + 1);
+  seq_lens_.reserve(seqs);
+  tables_.reserve(seqs * static_cast<size_t>(max_blocks_per_seq_));
+  logits_idx_.reserve(seqs);
+  logits_host_.resize(seqs * static_cast<size_t>(vocab_));
+}
+
+std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache) {
+  const int num_seqs = static_cast<int>(output.scheduled.size());
+  PAGODA_ASSERT(num_seqs > 0 && num_seqs <= config_.max_num_seqs);
+  PAGODA_ASSERT(output.total_num_scheduled_tokens <= config_.max_num_batched_tokens);
+  const int bs = config_.block_size;
+  PAGODA_ASSERT(kv_cache.block_size() == bs);
+
+  ids_.clear();
+  pos_.clear();
+  slots_.clear();
+  qsl_.assign(1, 0);
+  seq_lens_.clear();
+  logits_idx_.clear();
+  int32_t max_query_len = 0, max_seq_len = 0;
+  // Block tables are as wide as the longest in this batch, not max_model_len: less to copy.
+  int width = 1;
+  for (const ScheduledRequest& s : output.scheduled)
+    width = std::max(width, ceil_div(s.num_computed_tokens + s.num_new_tokens, bs));
+  PAGODA_ASSERT(width <= max_blocks_per_seq_);
+  tables_.assign(static_cast<size_t>(num_seqs) * static_cast<size_t>(width), 0);
+
+  for (int i = 0; i < num_seqs; ++i) {
+    const ScheduledRequest& s = output.scheduled[static_cast<size_t>(i)];
+    const Request& r = *s.request;
+    const int start = s.num_computed_tokens, n = s.num_new_tokens, len = start + n;
+    PAGODA_ASSERT(n > 0 && len <= r.num_tokens());
+    std::span<const int32_t> table = kv_cache.block_table(r.request_id);
+    PAGODA_ASSERT(static_cast<int>(table.size()) >= ceil_div(len, bs));
+    std::copy(table.begin(), table.begin() + ceil_div(len, bs),
+              tables_.begin() + static_cast<std::ptrdiff_t>(i) * width);
+    for (int p = start; p < len; ++p) {
+      ids_.push_back(r.all_token_ids[static_cast<size_t>(p)]);
+      pos_.push_back(p);
+      slots_.push_back(table[static_cast<size_t>(p / bs)] * bs + p % bs);
+    }
+    if (s.samples) logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
+    qsl_.push_back(static_cast<int32_t>(ids_.size()));
+    seq_lens_.push_back(len);
+    max_query_len = std::max(max_query_len, n);
+    max_seq_len = std::max(max_seq_len, len);
+  }
+  const int T = static_cast<int>(ids_.size());
+  const int L = static_cast<int>(logits_idx_.size());
+  PAGODA_ASSERT(T == output.total_num_scheduled_tokens && L == output.num_sampling);
+
+  auto upload = [&](const DeviceBuffer& buf, const std::vector<int32_t>& v) {
+    if (!v.empty()) backend_.copy_from_host(buf.data(), v.data(), v.size() * sizeof(int32_t));
+  };
+  upload(ids_buf_, ids_);
+  upload(pos_buf_, pos_);
+  upload(slot_buf_, slots_);
+  upload(qsl_buf_, qsl_);
+  upload(seq_lens_buf_, seq_lens_);
+  upload(tables_buf_, tables_);
+  upload(logits_idx_buf_, logits_idx_);
+
+  ForwardBatch batch;
+  batch.token_ids = ids_buf_.as(DType::kI32, {T});
+  batch.positions = pos_buf_.as(DType::kI32, {T});
+  batch.logits_indices = logits_idx_buf_.as(DType::kI32, {L});
+  AttentionMetadata& m = batch.attn;
+  m.query_start_loc = qsl_buf_.as(DType::kI32, {num_seqs + 1});
+  m.seq_lens = seq_lens_buf_.as(DType::kI32, {num_seqs});
+  m.block_tables = tables_buf_.as(DType::kI32, {num_seqs, width});
+  m.slot_mapping = slot_buf_.as(DType::kI32, {T});
+  m.num_seqs = num_seqs;
+  m.num_tokens = T;
+  m.max_query_len = max_query_len;
+  m.max_seq_len = max_seq_len;
+
+  Tensor logits = logits_buf_.as(DType::kF32, {std::max(L, 1), vocab_});
+  model_.forward(batch, kv_, logits);
+  if (L == 0) return {};
+  const size_t n = static_cast<size_t>(L) * static_cast<size_t>(vocab_);
+  backend_.copy_to_host(logits_host_.data(), logits_buf_.data(), n * sizeof(float));
+  return {logits_host_.data(), n};
+}
+
+}  // namespace pagoda

@@ -1,0 +1,60 @@
+// The model runner (vLLM V1's GPUModelRunner, on any Backend): turns a SchedulerOutput into one
+// ForwardBatch over the flattened varlen batch, runs CausalLM::forward and hands back the logits
+// rows of the requests that sample. It owns the paged KV cache memory; which block holds which
+// tokens is the KvCacheManager's business (block tables are read from it every step).
+//
+// Every buffer (backend and host staging) is allocated once, at construction, for the largest
+// step the scheduler can produce: max_num_batched_tokens tokens, max_num_seqs sequences, each at
+// most max_model_len long. A step only copies what it uses.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/kv_cache_manager.h"
+#include "engine/scheduler.h"
+#include "model/model.h"
+
+namespace pagoda {
+
+struct ModelRunnerConfig {
+  int max_num_batched_tokens = 2048;
+  int max_num_seqs = 256;
+  int max_model_len = 4096;
+  int block_size = 16;
+  int num_kv_blocks = 0;
+  DType kv_cache_dtype = DType::kBF16;
+};
+
+class ModelRunner {
+ public:
+  // The model must have been loaded for at least max_num_batched_tokens tokens and max_num_seqs
+  // logits rows per forward (ModelLoadOptions); throws pagoda::Error otherwise.
+  ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerConfig& config);
+
+  // Runs one step. Returns F32 logits [output.num_sampling, vocab] (host memory, valid until the
+  // next call; the caller may edit rows in place), one row per scheduled request with `samples`
+  // set, in scheduled order.
+  std::span<float> execute(const SchedulerOutput& output, const KvCacheManager& kv_cache);
+
+  int64_t vocab_size() const { return vocab_; }
+  const ModelRunnerConfig& config() const { return config_; }
+  // Bytes of KV memory one block takes across all layers (for sizing the pool).
+  static size_t kv_bytes_per_block(const CausalLM& model, int block_size, DType kv_cache_dtype);
+
+ private:
+  CausalLM& model_;
+  Backend& backend_;
+  ModelRunnerConfig config_;
+  int64_t vocab_ = 0;
+  int max_blocks_per_seq_ = 0;
+  KvCache kv_;
+  // Backend buffers and their host staging copies.
+  DeviceBuffer ids_buf_, pos_buf_, slot_buf_, qsl_buf_, seq_lens_buf_, tables_buf_, logits_idx_buf_, logits_buf_;
+  std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_;
+  std::vector<float> logits_host_;
+};
+
+}  // namespace pagoda

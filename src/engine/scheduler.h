@@ -1,0 +1,142 @@
+// The scheduler (vLLM V1's Scheduler): continuous batching under a token budget.
+//
+// There are no prefill and decode phases: every request has num_computed_tokens (tokens whose
+// KV is cached) and num_tokens (prompt + output so far), and each step hands out at most
+// max_num_batched_tokens tokens across requests to close that gap. Running requests go first, in
+// the order they were admitted: a decoding request takes 1 token, a request mid-prefill a chunk
+// of min(remaining, budget) (chunked prefill is always on, so batches mix prefill and decode).
+// Then waiting requests are admitted in policy order (FCFS, or lowest priority value first),
+// within max_num_seqs, starting from their longest prefix-cache hit.
+//
+// Out of KV blocks for a running request → the newest running request is preempted: its blocks
+// are freed, num_computed_tokens goes back to 0 and it rejoins the waiting queue at the front, to
+// be recomputed (its prompt and outputs, usually largely from the prefix cache) when memory frees
+// up. No waiting request is admitted in a step that preempted. (The priority policy preempts the
+// newest too; vLLM there picks the lowest-priority running request.)
+//
+// Protocol, once per step: schedule() → run the model on the SchedulerOutput → sample the
+// requests whose `samples` is set → update_from_output(). add_request() and abort() go between
+// steps (never between schedule() and update_from_output()).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/kv_cache_manager.h"
+#include "engine/request.h"
+
+namespace pagoda {
+
+enum class SchedulingPolicy { kFcfs, kPriority };
+
+struct SchedulerConfig {
+  int max_num_seqs = 256;              // running requests at most
+  int max_num_batched_tokens = 2048;   // tokens per step at most
+  int max_model_len = 4096;            // prompt + output tokens at most
+  SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+};
+
+// One request's share of a step.
+struct ScheduledRequest {
+  Request* request = nullptr;
+  int num_computed_tokens = 0;  // before this step: the chunk starts at this position
+  int num_new_tokens = 0;       // tokens [num_computed_tokens, + num_new_tokens) run this step
+  // First step since admission (new, or resumed after preemption): the model runner sets up
+  // per-request state.
+  bool is_new = false;
+  bool resumed = false;  // is_new after a preemption
+  // The chunk ends at the last known token, so this step yields logits to sample from (a partial
+  // prefill chunk does not).
+  bool samples = false;
+};
+
+struct SchedulerOutput {
+  std::vector<ScheduledRequest> scheduled;  // running requests first, then newly admitted ones
+  int total_num_scheduled_tokens = 0;
+  int num_sampling = 0;                     // entries with samples set
+  std::vector<std::string> preempted_ids;   // preempted during this schedule() call
+  bool empty() const { return scheduled.empty(); }
+};
+
+// What one step did to one request (vLLM's EngineCoreOutput).
+struct SchedulerRequestOutput {
+  std::string request_id;
+  std::vector<int32_t> new_token_ids;  // 0 or 1 token
+  bool finished = false;
+  RequestStatus status = RequestStatus::kRunning;
+  std::optional<int32_t> stop_reason;
+  int num_cached_tokens = 0;  // prompt tokens that came from the prefix cache
+};
+
+struct SchedulerStats {
+  int num_running = 0;
+  int num_waiting = 0;
+  int64_t num_preemptions = 0;  // since start
+  double kv_cache_usage = 0.0;  // fraction of blocks held by requests
+  int num_free_blocks = 0;
+  int num_blocks = 0;
+  PrefixCacheStats prefix_cache;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerConfig& config, KvCacheManager& kv_cache);
+
+  // Takes ownership. The request must be new (unique id, num_computed_tokens 0), non-empty, and
+  // fit max_model_len; its stop conditions must be resolved. Throws pagoda::Error otherwise.
+  void add_request(std::unique_ptr<Request> request);
+
+  // Finishes a waiting or running request at once (its blocks are freed now); its final output
+  // (status kFinishedAborted) comes from the next update_from_output() or take_aborted().
+  // Unknown or already finished ids are ignored; returns whether the request was found.
+  bool abort(const std::string& request_id);
+
+  SchedulerOutput schedule();
+
+  // sampled_token_ids[i] is the token sampled for output.scheduled[i] (ignored where samples is
+  // false). Advances num_computed_tokens, appends the tokens, applies the stop conditions and
+  // frees finished requests. Returns one entry per request that got a token or finished
+  // (aborted requests included).
+  std::vector<SchedulerRequestOutput> update_from_output(const SchedulerOutput& output,
+                                                         std::span<const int32_t> sampled_token_ids);
+
+  // Outputs of requests aborted since the last update_from_output() (for callers that have no
+  // step to run).
+  std::vector<SchedulerRequestOutput> take_aborted();
+
+  const Request* find(const std::string& request_id) const;
+  bool has_unfinished_requests() const { return !waiting_.empty() || !running_.empty(); }
+  bool has_pending_outputs() const { return !aborted_.empty(); }
+  int num_running() const { return static_cast<int>(running_.size()); }
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int64_t num_preemptions() const { return num_preemptions_; }
+  SchedulerStats stats() const;
+  const SchedulerConfig& config() const { return config_; }
+  const KvCacheManager& kv_cache() const { return kv_; }
+
+ private:
+  // The next waiting request to admit (policy order); waiting_ must not be empty.
+  std::deque<Request*>::iterator next_waiting();
+  void preempt(Request* request);
+  // Frees the request's blocks and forgets it; returns its final output.
+  SchedulerRequestOutput finish(Request* request, RequestStatus status);
+  // Applies max_tokens / max_model_len / EOS / stop tokens after a new token.
+  std::optional<RequestStatus> check_stop(const Request& request) const;
+
+  SchedulerConfig config_;
+  KvCacheManager& kv_;
+  std::unordered_map<std::string, std::unique_ptr<Request>> requests_;  // every unfinished request
+  std::deque<Request*> waiting_;
+  std::vector<Request*> running_;  // admission order: the back is the newest
+  std::vector<SchedulerRequestOutput> aborted_;
+  int64_t next_arrival_ = 0;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace pagoda
