@@ -13,6 +13,12 @@ void print_usage() {
                "commands:\n"
                "  generate MODEL_DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K\n"
                "           --min-p P --seed S --output-format text|json]\n"
+               "  generate MODEL_DIR --input prompts.jsonl [--output out.jsonl --max-num-seqs N\n"
+               "           --max-num-batched-tokens N --max-model-len N --block-size N --num-kv-blocks N\n"
+               "           --kv-cache-memory GiB --no-enable-prefix-caching --max-tokens N ...]\n"
+               "  bench throughput MODEL_DIR --input-len N --output-len M --num-prompts P [--seed S]\n"
+               "  bench latency MODEL_DIR --input-len N --output-len M --batch-size B [--num-iters 3\n"
+               "           --num-iters-warmup 1]\n"
                "  tokenize MODEL_DIR TEXT [--decode]\n"
                "  --version\n");
 }
@@ -27,6 +33,7 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   try {
     if (cmd == "generate") return pagoda::generate_command(argc - 2, argv + 2);
+    if (cmd == "bench") return pagoda::bench_command(argc - 2, argv + 2);
     if (cmd == "tokenize") return pagoda::tokenize_command(argc - 2, argv + 2);
     if (cmd == "--version" || cmd == "version") {
       std::printf("pagoda 0.1.0\n");

@@ -2,9 +2,28 @@
 // process exit code; errors are printed to stderr.
 #pragma once
 
+#include <set>
+#include <string>
+
 namespace pagoda {
+
+class Args;
+struct EngineConfig;
 
 int tokenize_command(int argc, char** argv);  // pagoda tokenize MODEL_DIR TEXT [--decode]
 int generate_command(int argc, char** argv);  // pagoda generate MODEL_DIR --prompt TEXT ...
+// pagoda generate MODEL_DIR --input prompts.jsonl [--output out.jsonl] ... (batch_generate.cc;
+// generate_command hands over when --input is given)
+int batch_generate_command(int argc, char** argv);
+// pagoda bench throughput|latency MODEL_DIR ... (bench_command.cc)
+int bench_command(int argc, char** argv);
+
+// Shared by the engine-backed commands (batch_generate.cc): the EngineConfig flags
+// (--max-num-seqs, --max-num-batched-tokens, --max-model-len, --block-size, --num-kv-blocks,
+// --kv-cache-memory GiB, --kv-cache-dtype; bool --no-enable-prefix-caching).
+const std::set<std::string>& engine_value_flags();
+EngineConfig engine_config_from_args(const Args& args);
+// Throws pagoda::Error unless dir is a checkpoint folder (has config.json).
+void check_checkpoint_dir(const std::string& dir);
 
 }  // namespace pagoda

@@ -1,4 +1,5 @@
-// `pagoda generate MODEL_DIR --prompt TEXT`: one prompt, streamed to stdout.
+// `pagoda generate MODEL_DIR --prompt TEXT`: one prompt, streamed to stdout. With --input FILE
+// it hands over to batch_generate_command.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -21,14 +22,6 @@
 namespace pagoda {
 namespace {
 
-void check_model_dir(const std::string& dir) {
-  struct stat st {};
-  PAGODA_CHECK(::stat(dir.c_str(), &st) == 0, dir, ": no such directory");
-  PAGODA_CHECK(S_ISDIR(st.st_mode), dir, ": not a directory (expected a Hugging Face checkpoint folder)");
-  PAGODA_CHECK(::stat((dir + "/config.json").c_str(), &st) == 0, dir,
-               ": not a checkpoint folder (no config.json; expected config.json, *.safetensors, tokenizer.json)");
-}
-
 DType parse_kv_dtype(const std::string& s) {
   if (s == "auto" || s == "bf16" || s == "bfloat16") return DType::kBF16;
   if (s == "fp32" || s == "float32" || s == "float") return DType::kF32;
@@ -38,6 +31,11 @@ DType parse_kv_dtype(const std::string& s) {
 }  // namespace
 
 int generate_command(int argc, char** argv) {
+  // --input FILE: many prompts on one engine (batch_generate.cc).
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--input" || a.rfind("--input=", 0) == 0) return batch_generate_command(argc, argv);
+  }
   Args args(argc, argv,
             {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--output-format",
              "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens"},
@@ -48,7 +46,7 @@ int generate_command(int argc, char** argv) {
   const std::string format = args.get_or("--output-format", "text");
   PAGODA_CHECK(format == "text" || format == "json", "--output-format must be text or json, got '", format, "'");
 
-  check_model_dir(model_dir);
+  check_checkpoint_dir(model_dir);
   const ModelConfig config = load_model_config(model_dir);
   const GenerationConfig gen_config = load_generation_config(model_dir);
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
