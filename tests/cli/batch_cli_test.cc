@@ -14,27 +14,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "run_command.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct RunResult {
-  int exit_code;
-  std::string output;
-};
-
-RunResult run(const std::string& cmd, bool stdout_only = false) {
-  RunResult r{-1, ""};
-  FILE* p = popen((cmd + (stdout_only ? " 2>/dev/null" : " 2>&1")).c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using pagoda::testing::run;
 
 std::vector<json> read_jsonl(const fs::path& path) {
   std::ifstream in(path);

@@ -11,27 +11,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "run_command.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int exit_code;
-  std::string output;  // stdout + stderr
-};
-
-// Runs a shell command; stderr joins stdout unless stdout_only.
-RunResult run(const std::string& cmd, bool stdout_only = false) {
-  RunResult r{-1, ""};
-  FILE* p = popen((cmd + (stdout_only ? " 2>/dev/null" : " 2>&1")).c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using pagoda::testing::run;
 
 const std::string kBin = std::string(PAGODA_BINARY_DIR) + "/bin/";
 
