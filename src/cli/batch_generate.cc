@@ -5,14 +5,19 @@
 // Input: one JSON object per line, {"prompt": "..."} or {"prompt_token_ids": [...]}, plus any of
 // the SamplingParams fields (temperature, top_p, top_k, min_p, max_tokens, seed, n, stop,
 // stop_token_ids, ignore_eos, min_tokens, presence_penalty, frequency_penalty,
-// repetition_penalty, logit_bias, include_stop_str_in_output, skip_special_tokens). Blank lines
+// repetition_penalty, logit_bias, include_stop_str_in_output, skip_special_tokens, logprobs,
+// prompt_logprobs). Blank lines
 // are skipped. A bad line (invalid JSON, unknown field, wrong type, out-of-range value) is
 // reported on stderr with its line number and gets an {"index", "line", "error"} output line.
 //
 // Output: one line per request, in input order: {"index", "prompt", "text", "token_ids",
 // "finish_reason", "stop_reason", "num_cached_tokens"} (text .. stop_reason of the first
 // completion); with n > 1 also "outputs": a list of every completion ({"index", "text",
-// "token_ids", "finish_reason", "stop_reason"}), as vLLM's RequestOutput.outputs. The exit code
+// "token_ids", "finish_reason", "stop_reason"}), as vLLM's RequestOutput.outputs. With
+// "logprobs": k, each completion also has "logprobs": one object per output token mapping token
+// ids (as strings) to {"logprob", "decoded_token"}, the sampled token and the k best; with
+// "prompt_logprobs": k, the line has "prompt_logprobs": null for the first prompt token, then
+// such an object for every later one (vLLM's layout). The exit code
 // is 0 even when some lines were skipped (their output lines carry the error).
 #include <algorithm>
 #include <chrono>
@@ -147,7 +152,8 @@ ParsedLine parse_line(const std::string& line, const SamplingParams& defaults, c
       "top_k",            "min_p",             "max_tokens",        "seed",
       "n",                "stop",              "stop_token_ids",    "ignore_eos",
       "min_tokens",       "presence_penalty",  "frequency_penalty", "repetition_penalty",
-      "logit_bias",       "include_stop_str_in_output",              "skip_special_tokens"};
+      "logit_bias",       "include_stop_str_in_output",              "skip_special_tokens",
+      "logprobs",         "prompt_logprobs"};
   for (const auto& [key, value] : j.items())
     PAGODA_CHECK(known.count(key), "unknown field '", key, "'");
 
@@ -217,6 +223,10 @@ ParsedLine parse_line(const std::string& line, const SamplingParams& defaults, c
   if (j.contains("include_stop_str_in_output"))
     s.include_stop_str_in_output = get_bool(j, "include_stop_str_in_output");
   if (j.contains("skip_special_tokens")) s.skip_special_tokens = get_bool(j, "skip_special_tokens");
+  if (j.contains("logprobs") && !j["logprobs"].is_null())
+    s.logprobs = static_cast<int>(get_integer(j, "logprobs", -1, kIntMax));
+  if (j.contains("prompt_logprobs") && !j["prompt_logprobs"].is_null())
+    s.prompt_logprobs = static_cast<int>(get_integer(j, "prompt_logprobs", -1, kIntMax));
   s.validate(vocab_size);
   return p;
 }
@@ -234,7 +244,24 @@ struct Completion {
   int index = 0;       // which of the n
   std::unique_ptr<RequestOutputState> state;
   int num_cached_tokens = 0;
+  std::vector<SampledToken> logprobs;         // per output token, when asked for
+  std::vector<SampledToken> prompt_logprobs;  // prompt tokens 1.., when asked for (completion 0)
 };
+
+// {"<token id>": {"logprob": x, "decoded_token": "..."}} for the token and its top-k.
+json logprob_entry(const SampledToken& t, const Tokenizer& tokenizer) {
+  json e = json::object();
+  auto add = [&](int32_t id, float lp) {
+    json v;
+    v["logprob"] = lp;
+    v["decoded_token"] = tokenizer.decode(std::vector<int32_t>{id}, /*skip_special_tokens=*/false);
+    e[std::to_string(id)] = std::move(v);
+  };
+  add(t.token, t.logprob);
+  for (const auto& [id, lp] : t.top_logprobs)
+    if (id != t.token) add(id, lp);
+  return e;
+}
 
 struct BatchItem {
   ParsedLine parsed;
@@ -336,6 +363,7 @@ int batch_generate_command(int argc, char** argv) {
       try {
         for (int i = 0; i < p.n; ++i, ++added) {
           if (p.seed && i > 0) child.seed = *p.seed + static_cast<uint64_t>(i);  // as LLMEngine
+          if (i > 0) child.prompt_logprobs.reset();  // the prompt's are the same for every completion
           engine->add_request(std::to_string(ri) + "_" + std::to_string(i), r.parsed.prompt_token_ids, child);
         }
       } catch (...) {
@@ -378,7 +406,9 @@ int batch_generate_command(int argc, char** argv) {
       if (!cp) continue;
       Completion& c = *cp;
       c.num_cached_tokens = std::max(c.num_cached_tokens, o.num_cached_tokens);
+      c.prompt_logprobs.insert(c.prompt_logprobs.end(), o.new_prompt_logprobs.begin(), o.new_prompt_logprobs.end());
       if (c.state->finished()) continue;  // already ended by a stop string; this is the abort
+      c.logprobs.insert(c.logprobs.end(), o.new_logprobs.begin(), o.new_logprobs.end());
       output_tokens += static_cast<int64_t>(o.new_token_ids.size());
       for (size_t k = 0; k < o.new_token_ids.size() && !c.state->finished(); ++k) {
         const bool last = k + 1 == o.new_token_ids.size();
@@ -415,6 +445,13 @@ int batch_generate_command(int argc, char** argv) {
         o["token_ids"] = c.state->token_ids();
         o["finish_reason"] = c.state->finish_reason();
         o["stop_reason"] = stop_reason_json(c.state->stop_reason());
+        if (r.parsed.params.logprobs) {
+          json lps = json::array();
+          // Tokens after a stop string was found are not part of the completion.
+          const size_t n = std::min(c.logprobs.size(), c.state->token_ids().size());
+          for (size_t k = 0; k < n; ++k) lps.push_back(logprob_entry(c.logprobs[k], tokenizer));
+          o["logprobs"] = std::move(lps);
+        }
         outputs.push_back(std::move(o));
       }
       const Completion& first = completions[r.completions.front()];
@@ -423,6 +460,12 @@ int batch_generate_command(int argc, char** argv) {
       j["finish_reason"] = outputs[0]["finish_reason"];
       j["stop_reason"] = outputs[0]["stop_reason"];
       j["num_cached_tokens"] = first.num_cached_tokens;
+      if (r.parsed.params.prompt_logprobs) {
+        json pl = json::array({nullptr});
+        for (const SampledToken& t : first.prompt_logprobs) pl.push_back(logprob_entry(t, tokenizer));
+        j["prompt_logprobs"] = std::move(pl);
+      }
+      if (r.parsed.params.logprobs) j["logprobs"] = outputs[0]["logprobs"];
       if (r.completions.size() > 1) j["outputs"] = std::move(outputs);
     }
     const std::string s = j.dump(-1, ' ', false, json::error_handler_t::replace);

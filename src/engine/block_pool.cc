@@ -60,6 +60,13 @@ void BlockPool::evict(int32_t id) {
   ++num_evictions_;
 }
 
+void BlockPool::uncache_block(int32_t id) {
+  PAGODA_ASSERT(block(id).ref_cnt > 0);
+  if (blocks_[static_cast<size_t>(id)].content_id == 0) return;
+  evict(id);
+  --num_evictions_;  // not an eviction: nothing valid was lost
+}
+
 std::vector<int32_t> BlockPool::get_new_blocks(int n) {
   PAGODA_ASSERT(n >= 0 && n <= num_free_);
   std::vector<int32_t> out;

@@ -52,6 +52,9 @@ class BlockPool {
   // Marks an in-use, uncached, full block as cached with this content.
   void cache_block(int32_t id, const BlockHash& hash, uint64_t parent_content_id, std::span<const int32_t> token_ids,
                    std::span<const int64_t> extra_keys);
+  // Forgets the cached content of an in-use block (its KV was never written: the step that was
+  // to compute it dropped the request). No-op on a block that caches nothing.
+  void uncache_block(int32_t id);
   // A number unique to this block's current cached content (never reused, unlike block ids,
   // which an evicted block gets a new content under); 0 if the block caches nothing.
   uint64_t content_id(int32_t id) const { return block(id).content_id; }

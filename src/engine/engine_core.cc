@@ -44,6 +44,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   sc.max_num_batched_tokens = config_.max_num_batched_tokens;
   sc.max_model_len = config_.max_model_len;
   sc.policy = config_.policy;
+  sc.max_num_logits = engine_load_options(config_).max_num_logits;
   scheduler_ = std::make_unique<Scheduler>(sc, *kv_);
   ModelRunnerConfig rc;
   rc.max_num_batched_tokens = config_.max_num_batched_tokens;
@@ -52,6 +53,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   rc.block_size = config_.block_size;
   rc.num_kv_blocks = config_.num_kv_blocks;
   rc.kv_cache_dtype = config_.kv_cache_dtype;
+  rc.max_num_logits = sc.max_num_logits;
   runner_ = std::make_unique<ModelRunner>(model, backend, rc);
 }
 
@@ -79,12 +81,17 @@ void EngineCore::add_request(EngineCoreRequest req) {
   r->ignore_eos = p.ignore_eos;
   r->eos_token_ids = config_.eos_token_ids;
   r->stop_token_ids = p.stop_token_ids;
-  // TODO(prompt_logprobs): needs logits for every prompt position and a request that skips the
-  // prefix cache (vLLM's skip_reading_prefix_cache); not produced yet.
+  // Prompt logprobs need the logits of every prompt position, so the prompt is computed in full
+  // (vLLM's skip_reading_prefix_cache); its blocks still enter the cache for others.
+  if (p.prompt_logprobs) {
+    r->wants_prompt_logprobs = true;
+    r->skip_reading_prefix_cache = true;
+  }
 
   Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids);
   scheduler_->add_request(std::move(r));
-  samplers_.emplace(req.request_id, PerRequest{std::move(sampler), p.logprobs.has_value()});
+  samplers_.emplace(req.request_id,
+                    PerRequest{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1)});
 }
 
 void EngineCore::abort(const std::string& request_id) { scheduler_->abort(request_id); }
@@ -120,18 +127,32 @@ std::vector<EngineCoreOutput> EngineCore::step() {
   const int64_t vocab = vocab_size();
   sampled_.assign(so.scheduled.size(), -1);
   std::unordered_map<std::string, SampledToken> with_logprobs;
-  int row = 0;
+  std::unordered_map<std::string, std::vector<SampledToken>> prompt_logprobs;
+  int row = 0, num_sampled = 0;
   for (size_t i = 0; i < so.scheduled.size(); ++i) {
     const ScheduledRequest& s = so.scheduled[i];
-    if (s.num_computed_tokens < s.request->num_prompt_tokens)
-      num_prompt_tokens_ += std::min(s.num_new_tokens, s.request->num_prompt_tokens - s.num_computed_tokens);
+    const Request& r = *s.request;
+    if (s.num_computed_tokens < r.num_prompt_tokens)
+      num_prompt_tokens_ += std::min(s.num_new_tokens, r.num_prompt_tokens - s.num_computed_tokens);
+    if (s.num_logits_rows() == 0) continue;
+    PerRequest& pr = samplers_.at(r.request_id);
+    if (s.num_prompt_logprob_rows > 0) {
+      PAGODA_ASSERT(pr.prompt_logprobs >= 0);
+      std::vector<SampledToken>& out = prompt_logprobs[r.request_id];
+      for (int k = 0; k < s.num_prompt_logprob_rows; ++k) {
+        const int p = s.prompt_logprob_begin + k;
+        out.push_back(prompt_logprob(rows + static_cast<int64_t>(row++) * vocab,
+                                     vocab, r.all_token_ids[static_cast<size_t>(p + 1)], pr.prompt_logprobs));
+      }
+    }
     if (!s.samples) continue;
-    PerRequest& pr = samplers_.at(s.request->request_id);
     SampledToken t = pr.sampler.sample(rows + static_cast<int64_t>(row++) * vocab);
+    ++num_sampled;
     sampled_[i] = t.token;
-    if (pr.want_logprobs) with_logprobs.emplace(s.request->request_id, std::move(t));
+    if (pr.want_logprobs) with_logprobs.emplace(r.request_id, std::move(t));
   }
-  num_generation_tokens_ += row;
+  PAGODA_ASSERT(row == so.num_logits_rows);
+  num_generation_tokens_ += num_sampled;
 
   for (SchedulerRequestOutput& o : scheduler_->update_from_output(so, sampled_)) {
     if (o.finished) samplers_.erase(o.request_id);
@@ -140,6 +161,18 @@ std::vector<EngineCoreOutput> EngineCore::step() {
       auto it = with_logprobs.find(e.request_id);
       if (it != with_logprobs.end()) e.new_logprobs.push_back(std::move(it->second));
     }
+    auto pl = prompt_logprobs.find(e.request_id);
+    if (pl != prompt_logprobs.end()) {
+      e.new_prompt_logprobs = std::move(pl->second);
+      prompt_logprobs.erase(pl);
+    }
+    outs.push_back(std::move(e));
+  }
+  // Prompt chunks that sampled nothing still deliver their prompt logprobs.
+  for (auto& [id, lps] : prompt_logprobs) {
+    EngineCoreOutput e;
+    e.request_id = id;
+    e.new_prompt_logprobs = std::move(lps);
     outs.push_back(std::move(e));
   }
   return outs;

@@ -52,6 +52,10 @@ struct EngineCoreOutput {
   std::string request_id;
   std::vector<int32_t> new_token_ids;
   std::vector<SampledToken> new_logprobs;  // parallel to new_token_ids when params.logprobs is set
+  // Prompt logprobs computed this step, for the next prompt positions in order: entry k is the
+  // logprob of prompt token p + 1 given tokens [0, p] (its `token`), with top-k. Over the whole
+  // request they cover prompt tokens 1 .. P-1 exactly once (token 0 has none, as vLLM's None).
+  std::vector<SampledToken> new_prompt_logprobs;
   bool finished = false;
   std::string finish_reason;            // "stop" | "length" | "abort" when finished
   std::optional<int32_t> stop_reason;   // the stop token id that finished it (EOS: none)
@@ -102,6 +106,7 @@ class EngineCore {
   struct PerRequest {
     Sampler sampler;
     bool want_logprobs = false;
+    int prompt_logprobs = -1;  // top-k for prompt logprobs; -1: none wanted
   };
   std::unordered_map<std::string, PerRequest> samplers_;
   std::vector<int32_t> sampled_;  // scratch: one entry per scheduled request

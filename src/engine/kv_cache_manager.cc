@@ -69,9 +69,6 @@ ComputedBlocks KvCacheManager::get_computed_blocks(Request& request) {
     parent = pool_.content_id(id);
   }
   out.num_computed_tokens = static_cast<int>(hits.size()) * bs;
-  stats_.requests += 1;
-  stats_.queries += request.num_tokens();
-  stats_.hits += out.num_computed_tokens;
   return out;
 }
 
@@ -87,7 +84,8 @@ bool KvCacheManager::allocate_slots(Request& request, int num_new_tokens, int nu
   PAGODA_ASSERT(num_new_computed_tokens == static_cast<int>(hits.size()) * bs);
 
   auto it = requests_.find(request.request_id);
-  const int held = it == requests_.end() ? 0 : static_cast<int>(it->second.groups[0].size());
+  const bool admission = it == requests_.end();
+  const int held = admission ? 0 : static_cast<int>(it->second.groups[0].size());
   // Hits only ever start a block table (a new or resumed request): they are its prefix.
   PAGODA_ASSERT(hits.empty() || held == 0);
 
@@ -110,6 +108,14 @@ bool KvCacheManager::allocate_slots(Request& request, int num_new_tokens, int nu
 
   if (enable_prefix_caching_) {
     cache_full_blocks(request, blocks, static_cast<int>(std::min<int64_t>(total, request.num_tokens())));
+    // The lookup is counted once it took effect: a request that waits for memory and looks
+    // again next step is not counted twice. Resumed (preempted) requests are counted apart.
+    if (admission && !request.skip_reading_prefix_cache) {
+      const bool resumed = request.num_preemptions > 0;
+      (resumed ? stats_.preempted_requests : stats_.requests) += 1;
+      (resumed ? stats_.preempted_queries : stats_.queries) += request.num_tokens();
+      (resumed ? stats_.preempted_hits : stats_.hits) += num_new_computed_tokens;
+    }
   }
   return true;
 }
@@ -139,6 +145,16 @@ void KvCacheManager::free(const Request& request) {
     pool_.free_blocks(tail_first);
   }
   requests_.erase(it);
+}
+
+void KvCacheManager::free_unrun(const Request& request) {
+  auto it = requests_.find(request.request_id);
+  if (it == requests_.end()) return;
+  RequestBlocks& blocks = it->second;
+  const int first_unwritten = request.num_computed_tokens / block_size();  // first block not fully computed
+  for (int i = first_unwritten; i < blocks.num_cached_blocks; ++i) pool_.uncache_block(blocks.groups[0][static_cast<size_t>(i)]);
+  blocks.num_cached_blocks = std::min(blocks.num_cached_blocks, first_unwritten);
+  free(request);
 }
 
 std::span<const int32_t> KvCacheManager::block_table(const std::string& request_id, int group) const {

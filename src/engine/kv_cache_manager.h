@@ -60,11 +60,16 @@ struct ComputedBlocks {
   int num_computed_tokens = 0;  // tokens they cover (a multiple of the block size)
 };
 
-// Counted in tokens, like vLLM's prefix-cache hit rate.
+// Counted in tokens, like vLLM's prefix-cache hit rate, once per admission (the allocate_slots
+// call that consumed a lookup), so a request that waits for memory and looks again is counted
+// once. Requests resumed after preemption are counted apart (they mostly hit their own blocks).
 struct PrefixCacheStats {
-  int64_t requests = 0;  // get_computed_blocks calls that looked into the cache
-  int64_t queries = 0;   // prompt tokens looked up
+  int64_t requests = 0;  // admitted requests that read the cache
+  int64_t queries = 0;   // their tokens looked up
   int64_t hits = 0;      // of those, tokens found cached
+  int64_t preempted_requests = 0;
+  int64_t preempted_queries = 0;
+  int64_t preempted_hits = 0;
   double hit_rate() const { return queries > 0 ? static_cast<double>(hits) / static_cast<double>(queries) : 0.0; }
 };
 
@@ -90,6 +95,11 @@ class KvCacheManager {
   // Releases the request's blocks (tail first into the LRU); cached ones stay findable until
   // evicted. Unknown ids are ignored, so it is safe on a request that never got blocks.
   void free(const Request& request);
+  // The same for a request whose step was scheduled but will not run (the priority policy
+  // preempting a request it had already scheduled): blocks cached at allocation but not computed
+  // (holding tokens at or past request.num_computed_tokens) are first taken out of the prefix
+  // cache, so no later request can hit KV that was never written.
+  void free_unrun(const Request& request);
 
   // The request's block table for a group (empty if it holds none).
   std::span<const int32_t> block_table(const std::string& request_id, int group = 0) const;

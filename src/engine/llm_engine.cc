@@ -48,6 +48,9 @@ void LLMEngine::add_request(const std::string& request_id, const std::vector<int
     r.params.n = 1;
     // Each child draws its own stream; seed + index keeps a seeded request reproducible.
     if (params.seed && i > 0) r.params.seed = *params.seed + static_cast<uint64_t>(i);
+    // The prompt's logprobs are the same for every completion: only the first computes them (the
+    // others can then read the prompt from the prefix cache).
+    if (i > 0) r.params.prompt_logprobs.reset();
     r.priority = priority;
     try {
       core_->add_request(std::move(r));
@@ -78,6 +81,7 @@ std::vector<RequestOutput> LLMEngine::step() {
     r.index = it->second.index;
     r.new_token_ids = std::move(o.new_token_ids);
     r.new_logprobs = std::move(o.new_logprobs);
+    r.new_prompt_logprobs = std::move(o.new_prompt_logprobs);
     r.finished = o.finished;
     r.finish_reason = std::move(o.finish_reason);
     r.stop_reason = o.stop_reason;

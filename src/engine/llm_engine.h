@@ -24,6 +24,8 @@ struct RequestOutput {
   int index = 0;           // which of the n completions (0 when n == 1)
   std::vector<int32_t> new_token_ids;
   std::vector<SampledToken> new_logprobs;  // parallel to new_token_ids when params.logprobs is set
+  // The next prompt positions' logprobs (see EngineCoreOutput); only on index 0 with n > 1.
+  std::vector<SampledToken> new_prompt_logprobs;
   bool finished = false;
   std::string finish_reason;           // "stop" | "length" | "abort" when finished
   std::optional<int32_t> stop_reason;  // the stop token id that finished it (EOS: none)

@@ -30,22 +30,24 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   const size_t S = static_cast<size_t>(config.max_num_seqs);
   // A step schedules at most one chunk per sequence and at most T tokens, so T bounds sequences too.
   const size_t seqs = std::min(S, T);
+  if (config_.max_num_logits <= 0) config_.max_num_logits = static_cast<int>(seqs);
+  const size_t rows = static_cast<size_t>(config_.max_num_logits);
   ids_buf_ = backend.allocate(T * 4);
   pos_buf_ = backend.allocate(T * 4);
   slot_buf_ = backend.allocate(T * 4);
   qsl_buf_ = backend.allocate((seqs + 1) * 4);
   seq_lens_buf_ = backend.allocate(seqs * 4);
   tables_buf_ = backend.allocate(seqs * static_cast<size_t>(max_blocks_per_seq_) * 4);
-  logits_idx_buf_ = backend.allocate(seqs * 4);
-  logits_buf_ = backend.allocate(seqs * static_cast<size_t>(vocab_) * 4);
+  logits_idx_buf_ = backend.allocate(rows * 4);
+  logits_buf_ = backend.allocate(rows * static_cast<size_t>(vocab_) * 4);
   ids_.reserve(T);
   pos_.reserve(T);
   slots_.reserve(T);
   qsl_.reserve(seqs + 1);
   seq_lens_.reserve(seqs);
   tables_.reserve(seqs * static_cast<size_t>(max_blocks_per_seq_));
-  logits_idx_.reserve(seqs);
-  logits_host_.resize(seqs * static_cast<size_t>(vocab_));
+  logits_idx_.reserve(rows);
+  logits_host_.resize(rows * static_cast<size_t>(vocab_));
 }
 
 std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache) {
@@ -78,11 +80,16 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
     PAGODA_ASSERT(static_cast<int>(table.size()) >= ceil_div(len, bs));
     std::copy(table.begin(), table.begin() + ceil_div(len, bs),
               tables_.begin() + static_cast<std::ptrdiff_t>(i) * width);
+    const int32_t first_row = static_cast<int32_t>(ids_.size());
     for (int p = start; p < len; ++p) {
       ids_.push_back(r.all_token_ids[static_cast<size_t>(p)]);
       pos_.push_back(p);
       slots_.push_back(table[static_cast<size_t>(p / bs)] * bs + p % bs);
     }
+    PAGODA_ASSERT(s.num_prompt_logprob_rows == 0 ||
+                  (s.prompt_logprob_begin >= start && s.prompt_logprob_begin + s.num_prompt_logprob_rows <= len));
+    for (int k = 0; k < s.num_prompt_logprob_rows; ++k)
+      logits_idx_.push_back(first_row + (s.prompt_logprob_begin - start) + k);
     if (s.samples) logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
     qsl_.push_back(static_cast<int32_t>(ids_.size()));
     seq_lens_.push_back(len);
@@ -91,7 +98,7 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   }
   const int T = static_cast<int>(ids_.size());
   const int L = static_cast<int>(logits_idx_.size());
-  PAGODA_ASSERT(T == output.total_num_scheduled_tokens && L == output.num_sampling);
+  PAGODA_ASSERT(T == output.total_num_scheduled_tokens && L == output.num_logits_rows && L <= config_.max_num_logits);
 
   auto upload = [&](const DeviceBuffer& buf, const std::vector<int32_t>& v) {
     if (!v.empty()) backend_.copy_from_host(buf.data(), v.data(), v.size() * sizeof(int32_t));

@@ -26,6 +26,7 @@ struct ModelRunnerConfig {
   int block_size = 16;
   int num_kv_blocks = 0;
   DType kv_cache_dtype = DType::kBF16;
+  int max_num_logits = 0;  // logits rows per step at most (0: min(max_num_seqs, max_num_batched_tokens))
 };
 
 class ModelRunner {
@@ -34,9 +35,9 @@ class ModelRunner {
   // logits rows per forward (ModelLoadOptions); throws pagoda::Error otherwise.
   ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerConfig& config);
 
-  // Runs one step. Returns F32 logits [output.num_sampling, vocab] (host memory, valid until the
-  // next call; the caller may edit rows in place), one row per scheduled request with `samples`
-  // set, in scheduled order.
+  // Runs one step. Returns F32 logits [output.num_logits_rows, vocab] (host memory, valid until
+  // the next call; the caller may edit rows in place): for each scheduled request in order, its
+  // prompt-logprob rows (positions prompt_logprob_begin, ...), then its sampling row if it samples.
   std::span<float> execute(const SchedulerOutput& output, const KvCacheManager& kv_cache);
 
   int64_t vocab_size() const { return vocab_; }

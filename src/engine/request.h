@@ -45,6 +45,11 @@ struct Request {
   std::vector<int64_t> extra_keys;
   // Requests that need prompt logprobs must recompute the whole prompt (vLLM does the same).
   bool skip_reading_prefix_cache = false;
+  // Prompt logprobs: every prompt position p < num_prompt_tokens - 1 yields the logprobs of
+  // prompt token p + 1 once. Positions [0, num_prompt_logprobs_done) have been delivered (they
+  // are not delivered again when a preempted request recomputes them).
+  bool wants_prompt_logprobs = false;
+  int num_prompt_logprobs_done = 0;
 
   // Hashes of the request's full blocks, in order. Maintained by KvCacheManager (extended as the
   // request grows); kept here so a request waiting for memory is not re-hashed every step and

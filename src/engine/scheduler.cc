@@ -12,6 +12,9 @@ Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager& kv_cache) : 
   PAGODA_CHECK(config.max_num_batched_tokens > 0, "--max-num-batched-tokens must be positive (got ",
                config.max_num_batched_tokens, ")");
   PAGODA_CHECK(config.max_model_len > 0, "--max-model-len must be positive (got ", config.max_model_len, ")");
+  max_num_logits_ = config.max_num_logits > 0 ? config.max_num_logits : config.max_num_seqs;
+  PAGODA_CHECK(max_num_logits_ >= std::min(config.max_num_seqs, config.max_num_batched_tokens),
+               "max_num_logits (", max_num_logits_, ") must cover one row per scheduled sequence");
 }
 
 void Scheduler::add_request(std::unique_ptr<Request> request) {
@@ -56,8 +59,22 @@ std::deque<Request*>::iterator Scheduler::next_waiting() {
   });
 }
 
-void Scheduler::preempt(Request* r) {
-  kv_.free(*r);
+size_t Scheduler::pick_victim() const {
+  PAGODA_ASSERT(!running_.empty());
+  if (config_.policy == SchedulingPolicy::kFcfs) return running_.size() - 1;  // the newest
+  // The lowest priority (largest value), the latest arrival among equals.
+  auto it = std::ranges::max_element(running_, [](const Request* a, const Request* b) {
+    return a->priority != b->priority ? a->priority < b->priority : a->arrival_seq < b->arrival_seq;
+  });
+  return static_cast<size_t>(it - running_.begin());
+}
+
+void Scheduler::preempt(Request* r, bool was_scheduled) {
+  if (was_scheduled) {
+    kv_.free_unrun(*r);
+  } else {
+    kv_.free(*r);
+  }
   r->num_computed_tokens = 0;
   r->status = RequestStatus::kPreempted;
   r->num_preemptions += 1;
@@ -65,31 +82,78 @@ void Scheduler::preempt(Request* r) {
   waiting_.push_front(r);
 }
 
+bool Scheduler::fit_logits_rows(ScheduledRequest& s, int rows_left) const {
+  const Request& r = *s.request;
+  const int start = s.num_computed_tokens;
+  const int remaining = r.num_tokens() - start;
+  auto plan = [&](int n) {
+    s.num_new_tokens = n;
+    s.samples = n == remaining;
+    s.prompt_logprob_begin = start;
+    s.num_prompt_logprob_rows = 0;
+    if (r.wants_prompt_logprobs) {
+      s.prompt_logprob_begin = std::max(start, r.num_prompt_logprobs_done);
+      s.num_prompt_logprob_rows = std::max(0, std::min(start + n, r.num_prompt_tokens - 1) - s.prompt_logprob_begin);
+    }
+  };
+  plan(s.num_new_tokens);
+  if (s.num_logits_rows() <= rows_left) return true;
+  if (!r.wants_prompt_logprobs) return false;  // it samples, and no row is left
+  // Keep the prompt positions that still have rows (recomputed positions need none); the cut
+  // chunk ends inside the prompt, so it does not sample.
+  const int n = std::min(s.num_new_tokens, s.prompt_logprob_begin - start + rows_left);
+  if (n <= 0) return false;
+  plan(n);
+  PAGODA_ASSERT(!s.samples && s.num_logits_rows() <= rows_left);
+  return true;
+}
+
 SchedulerOutput Scheduler::schedule() {
   SchedulerOutput out;
   int budget = config_.max_num_batched_tokens;
+  int rows_left = max_num_logits_;
 
-  // Running requests, oldest first. A victim is always taken from the back, i.e. among those not
-  // yet scheduled this step, or the current request itself.
+  // Running requests, oldest first.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Request* r = running_[i];
     const int remaining = r->num_tokens() - r->num_computed_tokens;
     PAGODA_ASSERT(remaining > 0);
-    const int n = std::min(remaining, budget);
+    ScheduledRequest s;
+    s.request = r;
+    s.num_computed_tokens = r->num_computed_tokens;
+    s.num_new_tokens = std::min(remaining, budget);
+    // Every running request after this one may need a row to sample: prompt logprobs do not
+    // take those.
+    const int reserved = r->wants_prompt_logprobs ? static_cast<int>(running_.size() - i - 1) : 0;
+    if (!fit_logits_rows(s, rows_left - reserved)) {  // no logits row left for it this step
+      ++i;
+      continue;
+    }
     bool scheduled = true;
-    while (!kv_.allocate_slots(*r, n)) {
-      Request* victim = running_.back();
-      running_.pop_back();
-      preempt(victim);
+    while (!kv_.allocate_slots(*r, s.num_new_tokens)) {
+      const size_t v = pick_victim();
+      Request* victim = running_[v];
+      running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(v));
+      if (v < i) --i;
+      // Scheduled earlier in this step (the priority policy): take it out of the step again.
+      auto e = std::ranges::find_if(out.scheduled, [&](const ScheduledRequest& x) { return x.request == victim; });
+      const bool victim_scheduled = e != out.scheduled.end();
+      if (victim_scheduled) {
+        budget += e->num_new_tokens;
+        rows_left += e->num_logits_rows();
+        out.scheduled.erase(e);
+      }
+      preempt(victim, victim_scheduled);
       out.preempted_ids.push_back(victim->request_id);
       if (victim == r) {
         scheduled = false;
         break;
       }
     }
-    if (!scheduled) break;  // r was the newest: nothing after it is left to schedule
-    out.scheduled.push_back({r, r->num_computed_tokens, n, false, false, n == remaining});
-    budget -= n;
+    if (!scheduled) break;  // as vLLM: the step goes ahead with what is scheduled so far
+    out.scheduled.push_back(s);
+    budget -= s.num_new_tokens;
+    rows_left -= s.num_logits_rows();
     ++i;
   }
 
@@ -100,24 +164,31 @@ SchedulerOutput Scheduler::schedule() {
     Request* r = *it;
     PAGODA_ASSERT(r->num_computed_tokens == 0);
     ComputedBlocks hit = kv_.get_computed_blocks(*r);
-    const int remaining = r->num_tokens() - hit.num_computed_tokens;
-    const int n = std::min(remaining, budget);
+    ScheduledRequest s;
+    s.request = r;
+    s.num_computed_tokens = hit.num_computed_tokens;
+    s.num_new_tokens = std::min(r->num_tokens() - hit.num_computed_tokens, budget);
+    s.is_new = true;
+    s.resumed = r->status == RequestStatus::kPreempted;
+    if (!fit_logits_rows(s, rows_left)) break;
     // Memory short: wait (the policy's head blocks the queue, as in vLLM).
-    if (!kv_.allocate_slots(*r, n, hit.num_computed_tokens, hit.blocks)) break;
+    if (!kv_.allocate_slots(*r, s.num_new_tokens, hit.num_computed_tokens, hit.blocks)) break;
     waiting_.erase(it);
-    const bool resumed = r->status == RequestStatus::kPreempted;
     r->status = RequestStatus::kRunning;
     r->num_computed_tokens = hit.num_computed_tokens;
     if (r->num_cached_tokens < 0) r->num_cached_tokens = hit.num_computed_tokens;
     running_.push_back(r);
-    out.scheduled.push_back({r, r->num_computed_tokens, n, true, resumed, n == remaining});
-    budget -= n;
+    out.scheduled.push_back(s);
+    budget -= s.num_new_tokens;
+    rows_left -= s.num_logits_rows();
   }
 
   for (const ScheduledRequest& s : out.scheduled) {
     out.total_num_scheduled_tokens += s.num_new_tokens;
     if (s.samples) ++out.num_sampling;
+    out.num_logits_rows += s.num_logits_rows();
   }
+  PAGODA_ASSERT(out.num_logits_rows <= max_num_logits_);
   return out;
 }
 
@@ -143,6 +214,8 @@ std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const Schedule
     Request* r = s.request;
     PAGODA_ASSERT(r->status == RequestStatus::kRunning && r->num_computed_tokens == s.num_computed_tokens);
     r->num_computed_tokens += s.num_new_tokens;
+    if (s.num_prompt_logprob_rows > 0)
+      r->num_prompt_logprobs_done = std::max(r->num_prompt_logprobs_done, s.prompt_logprob_begin + s.num_prompt_logprob_rows);
     if (!s.samples) continue;  // a partial prefill chunk: nothing to sample yet
     PAGODA_ASSERT(r->num_computed_tokens == r->num_tokens());
     const int32_t token = sampled_token_ids[i];

@@ -11,8 +11,13 @@
 // Out of KV blocks for a running request → the newest running request is preempted: its blocks
 // are freed, num_computed_tokens goes back to 0 and it rejoins the waiting queue at the front, to
 // be recomputed (its prompt and outputs, usually largely from the prefix cache) when memory frees
-// up. No waiting request is admitted in a step that preempted. (The priority policy preempts the
-// newest too; vLLM there picks the lowest-priority running request.)
+// up. No waiting request is admitted in a step that preempted. Under the priority policy the
+// victim is the running request with the largest priority value (latest arrival on ties), as in
+// vLLM; if it was already scheduled this step it is taken out of the step again.
+//
+// Logits rows are a budget too (max_num_logits): a request that samples needs one row, and a
+// request with prompt logprobs one more per prompt position in its chunk, so its prefill chunk
+// is cut to the rows left.
 //
 // Protocol, once per step: schedule() → run the model on the SchedulerOutput → sample the
 // requests whose `samples` is set → update_from_output(). add_request() and abort() go between
@@ -40,6 +45,9 @@ struct SchedulerConfig {
   int max_num_batched_tokens = 2048;   // tokens per step at most
   int max_model_len = 4096;            // prompt + output tokens at most
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  // Logits rows per step at most (0: max_num_seqs). Must be at least min(max_num_seqs,
+  // max_num_batched_tokens), so that every running request can sample.
+  int max_num_logits = 0;
 };
 
 // One request's share of a step.
@@ -54,12 +62,18 @@ struct ScheduledRequest {
   // The chunk ends at the last known token, so this step yields logits to sample from (a partial
   // prefill chunk does not).
   bool samples = false;
+  // Prompt logprobs computed this step: positions [prompt_logprob_begin, + num_prompt_logprob_rows)
+  // each give one logits row (before the sampling row, if any).
+  int prompt_logprob_begin = 0;
+  int num_prompt_logprob_rows = 0;
+  int num_logits_rows() const { return num_prompt_logprob_rows + (samples ? 1 : 0); }
 };
 
 struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // running requests first, then newly admitted ones
   int total_num_scheduled_tokens = 0;
   int num_sampling = 0;                     // entries with samples set
+  int num_logits_rows = 0;                  // sampling rows + prompt-logprob rows
   std::vector<std::string> preempted_ids;   // preempted during this schedule() call
   bool empty() const { return scheduled.empty(); }
 };
@@ -123,7 +137,14 @@ class Scheduler {
  private:
   // The next waiting request to admit (policy order); waiting_ must not be empty.
   std::deque<Request*>::iterator next_waiting();
-  void preempt(Request* request);
+  // Index in running_ of the request to preempt when memory is short (policy dependent).
+  size_t pick_victim() const;
+  // Frees the request's blocks and queues it for recomputation; was_scheduled: it was scheduled
+  // earlier in this step (and has been taken out of the step again).
+  void preempt(Request* request, bool was_scheduled = false);
+  // Settles samples and the prompt-logprob rows of s (num_new_tokens set to the token budget's
+  // chunk), cutting a prompt-logprob chunk to fit rows_left logits rows; false if nothing fits.
+  bool fit_logits_rows(ScheduledRequest& s, int rows_left) const;
   // Frees the request's blocks and forgets it; returns its final output.
   SchedulerRequestOutput finish(Request* request, RequestStatus status);
   // Applies max_tokens / max_model_len / EOS / stop tokens after a new token.
@@ -137,6 +158,7 @@ class Scheduler {
   std::vector<SchedulerRequestOutput> aborted_;
   int64_t next_arrival_ = 0;
   int64_t num_preemptions_ = 0;
+  int max_num_logits_ = 0;
 };
 
 }  // namespace pagoda

@@ -79,6 +79,43 @@ TEST_F(BatchCliTest, OneLinePerRequestInInputOrder) {
   }
 }
 
+TEST_F(BatchCliTest, LogprobsAndPromptLogprobsInVllmLayout) {
+  const std::string input =
+      json{{"prompt_token_ids", {9707, 1052, 13, 576, 6722}}, {"max_tokens", 4}, {"temperature", 0},
+           {"ignore_eos", true}, {"logprobs", 2}, {"prompt_logprobs", 1}}
+          .dump() +
+      "\n";
+  const fs::path in = write_input("logprobs.jsonl", input), out = dir_ / "logprobs_out.jsonl";
+  const auto r = run(kBin + "pagoda generate " + model() + " --input " + in.string() + " --output " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto lines = read_jsonl(out);
+  ASSERT_EQ(lines.size(), 1u);
+  const json& l = lines[0];
+  ASSERT_FALSE(l.contains("error")) << l.dump();
+  // Prompt: null for the first token, then an entry holding each later prompt token.
+  const std::vector<int> prompt = {9707, 1052, 13, 576, 6722};
+  ASSERT_EQ(l["prompt_logprobs"].size(), prompt.size());
+  EXPECT_TRUE(l["prompt_logprobs"][0].is_null());
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    const json& e = l["prompt_logprobs"][i];
+    ASSERT_TRUE(e.contains(std::to_string(prompt[i]))) << e.dump();
+    EXPECT_LE(e.size(), 2u);  // the token and the top 1
+    for (const auto& [id, v] : e.items()) EXPECT_LE(v["logprob"].get<double>(), 0.0);
+  }
+  // Output: one entry per token; greedy picks the most likely token, so it has the top logprob.
+  ASSERT_EQ(l["logprobs"].size(), l["token_ids"].size());
+  for (size_t i = 0; i < l["token_ids"].size(); ++i) {
+    const json& e = l["logprobs"][i];
+    const std::string tok = std::to_string(l["token_ids"][i].get<int>());
+    ASSERT_TRUE(e.contains(tok)) << e.dump();
+    EXPECT_EQ(e.size(), 2u) << e.dump();  // the sampled token is the best one, plus the second
+    for (const auto& [id, v] : e.items()) {
+      EXPECT_LE(v["logprob"].get<double>(), e[tok]["logprob"].get<double>() + 1e-6);
+      EXPECT_TRUE(v.contains("decoded_token"));
+    }
+  }
+}
+
 TEST_F(BatchCliTest, BadLinesAreReportedWithLineNumbersAndSkipped) {
   const std::string input =
       "{\"prompt\": \"Hello\", \"max_tokens\": 4, \"ignore_eos\": true}\n"

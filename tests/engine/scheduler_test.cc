@@ -332,6 +332,99 @@ TEST(Scheduler, PriorityPolicyAdmitsLowestValueFirstThenByArrival) {
   EXPECT_EQ(order, (std::vector<std::string>{"first", "second", "third", "late"}));
 }
 
+TEST(Scheduler, PriorityPolicyPreemptsTheLowestPriorityRequestEvenIfAlreadyScheduled) {
+  // 3 blocks of 4 tokens. "low" (priority 5, admitted first) holds 2 blocks, "high" 1. In step 2
+  // "low" is scheduled first and its chunk completes its second block, which enters the prefix
+  // cache at allocation; then "high" needs a block: the victim is "low", taken out of the step,
+  // and its uncomputed block must leave the prefix cache with it.
+  SchedulerConfig c = config(64);
+  c.policy = SchedulingPolicy::kPriority;
+  Harness h(c, 3, 4);
+  h.sched.add_request(make_request("low", tokens(7, 100), 3, /*priority=*/5));
+  h.sched.add_request(make_request("high", tokens(4, 200), 2, /*priority=*/0));
+  ASSERT_EQ(h.step().scheduled.size(), 2u);
+  EXPECT_EQ(h.kv.num_free_blocks(), 0);
+  const std::vector<int32_t> low_tokens = h.sched.find("low")->all_token_ids;  // 7 + 1 sampled
+
+  SchedulerOutput s2 = h.step();
+  EXPECT_EQ(s2.preempted_ids, (std::vector<std::string>{"low"}));
+  ASSERT_EQ(s2.scheduled.size(), 1u);
+  EXPECT_EQ(h.last_ids, (std::vector<std::string>{"high"}));
+  EXPECT_EQ(s2.total_num_scheduled_tokens, 1);
+  // Only "low"'s first block (computed in step 1) may still be found.
+  Request probe = *make_request("probe", low_tokens, 1);
+  probe.all_token_ids.push_back(1);
+  EXPECT_EQ(h.kv.get_computed_blocks(probe).num_computed_tokens, 4);
+
+  h.run_to_completion();
+  // Resumed requests are counted apart in the prefix-cache stats.
+  EXPECT_EQ(h.kv.prefix_cache_stats().requests, 2);
+  EXPECT_EQ(h.kv.prefix_cache_stats().preempted_requests, 1);
+  Harness ref(config(64), 64, 4);
+  ref.sched.add_request(make_request("low", tokens(7, 100), 3, 5));
+  ref.sched.add_request(make_request("high", tokens(4, 200), 2, 0));
+  ref.run_to_completion();
+  EXPECT_EQ(h.outputs, ref.outputs);
+}
+
+TEST(Scheduler, FcfsPreemptsTheNewestWhateverItsPriority) {
+  Harness h(config(64), 3, 4);
+  h.sched.add_request(make_request("low", tokens(7, 100), 3, /*priority=*/5));
+  h.sched.add_request(make_request("high", tokens(4, 200), 2, /*priority=*/0));
+  h.step();
+  EXPECT_EQ(h.step().preempted_ids, (std::vector<std::string>{"high"}));
+  h.run_to_completion();
+}
+
+TEST(Scheduler, WaitingForMemoryCountsOnePrefixCacheLookup) {
+  Harness h(config(64), 4, 4);
+  h.sched.add_request(make_request("a", tokens(12, 100), 4));  // 3 blocks, then a 4th
+  h.step();
+  h.sched.add_request(make_request("b", tokens(9, 100), 1));  // 2 cached blocks + 1: no room yet
+  for (int i = 0; i < 3; ++i) {
+    h.step();
+    EXPECT_EQ(h.sched.num_waiting(), 1);
+  }
+  h.run_to_completion();
+  EXPECT_EQ(h.kv.prefix_cache_stats().requests, 2);
+  EXPECT_EQ(h.kv.prefix_cache_stats().queries, 12 + 9);
+  EXPECT_EQ(h.kv.prefix_cache_stats().hits, 8);
+}
+
+TEST(Scheduler, PromptLogprobChunksFitTheLogitsRows) {
+  // max_num_seqs 2 gives 2 logits rows per step: a 10-token prompt that wants prompt logprobs is
+  // computed 2 positions at a time; every position 0..8 gets exactly one row, position 9 samples.
+  Harness h(config(64, /*max_seqs=*/2), 64, 4);
+  auto r = make_request("a", tokens(10, 100), 2);
+  r->wants_prompt_logprobs = true;
+  r->skip_reading_prefix_cache = true;
+  h.sched.add_request(std::move(r));
+  std::vector<int> rows_at;
+  for (int step = 0; step < 5; ++step) {
+    SchedulerOutput s = h.step();
+    ASSERT_EQ(s.scheduled.size(), 1u);
+    EXPECT_EQ(s.scheduled[0].num_new_tokens, 2);
+    EXPECT_LE(s.num_logits_rows, 2);
+    for (int k = 0; k < s.scheduled[0].num_prompt_logprob_rows; ++k)
+      rows_at.push_back(s.scheduled[0].prompt_logprob_begin + k);
+    EXPECT_EQ(s.scheduled[0].samples, step == 4);
+  }
+  EXPECT_EQ(rows_at, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  // A decoding request beside it keeps its row: the prompt-logprob chunk takes what is left.
+  Harness h2(config(64, 2), 64, 4);
+  h2.sched.add_request(make_request("d", tokens(3, 500), 20));
+  h2.step();
+  auto r2 = make_request("a", tokens(10, 100), 2);
+  r2->wants_prompt_logprobs = true;
+  h2.sched.add_request(std::move(r2));
+  SchedulerOutput s = h2.step();
+  ASSERT_EQ(s.scheduled.size(), 2u);
+  EXPECT_EQ(s.scheduled[1].num_new_tokens, 1);
+  EXPECT_EQ(s.num_logits_rows, 2);
+  h2.run_to_completion();
+  h.run_to_completion();
+}
+
 TEST(Scheduler, StopConditions) {
   Harness h(config(64, 256, /*max_model_len=*/20), 64, 4);
   // Learn the fake model's first two tokens for this prompt.
