@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the release build's full ctest suite, then the unit tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer. Assumes tools/install_deps.sh has run.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the engine's threaded parts (AsyncEngine
+# and the CPU backend's thread pool under it) under ThreadSanitizer. Assumes
+# tools/install_deps.sh has run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -13,3 +15,7 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGODA_SAN
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
+
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGODA_TSAN=ON -DPAGODA_BUILD_BENCH=OFF >/dev/null
+cmake --build build-tsan -j "$jobs" --target engine_tests
+TSAN_OPTIONS=halt_on_error=1 ./build-tsan/bin/engine_tests --gtest_filter='AsyncEngine*:LLMEngine*:PromptLogprobs*'

@@ -15,7 +15,7 @@ int generate_command(int argc, char** argv);  // pagoda generate MODEL_DIR --pro
 // pagoda generate MODEL_DIR --input prompts.jsonl [--output out.jsonl] ... (batch_generate.cc;
 // generate_command hands over when --input is given)
 int batch_generate_command(int argc, char** argv);
-// pagoda bench throughput|latency MODEL_DIR ... (bench_command.cc)
+// pagoda bench throughput|latency|prefix-caching MODEL_DIR ... (bench_command.cc)
 int bench_command(int argc, char** argv);
 
 // Shared by the engine-backed commands (batch_generate.cc): the EngineConfig flags

@@ -1,22 +1,24 @@
-// `pagoda generate MODEL_DIR --prompt TEXT`: one prompt, streamed to stdout. With --input FILE
-// it hands over to batch_generate_command.
+// `pagoda generate MODEL_DIR --prompt TEXT`: one prompt on the LLMEngine, streamed to stdout
+// (--stop STRING ends it at a stop string). With --input FILE it hands over to
+// batch_generate_command.
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "backend/backend.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "engine/generator.h"
+#include "engine/llm_engine.h"
+#include "engine/output_processor.h"
 #include "io/model_config.h"
-#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pagoda {
@@ -38,7 +40,7 @@ int generate_command(int argc, char** argv) {
   }
   Args args(argc, argv,
             {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--output-format",
-             "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens"},
+             "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop"},
             {"--ignore-eos", "--no-add-special-tokens"});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: pagoda generate MODEL_DIR --prompt TEXT [options]");
   const std::string model_dir = args.positionals()[0];
@@ -64,6 +66,10 @@ int generate_command(int argc, char** argv) {
   if (auto v = args.get_double("--min-p")) params.min_p = static_cast<float>(*v);
   if (auto v = args.get_int("--seed")) params.seed = static_cast<uint64_t>(*v);
   params.ignore_eos = args.flag("--ignore-eos");
+  if (auto v = args.get("--stop")) {
+    PAGODA_CHECK(!v->empty(), "--stop must not be empty");
+    params.stop.push_back(*v);
+  }
   params.validate();
 
   std::vector<int32_t> eos;
@@ -80,49 +86,64 @@ int generate_command(int argc, char** argv) {
   PAGODA_CHECK(prompt_len < max_model_len, "This model's maximum context length is ", max_model_len,
                " tokens. However, your prompt has ", prompt_len, " tokens.");
 
-  GeneratorOptions options;
-  options.max_model_len = static_cast<int>(max_model_len);
-  options.block_size = static_cast<int>(args.get_int("--block-size").value_or(16));
-  options.max_num_tokens = static_cast<int>(args.get_int("--max-num-batched-tokens").value_or(512));
-  PAGODA_CHECK(options.block_size >= 1 && options.block_size <= 1024, "--block-size must be in [1, 1024]");
-  PAGODA_CHECK(options.max_num_tokens >= 1 && options.max_num_tokens <= (1 << 20),
-               "--max-num-batched-tokens must be positive");
-  options.kv_cache_dtype = parse_kv_dtype(args.get_or("--kv-cache-dtype", "auto"));
+  // One request on the engine that serves batches too (so prefill is chunked, sampling and
+  // stop handling are the engine's), with a KV pool just big enough for it.
+  EngineConfig ec;
+  ec.max_num_seqs = 1;
+  ec.max_model_len = static_cast<int>(max_model_len);
+  ec.block_size = static_cast<int>(args.get_int("--block-size").value_or(16));
+  const long long chunk = args.get_int("--max-num-batched-tokens").value_or(2048);
+  PAGODA_CHECK(ec.block_size >= 1 && ec.block_size <= 1024, "--block-size must be in [1, 1024]");
+  PAGODA_CHECK(chunk >= 1 && chunk <= (1 << 20), "--max-num-batched-tokens must be in [1, ", 1 << 20, "]");
+  ec.max_num_batched_tokens = static_cast<int>(chunk);
+  ec.num_kv_blocks = (ec.max_model_len + ec.block_size - 1) / ec.block_size;
+  ec.enable_prefix_caching = false;
+  ec.kv_cache_dtype = parse_kv_dtype(args.get_or("--kv-cache-dtype", "auto"));
+  ec.eos_token_ids = eos;
+  std::unique_ptr<LLMEngine> engine = LLMEngine::from_model_dir(model_dir, ec);
 
-  auto backend = make_cpu_backend();
-  ModelLoadOptions load;
-  load.max_num_tokens = options.max_num_tokens;
-  load.max_num_logits = 1;
-  auto model = load_model(model_dir, *backend, load);
-  Generator generator(*model, *backend, options);
-
-  IncrementalDecoder decoder(tokenizer, /*skip_special_tokens=*/true);
+  RequestOutputState state(tokenizer, params, prompt);
   const bool stream = format == "text";
-  const GenerationResult result = generator.generate(prompt, params, eos, [&](int32_t id) {
-    const std::string piece = decoder.push(id);
-    if (stream && !piece.empty()) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  Clock::time_point first_token = start;
+  engine->add_request("generate", prompt, params);
+  while (engine->has_unfinished()) {
+    for (const RequestOutput& o : engine->step()) {
+      if (state.finished()) continue;
+      for (size_t k = 0; k < o.new_token_ids.size() && !state.finished(); ++k) {
+        if (state.num_output_tokens() == 0) first_token = Clock::now();
+        const bool last = k + 1 == o.new_token_ids.size();
+        const Delta d = state.push(o.new_token_ids[k], o.finished && last, o.finished && last ? o.finish_reason : "");
+        if (stream && !d.text.empty()) {
+          std::fwrite(d.text.data(), 1, d.text.size(), stdout);
+          std::fflush(stdout);
+        }
+      }
+      if (o.finished && !state.finished()) {
+        const Delta d = state.finish(o.finish_reason);
+        if (stream) std::fwrite(d.text.data(), 1, d.text.size(), stdout);
+      }
+      if (state.finished() && !o.finished) engine->abort("generate");  // a stop string
     }
-    return true;
-  });
-  const std::string tail = decoder.flush();
+  }
+  const auto end = Clock::now();
   if (stream) {
-    std::fwrite(tail.data(), 1, tail.size(), stdout);
     std::fputc('\n', stdout);
     std::fflush(stdout);
   } else {
     nlohmann::json out;
-    out["text"] = tokenizer.decode(result.token_ids, /*skip_special_tokens=*/true);
-    out["token_ids"] = result.token_ids;
-    out["finish_reason"] = result.finish_reason;
+    out["text"] = state.text();
+    out["token_ids"] = state.token_ids();
+    out["finish_reason"] = state.finish_reason();
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     std::fflush(stdout);
   }
-  const size_t n = result.token_ids.size();
-  log_info("prompt ", prompt_len, " tokens: ", prompt_len / std::max(result.prefill_seconds, 1e-9),
-           " tokens/s prefill; generated ", n, " tokens: ",
-           n > 1 ? static_cast<double>(n - 1) / std::max(result.decode_seconds, 1e-9) : 0.0, " tokens/s decode");
+  const double prefill_s = std::chrono::duration<double>(first_token - start).count();
+  const double decode_s = std::chrono::duration<double>(end - first_token).count();
+  const int n = state.num_output_tokens();
+  log_info("prompt ", prompt_len, " tokens: ", prompt_len / std::max(prefill_s, 1e-9), " tokens/s prefill; generated ",
+           n, " tokens: ", n > 1 ? (n - 1) / std::max(decode_s, 1e-9) : 0.0, " tokens/s decode");
   return 0;
 }
 

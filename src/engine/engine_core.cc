@@ -187,6 +187,8 @@ EngineStats EngineCore::stats() const {
   e.kv_cache_usage = s.kv_cache_usage;
   e.num_free_blocks = s.num_free_blocks;
   e.num_blocks = s.num_blocks;
+  e.num_held_slots = s.num_held_slots;
+  e.num_stored_tokens = s.num_stored_tokens;
   e.prefix_cache = s.prefix_cache;
   e.num_steps = num_steps_;
   e.num_prompt_tokens = num_prompt_tokens_;

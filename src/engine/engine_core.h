@@ -69,6 +69,8 @@ struct EngineStats {
   double kv_cache_usage = 0.0;
   int num_free_blocks = 0;
   int num_blocks = 0;
+  int64_t num_held_slots = 0;     // see SchedulerStats
+  int64_t num_stored_tokens = 0;
   PrefixCacheStats prefix_cache;
   int64_t num_steps = 0;
   int64_t num_prompt_tokens = 0;      // prompt tokens computed (prefix-cache hits excluded)

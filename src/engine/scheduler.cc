@@ -266,6 +266,10 @@ SchedulerStats Scheduler::stats() const {
   s.num_free_blocks = kv_.num_free_blocks();
   s.num_blocks = kv_.num_blocks();
   s.prefix_cache = kv_.prefix_cache_stats();
+  for (const Request* r : running_) {
+    s.num_held_slots += static_cast<int64_t>(kv_.block_table(r->request_id).size()) * kv_.block_size();
+    s.num_stored_tokens += r->num_computed_tokens;
+  }
   return s;
 }
 

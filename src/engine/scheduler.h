@@ -95,6 +95,11 @@ struct SchedulerStats {
   double kv_cache_usage = 0.0;  // fraction of blocks held by requests
   int num_free_blocks = 0;
   int num_blocks = 0;
+  // KV occupancy: token slots in the blocks that requests hold, and tokens whose KV they hold
+  // (summed over requests, so a block shared by two requests counts twice in both). The gap is
+  // the memory lost to partly filled last blocks.
+  int64_t num_held_slots = 0;
+  int64_t num_stored_tokens = 0;
   PrefixCacheStats prefix_cache;
 };
 

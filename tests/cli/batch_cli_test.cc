@@ -214,6 +214,34 @@ TEST_F(BatchCliTest, BenchThroughputPrintsTheThroughputLine) {
   EXPECT_NE(r.output.find("Total num output tokens:  24"), std::string::npos) << r.output;
 }
 
+TEST_F(BatchCliTest, BenchThroughputReportsKvWasteOfPartlyFilledBlocks) {
+  // 4 prompts of 8 tokens + 4 outputs, block size 16, in lockstep: after steps 1, 2, 3 each
+  // request holds one block storing 8, 9, 10 tokens (after step 4 all have finished and hold
+  // nothing) -> mean empty share over those 3 steps (8 + 7 + 6) / 48 = 43.75%.
+  const auto r = run(kBin + "pagoda bench throughput " + model() +
+                         " --input-len 8 --output-len 4 --num-prompts 4 --num-kv-blocks 4 --max-model-len 16",
+                     true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("at most 4 of 4 blocks held (100.0%); partly filled blocks leave 43.75% of the held KV memory "
+                          "empty (mean over 3 steps with >= 90% of the blocks held)"),
+            std::string::npos)
+      << r.output;
+}
+
+TEST_F(BatchCliTest, BenchPrefixCachingServesTheSharedPrefixFromTheCache) {
+  const auto r = run(kBin + "pagoda bench prefix-caching " + model() +
+                         " --prefix-len 40 --suffix-len 5 --num-prompts 3 --output-len 2",
+                     true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Block size 16: the first request computes everything, the later ones find 32 tokens cached.
+  EXPECT_NE(r.output.find("Request  0: TTFT"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("0 of 45 prompt tokens from the prefix cache"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Request  2: TTFT"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("32 of 45 prompt tokens from the prefix cache"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Later requests TTFT: mean "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Prefix cache hit rate: 47.41% (64 of 135 tokens)"), std::string::npos) << r.output;
+}
+
 TEST_F(BatchCliTest, BenchLatencyPrintsAverageAndPercentiles) {
   const auto r = run(kBin + "pagoda bench latency " + model() +
                          " --input-len 8 --output-len 4 --batch-size 2 --num-iters 2 --num-iters-warmup 0",
