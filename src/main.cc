@@ -19,6 +19,13 @@ void print_usage() {
                "  bench throughput MODEL_DIR --input-len N --output-len M --num-prompts P [--seed S]\n"
                "  bench latency MODEL_DIR --input-len N --output-len M --batch-size B [--num-iters 3\n"
                "           --num-iters-warmup 1]\n"
+               "  bench prefix-caching MODEL_DIR --prefix-len N --suffix-len M --num-prompts P\n"
+               "  bench serve MODEL_DIR --model NAME [--host H --port P --dataset-name random|sharegpt\n"
+               "           --random-input-len N --random-output-len M --num-prompts P --request-rate R\n"
+               "           --max-concurrency C --ignore-eos --save-result]\n"
+               "  serve MODEL_DIR [--host H --port 8000 --served-model-name NAME --api-key KEY\n"
+               "           --max-model-len N --max-num-seqs N --max-num-batched-tokens N --chat-template T\n"
+               "           --enable-auto-tool-choice --tool-call-parser hermes --reasoning-parser qwen3 ...]\n"
                "  tokenize MODEL_DIR TEXT [--decode]\n"
                "  --version\n");
 }
@@ -35,6 +42,7 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return pagoda::generate_command(argc - 2, argv + 2);
     if (cmd == "bench") return pagoda::bench_command(argc - 2, argv + 2);
     if (cmd == "tokenize") return pagoda::tokenize_command(argc - 2, argv + 2);
+    if (cmd == "serve") return pagoda::serve_command(argc - 2, argv + 2);
     if (cmd == "--version" || cmd == "version") {
       std::printf("pagoda 0.1.0\n");
       return 0;

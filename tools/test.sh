@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the release build's full ctest suite, then the unit tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, then the engine's threaded parts (AsyncEngine
+# AddressSanitizer + UndefinedBehaviorSanitizer (with the openai-client integration tests after the
+# release suite), then the engine's threaded parts (AsyncEngine
 # and the CPU backend's thread pool under it) under ThreadSanitizer. Assumes
 # tools/install_deps.sh has run.
 set -euo pipefail
@@ -10,6 +11,8 @@ jobs=$(nproc)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
+# The server against the official openai client (tests/integration).
+python3 -m pytest tests/integration -q
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPAGODA_SANITIZE=ON -DPAGODA_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j "$jobs"

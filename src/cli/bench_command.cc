@@ -249,12 +249,13 @@ int latency(int argc, char** argv) {
 }  // namespace
 
 int bench_command(int argc, char** argv) {
-  PAGODA_CHECK(argc >= 1, "usage: pagoda bench throughput|latency|prefix-caching MODEL_DIR [options]");
+  PAGODA_CHECK(argc >= 1, "usage: pagoda bench throughput|latency|prefix-caching|serve MODEL_DIR [options]");
   const std::string sub = argv[0];
   if (sub == "throughput") return throughput(argc - 1, argv + 1);
   if (sub == "latency") return latency(argc - 1, argv + 1);
   if (sub == "prefix-caching") return prefix_caching(argc - 1, argv + 1);
-  fail("unknown bench '", sub, "' (expected throughput, latency or prefix-caching)");
+  if (sub == "serve") return bench_serve(argc - 1, argv + 1);
+  fail("unknown bench '", sub, "' (expected throughput, latency, prefix-caching or serve)");
 }
 
 }  // namespace pagoda

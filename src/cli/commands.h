@@ -17,6 +17,10 @@ int generate_command(int argc, char** argv);  // pagoda generate MODEL_DIR --pro
 int batch_generate_command(int argc, char** argv);
 // pagoda bench throughput|latency|prefix-caching MODEL_DIR ... (bench_command.cc)
 int bench_command(int argc, char** argv);
+// pagoda bench serve [MODEL_DIR] --model NAME ... (bench_serve.cc; bench_command hands over)
+int bench_serve(int argc, char** argv);
+// pagoda serve MODEL_DIR ... (serve_command.cc)
+int serve_command(int argc, char** argv);
 
 // Shared by the engine-backed commands (batch_generate.cc): the EngineConfig flags
 // (--max-num-seqs, --max-num-batched-tokens, --max-model-len, --block-size, --num-kv-blocks,

@@ -41,21 +41,32 @@ std::string RequestStream::error() const {
   return error_;
 }
 
+void RequestStream::set_notify(std::function<void()> notify) {
+  std::lock_guard lock(mu_);
+  notify_ = std::move(notify);
+}
+
 void RequestStream::push(RequestOutput output) {
+  std::function<void()> notify;
   {
     std::lock_guard lock(mu_);
     if (output.finished && remaining_ > 0) --remaining_;
     queue_.push_back(std::move(output));
+    notify = notify_;
   }
   cv_.notify_all();
+  if (notify) notify();
 }
 
 void RequestStream::fail(const std::string& message) {
+  std::function<void()> notify;
   {
     std::lock_guard lock(mu_);
     if (error_.empty()) error_ = message.empty() ? "engine error" : message;
+    notify = notify_;
   }
   cv_.notify_all();
+  if (notify) notify();
 }
 
 // ---- AsyncEngine -------------------------------------------------------------------------

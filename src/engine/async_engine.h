@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -40,6 +41,12 @@ class RequestStream {
   bool all_finished() const;
   std::string error() const;
 
+  // Called after every push() and fail(), on the pushing thread (the engine thread) and outside
+  // the stream's lock: it must only hand work off (the server queues the request for an output
+  // thread). Set it before the first output can arrive; a push that came earlier is not lost
+  // (try_next still has it) but was not signalled, so the setter should poll once afterwards.
+  void set_notify(std::function<void()> notify);
+
   // Engine side.
   void push(RequestOutput output);
   void fail(const std::string& message);
@@ -50,6 +57,7 @@ class RequestStream {
   std::deque<RequestOutput> queue_;
   int remaining_;  // completions not finished yet
   std::string error_;
+  std::function<void()> notify_;
 };
 
 class AsyncEngine {

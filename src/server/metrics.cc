@@ -1,0 +1,101 @@
+#include "server/metrics.h"
+
+#include <cstdio>
+
+namespace pagoda {
+namespace {
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::vector<double> token_buckets() {
+  std::vector<double> b;
+  for (double x = 1; x <= 1 << 20; x *= 2) b.push_back(x);
+  return b;
+}
+
+}  // namespace
+
+void Histogram::observe(double v) {
+  std::lock_guard lock(mu_);
+  size_t i = 0;
+  while (i < buckets_.size() && v > buckets_[i]) ++i;
+  ++counts_[i];
+  sum_ += v;
+  ++count_;
+}
+
+void Histogram::render(std::string& out, const std::string& name, const std::string& help,
+                       const std::string& labels) const {
+  std::lock_guard lock(mu_);
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  uint64_t cum = 0;
+  for (size_t i = 0; i <= buckets_.size(); ++i) {
+    cum += counts_[i];
+    out += name + "_bucket{" + labels + ",le=\"" + (i < buckets_.size() ? num(buckets_[i]) : "+Inf") + "\"} " +
+           std::to_string(cum) + "\n";
+  }
+  out += name + "_sum{" + labels + "} " + num(sum_) + "\n";
+  out += name + "_count{" + labels + "} " + std::to_string(count_) + "\n";
+}
+
+ServerMetrics::ServerMetrics()
+    : ttft({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+            80.0, 160.0, 640.0, 2560.0}),
+      itl({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
+      tpot({0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0}),
+      e2e({0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+           1920.0, 7680.0}),
+      prompt_tokens(token_buckets()),
+      generation_tokens(token_buckets()) {}
+
+void ServerMetrics::record_finish(const std::string& finish_reason) {
+  std::lock_guard lock(mu_);
+  ++success[finish_reason];
+}
+
+std::string ServerMetrics::render(const std::string& model_name, const EngineStats& s) const {
+  const std::string labels = "engine=\"0\",model_name=\"" + model_name + "\"";
+  std::string out;
+  auto gauge = [&](const char* name, const char* help, double v) {
+    out += std::string("# HELP pagoda:") + name + " " + help + "\n# TYPE pagoda:" + name + " gauge\npagoda:" + name +
+           "{" + labels + "} " + num(v) + "\n";
+  };
+  auto counter = [&](const char* name, const char* help, double v) {
+    out += std::string("# HELP pagoda:") + name + "_total " + help + "\n# TYPE pagoda:" + name +
+           "_total counter\npagoda:" + name + "_total{" + labels + "} " + num(v) + "\n";
+  };
+  gauge("num_requests_running", "Number of requests in model execution batches.", s.num_running);
+  gauge("num_requests_waiting", "Number of requests waiting to be processed.", s.num_waiting);
+  gauge("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", s.kv_cache_usage);
+  counter("num_preemptions", "Cumulative number of preemption from the engine.", static_cast<double>(s.num_preemptions));
+  counter("prompt_tokens", "Number of prefill tokens processed.", static_cast<double>(s.num_prompt_tokens));
+  counter("generation_tokens", "Number of generation tokens processed.", static_cast<double>(s.num_generation_tokens));
+  counter("prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
+          static_cast<double>(s.prefix_cache.queries));
+  counter("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
+          static_cast<double>(s.prefix_cache.hits));
+  {
+    std::lock_guard lock(mu_);
+    out += "# HELP pagoda:request_success_total Count of successfully processed requests.\n"
+           "# TYPE pagoda:request_success_total counter\n";
+    for (const char* reason : {"stop", "length", "abort", "tool_calls"}) {
+      auto it = success.find(reason);
+      out += std::string("pagoda:request_success_total{") + labels + ",finished_reason=\"" + reason + "\"} " +
+             std::to_string(it == success.end() ? 0 : it->second) + "\n";
+    }
+  }
+  ttft.render(out, "pagoda:time_to_first_token_seconds", "Histogram of time to first token in seconds.", labels);
+  itl.render(out, "pagoda:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", labels);
+  tpot.render(out, "pagoda:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.",
+              labels);
+  e2e.render(out, "pagoda:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels);
+  prompt_tokens.render(out, "pagoda:request_prompt_tokens", "Number of prefill tokens processed.", labels);
+  generation_tokens.render(out, "pagoda:request_generation_tokens", "Number of generation tokens processed.", labels);
+  return out;
+}
+
+}  // namespace pagoda

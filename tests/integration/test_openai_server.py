@@ -1,0 +1,270 @@
+"""`pagoda serve` driven by the official `openai` Python client (and raw HTTP for SSE framing).
+
+The server runs on a loopback port with a tiny random-weight Qwen3-shaped checkpoint that carries
+the real Qwen3 tokenizer and chat template (tools/make_random_checkpoint). Its text is gibberish,
+so the tests check behaviour that does not depend on the words: shapes and fields of every
+response, streaming vs non-streaming agreement (greedy), n > 1, stop strings, logprobs, usage,
+errors with their status codes, auth, the parsers on forced tokens, tokenization against HF
+`tokenizers`, and that a client disconnect frees the request's KV blocks.
+
+Run: python3 -m pytest tests/integration -q   (needs build/bin/pagoda and build/bin/make_random_checkpoint;
+PAGODA_BUILD_DIR overrides the build folder)
+"""
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import openai
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("PAGODA_BUILD_DIR", os.path.join(ROOT, "build"))
+SHARED = os.environ.get("PAGODA_SHARED_DIR", os.path.join(os.path.dirname(ROOT), "shared"))
+MODEL_NAME = "tiny-qwen3"
+
+
+def start_server(model_dir, *extra):
+    cmd = [os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--host", "127.0.0.1", "--port", "0",
+           "--served-model-name", MODEL_NAME, "--max-model-len", "512", "--num-kv-blocks", "256",
+           "--max-num-seqs", "16", "--generation-config", "vllm", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"listening on [\d.]+:(\d+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError("server did not start: " + line + proc.stderr.read())
+    return proc, int(m.group(1))
+
+
+def stop_server(proc):
+    proc.terminate()
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert rc == 0, proc.stderr.read()
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    d = tempfile.mkdtemp(prefix="pagoda_it_")
+    subprocess.run([os.path.join(BUILD, "bin", "make_random_checkpoint"), os.path.join(d, "model"), "--preset", "tiny",
+                    "--tokenizer-dir", os.path.join(SHARED, "tokenizers", "qwen3")], check=True, capture_output=True)
+    return os.path.join(d, "model")
+
+
+@pytest.fixture(scope="session")
+def server(model_dir):
+    proc, port = start_server(model_dir, "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+                              "--reasoning-parser", "qwen3")
+    yield port
+    stop_server(proc)
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def get(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", path)
+    r = c.getresponse()
+    return r.status, r.read().decode()
+
+
+def metric(port, name):
+    _, text = get(port, "/metrics")
+    m = re.search(r"^pagoda:" + name + r"\{[^}]*\} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"no metric {name}"
+    return float(m.group(1))
+
+
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three colours."}]
+
+
+def test_models_health_version(server, client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL_NAME]
+    assert models.data[0].max_model_len == 512
+    assert get(server, "/health")[0] == 200
+    assert get(server, "/ping")[0] == 200
+    status, body = get(server, "/version")
+    assert status == 200 and "version" in json.loads(body)
+
+
+def test_completion_n_and_usage(client):
+    r = client.completions.create(model=MODEL_NAME, prompt="Once upon a time", max_tokens=6, n=2, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    assert r.object == "text_completion" and r.id.startswith("cmpl-")
+    assert sorted(c.index for c in r.choices) == [0, 1]
+    assert all(c.finish_reason == "length" for c in r.choices)
+    assert r.choices[0].text == r.choices[1].text  # greedy: both completions agree
+    assert r.usage.completion_tokens == 12
+    assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + 12
+
+
+def test_completion_stream_equals_non_stream(client):
+    kw = dict(model=MODEL_NAME, prompt=[1, 2, 3, 4, 5], max_tokens=10, temperature=0, extra_body={"ignore_eos": True})
+    full = client.completions.create(**kw).choices[0].text
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == full
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 10 and chunks[-1].usage.prompt_tokens == 5
+    assert not chunks[-1].choices
+
+
+def test_chat_stream_equals_non_stream(client):
+    kw = dict(model=MODEL_NAME, messages=MESSAGES, max_tokens=12, temperature=0,
+              extra_body={"ignore_eos": True, "chat_template_kwargs": {"enable_thinking": False}})
+    full = client.chat.completions.create(**kw)
+    assert full.object == "chat.completion" and full.id.startswith("chatcmpl-")
+    msg = full.choices[0].message
+    assert msg.role == "assistant"
+    stream = list(client.chat.completions.create(stream=True, **kw))
+    assert stream[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in stream if c.choices)
+    assert content == (msg.content or "")
+    assert reasoning == (getattr(msg, "reasoning_content", None) or "")
+    assert stream[-1].choices[0].finish_reason == full.choices[0].finish_reason == "length"
+
+
+def test_stop_string(client):
+    kw = dict(model=MODEL_NAME, prompt="The", max_tokens=16, temperature=0, extra_body={"ignore_eos": True})
+    text = client.completions.create(**kw).choices[0].text
+    if len(text) < 4:
+        pytest.skip("greedy text too short to stop inside")
+    stop = text[2:4]
+    r = client.completions.create(stop=[stop], **kw).choices[0]
+    assert r.finish_reason == "stop"
+    assert r.text == text[: text.find(stop)]
+    assert r.model_extra.get("stop_reason") == stop
+    streamed = list(client.completions.create(stop=[stop], stream=True, **kw))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == r.text
+
+
+def test_logprobs(client):
+    r = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=4, temperature=0, logprobs=True,
+                                       top_logprobs=2, extra_body={"ignore_eos": True})
+    content = r.choices[0].logprobs.content
+    assert len(content) == 4
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 2
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
+        assert abs(t.top_logprobs[0].logprob - t.logprob) < 1e-5  # greedy picks the best token
+    c = client.completions.create(model=MODEL_NAME, prompt="Hi", max_tokens=3, temperature=0, logprobs=1,
+                                  extra_body={"ignore_eos": True})
+    lp = c.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 3
+    assert "".join(lp.tokens) == c.choices[0].text
+
+
+def test_errors(server, client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.completions.create(model="nope", prompt="x", max_tokens=1)
+    assert "The model `nope` does not exist." in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL_NAME, prompt="x", max_tokens=100000)
+    assert "maximum context length is 512 tokens" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL_NAME, prompt="x", temperature=-1)
+    assert "temperature" in str(e.value)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL_NAME, prompt="x", max_tokens=1, extra_body={"stream_options": {}})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL_NAME, messages=[], max_tokens=1)
+    # Raw: malformed JSON and a wrong content type are 400 with the OpenAI error body.
+    for body, ctype in ((b"{not json", "application/json"), (b"{}", "text/plain")):
+        c = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+        c.request("POST", "/v1/completions", body=body, headers={"Content-Type": ctype})
+        r = c.getresponse()
+        err = json.loads(r.read())
+        assert r.status == 400 and err["error"]["code"] == 400 and err["error"]["type"] == "BadRequestError"
+
+
+def test_sse_framing_raw(server):
+    c = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    body = json.dumps({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 5, "stream": True, "ignore_eos": True})
+    c.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200
+    assert r.getheader("Content-Type").startswith("text/event-stream")
+    assert r.getheader("Transfer-Encoding") == "chunked"
+    raw = r.read().decode()
+    events = raw.split("\n\n")
+    assert events[-1] == "" and events[-2] == "data: [DONE]"
+    for e in events[:-2]:
+        assert e.startswith("data: ")
+        j = json.loads(e[len("data: "):])
+        assert j["object"] == "text_completion"
+
+
+def test_tokenize_matches_hf_tokenizers(server, client):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(os.path.join(SHARED, "tokenizers", "qwen3", "tokenizer.json"))
+    text = "Hello, 世界! Ünïcödé and   spaces\n\ttabs 12345"
+    c = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    c.request("POST", "/tokenize", body=json.dumps({"prompt": text}), headers={"Content-Type": "application/json"})
+    got = json.loads(c.getresponse().read())
+    assert got["tokens"] == hf.encode(text).ids and got["count"] == len(got["tokens"])
+    c.request("POST", "/detokenize", body=json.dumps({"tokens": got["tokens"]}),
+              headers={"Content-Type": "application/json"})
+    assert json.loads(c.getresponse().read())["prompt"] == hf.decode(got["tokens"], skip_special_tokens=False)
+
+
+def test_reasoning_and_tool_parsers_on_forced_tokens(client):
+    # allowed_token_ids forces the output: "<think>" x3 → the reasoning parser takes the first as
+    # the opening tag and the rest as reasoning; nothing is content.
+    r = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=3, temperature=0,
+                                       extra_body={"allowed_token_ids": [151667], "ignore_eos": True})
+    msg = r.choices[0].message
+    assert msg.model_extra.get("reasoning_content") == "<think><think>"
+    assert msg.content is None
+    # "<tool_call>" x3 with tools: not valid JSON → plain content, no tool calls (vLLM's fallback).
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    r = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=3, temperature=0, tools=tools,
+                                       extra_body={"allowed_token_ids": [151657], "ignore_eos": True,
+                                                   "chat_template_kwargs": {"enable_thinking": False}})
+    assert r.choices[0].message.content == "<tool_call>" * 3
+    assert not r.choices[0].message.tool_calls
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_disconnect_frees_kv_blocks(server):
+    c = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    body = json.dumps({"model": MODEL_NAME, "prompt": "Tell a long story", "max_tokens": 400, "stream": True,
+                       "ignore_eos": True})
+    c.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read1(64)
+    assert metric(server, "num_requests_running") >= 0
+    c.sock.close()
+    c.close()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if metric(server, "num_requests_running") == 0 and metric(server, "kv_cache_usage_perc") == 0:
+            break
+        time.sleep(0.1)
+    assert metric(server, "num_requests_running") == 0
+    assert metric(server, "kv_cache_usage_perc") == 0
+
+
+def test_api_key(model_dir):
+    proc, port = start_server(model_dir, "--api-key", "s3cret")
+    try:
+        bad = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        good = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="s3cret", max_retries=0)
+        assert good.models.list().data[0].id == MODEL_NAME
+        assert get(port, "/health")[0] == 200  # outside /v1: no key needed
+    finally:
+        stop_server(proc)
