@@ -49,6 +49,10 @@ class Qwen3ReasoningParser {
   std::string pending_;  // text held back (a possible partial tag, or leading whitespace)
 };
 
+// Length of the longest suffix of text that is a proper prefix of tag: text a streaming parser
+// must hold back because it may still become the tag.
+size_t partial_tag_suffix(std::string_view text, std::string_view tag);
+
 // True if the prompt ends inside an open <think> block (its last "<think>" has no "</think>"
 // after it).
 bool prompt_opens_think_block(std::string_view prompt);

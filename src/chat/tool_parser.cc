@@ -1,5 +1,7 @@
 #include "chat/tool_parser.h"
 
+#include "chat/reasoning_parser.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <random>
@@ -8,12 +10,6 @@ namespace pagoda {
 namespace {
 
 using ordered_json = nlohmann::ordered_json;
-
-size_t partial_tag_suffix(std::string_view text, std::string_view tag) {
-  for (size_t n = std::min(text.size(), tag.size() - 1); n > 0; --n)
-    if (text.substr(text.size() - n) == tag.substr(0, n)) return n;
-  return 0;
-}
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 

@@ -359,25 +359,35 @@ void truncate_prompt(std::vector<int32_t>& ids, const std::optional<int>& keep) 
 
 }  // namespace
 
-void OpenAiServer::handle_completions(const HttpRequest& request, const std::shared_ptr<HttpResponse>& response) {
-  api::ProtocolLimits limits;
-  limits.vocab_size = engine_.vocab_size();
-  limits.max_logprobs = config_.max_logprobs;
-  api::CompletionRequest req = api::parse_completion_request(request.body, config_.default_params, limits);
-  check_model(req.model);
+api::ProtocolLimits OpenAiServer::limits() const {
+  api::ProtocolLimits l;
+  l.vocab_size = engine_.vocab_size();
+  l.max_logprobs = config_.max_logprobs;
+  return l;
+}
+
+std::shared_ptr<OpenAiServer::Job> OpenAiServer::new_job(bool chat, const api::GenerationRequest& req,
+                                                         const std::shared_ptr<HttpResponse>& response) const {
   auto job = std::make_shared<Job>();
-  job->kind = JobKind::kCompletion;
-  job->id = "cmpl-" + (req.request_id.empty() ? random_hex(32) : req.request_id);
+  job->kind = chat ? JobKind::kChat : JobKind::kCompletion;
+  job->id = (chat ? "chatcmpl-" : "cmpl-") + (req.request_id.empty() ? random_hex(32) : req.request_id);
   job->created = unix_time();
   job->model = req.model.empty() ? config_.served_model_names[0] : req.model;
   job->stream = req.stream;
   job->include_usage = req.include_usage;
   job->continuous_usage = req.continuous_usage_stats;
+  job->want_prompt_logprobs = req.params.prompt_logprobs.has_value();
+  job->response = response;
+  return job;
+}
+
+void OpenAiServer::handle_completions(const HttpRequest& request, const std::shared_ptr<HttpResponse>& response) {
+  api::CompletionRequest req = api::parse_completion_request(request.body, config_.default_params, limits());
+  check_model(req.model);
+  std::shared_ptr<Job> job = new_job(false, req, response);
   job->echo = req.echo;
   job->want_logprobs = req.params.logprobs.has_value();
   job->top_logprobs = req.params.logprobs.value_or(0);
-  job->want_prompt_logprobs = req.params.prompt_logprobs.has_value();
-  job->response = response;
   const int max_model_len = engine_.config().max_model_len;
   const int n = req.params.n;
   for (size_t p = 0; p < req.prompts.size(); ++p) {
@@ -400,10 +410,7 @@ void OpenAiServer::handle_completions(const HttpRequest& request, const std::sha
 }
 
 void OpenAiServer::handle_chat(const HttpRequest& request, const std::shared_ptr<HttpResponse>& response) {
-  api::ProtocolLimits limits;
-  limits.vocab_size = engine_.vocab_size();
-  limits.max_logprobs = config_.max_logprobs;
-  api::ChatRequest req = api::parse_chat_request(request.body, config_.default_params, limits);
+  api::ChatRequest req = api::parse_chat_request(request.body, config_.default_params, limits());
   check_model(req.model);
   const bool has_parser = !config_.tool_call_parser.empty();
   if (req.tools && req.tool_choice == api::ToolChoiceMode::kAuto && !(config_.enable_auto_tool_choice && has_parser))
@@ -447,19 +454,10 @@ void OpenAiServer::handle_chat(const HttpRequest& request, const std::shared_ptr
   if (ids.empty()) throw ApiError(400, "The prompt is empty (it encodes to zero tokens).", "messages");
   check_length(static_cast<int>(ids.size()), req.params.max_tokens, engine_.config().max_model_len);
 
-  auto job = std::make_shared<Job>();
-  job->kind = JobKind::kChat;
-  job->id = "chatcmpl-" + (req.request_id.empty() ? random_hex(32) : req.request_id);
-  job->created = unix_time();
-  job->model = req.model.empty() ? config_.served_model_names[0] : req.model;
-  job->stream = req.stream;
-  job->include_usage = req.include_usage;
-  job->continuous_usage = req.continuous_usage_stats;
+  std::shared_ptr<Job> job = new_job(true, req, response);
   job->want_logprobs = req.logprobs;
   job->top_logprobs = req.top_logprobs;
-  job->want_prompt_logprobs = req.params.prompt_logprobs.has_value();
   job->parse_tools = req.tools && req.tool_choice != api::ToolChoiceMode::kNone && has_parser;
-  job->response = response;
   job->prompt_tokens = static_cast<int>(ids.size());
   for (int i = 0; i < req.params.n; ++i) {
     Choice c;

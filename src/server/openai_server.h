@@ -28,6 +28,7 @@
 #include "engine/sampling_params.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/openai_protocol.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pagoda {
@@ -76,6 +77,10 @@ class OpenAiServer {
   void output_loop();
   void process(Job& job);
   void check_model(const std::string& model) const;
+  api::ProtocolLimits limits() const;
+  // A job with the fields every generation request shares filled in.
+  std::shared_ptr<Job> new_job(bool chat, const api::GenerationRequest& req,
+                               const std::shared_ptr<HttpResponse>& response) const;
   HttpHeaders cors_headers(const HttpRequest& request) const;
 
   OpenAiServerConfig config_;
