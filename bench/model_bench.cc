@@ -15,8 +15,8 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "cli/args.h"
-#include "engine/generator.h"
-#include "engine/sampler.h"
+#include "engine/engine_core.h"
+#include "engine/llm_engine.h"
 #include "io/checkpoint.h"
 #include "io/model_config.h"
 #include "model/model.h"
@@ -44,18 +44,19 @@ int run(int argc, char** argv) {
   const int chunk = static_cast<int>(args.get_int("--chunk").value_or(512));
   const std::string kv = args.get_or("--kv-cache-dtype", "auto");
 
+  EngineConfig ec;
+  ec.max_num_seqs = 1;
+  ec.max_num_batched_tokens = chunk;
+  ec.max_model_len = std::max(prompt_len, decode_prompt_len + decode_tokens) + 1;
+  ec.enable_prefix_caching = false;  // every repeat computes its prompt
+  ec.kv_cache_dtype = (kv == "float32" || kv == "fp32") ? DType::kF32 : DType::kBF16;
+  ec.num_kv_blocks = (ec.max_model_len + ec.block_size - 1) / ec.block_size + 1;
+
   auto backend = make_cpu_backend();
-  ModelLoadOptions load;
-  load.max_num_tokens = chunk;
-  load.max_num_logits = 1;
   const double t_load = now();
-  auto model = load_model(dir, *backend, load);
+  auto model = load_model(dir, *backend, engine_load_options(ec));
   const double load_seconds = now() - t_load;
-  GeneratorOptions opt;
-  opt.max_model_len = std::max(prompt_len, decode_prompt_len + decode_tokens) + 1;
-  opt.max_num_tokens = chunk;
-  opt.kv_cache_dtype = (kv == "float32" || kv == "fp32") ? DType::kF32 : DType::kBF16;
-  Generator gen(*model, *backend, opt);
+  LLMEngine engine(*model, *backend, ec);
 
   const ModelConfig& cfg = model->config();
   std::mt19937 rng(0);
@@ -63,23 +64,31 @@ int run(int argc, char** argv) {
   std::vector<int32_t> tokens(static_cast<size_t>(prompt_len));
   for (auto& t : tokens) t = dist(rng);
 
-  auto prefill = [&] {
-    for (int s = 0; s < prompt_len; s += chunk) gen.forward_chunk(tokens, s, std::min(chunk, prompt_len - s));
-  };
-  prefill();  // warm-up (page in the weights)
-  std::vector<double> prefill_times, decode_times;
-  for (int r = 0; r < repeats; ++r) {
+  // Runs one greedy request (EOS ignored) to the end; returns the time its first token arrived
+  // and the time it finished.
+  int next_id = 0;
+  auto run_request = [&](const std::vector<int32_t>& prompt, int max_tokens) {
+    SamplingParams sp;
+    sp.temperature = 0.0f;
+    sp.ignore_eos = true;
+    sp.max_tokens = max_tokens;
     const double t0 = now();
-    prefill();
-    prefill_times.push_back(now() - t0);
-    std::vector<int32_t> seq(tokens.begin(), tokens.begin() + std::min(decode_prompt_len, prompt_len));
-    const float* logits = gen.forward_chunk(seq, 0, static_cast<int>(seq.size()));
-    const double t1 = now();
-    for (int i = 0; i < decode_tokens; ++i) {
-      seq.push_back(argmax(logits, cfg.vocab_size));
-      logits = gen.forward_chunk(seq, static_cast<int>(seq.size()) - 1, 1);
-    }
-    decode_times.push_back(now() - t1);
+    engine.add_request(std::to_string(next_id++), prompt, sp);
+    double first = -1.0;
+    while (engine.has_unfinished())
+      for (const RequestOutput& o : engine.step())
+        if (first < 0 && !o.new_token_ids.empty()) first = now();
+    return std::pair<double, double>{first - t0, now() - t0};
+  };
+
+  run_request(tokens, 1);  // warm-up (page in the weights)
+  std::vector<double> prefill_times, decode_times;
+  const std::vector<int32_t> short_prompt(tokens.begin(), tokens.begin() + std::min(decode_prompt_len, prompt_len));
+  for (int r = 0; r < repeats; ++r) {
+    prefill_times.push_back(run_request(tokens, 1).first);
+    // Decode: the time from the first token to the last covers decode_tokens forward steps.
+    const auto [first, total] = run_request(short_prompt, decode_tokens + 1);
+    decode_times.push_back(total - first);
   }
 
   // Bytes a decode step must stream: every weight once (the input embedding table contributes
@@ -91,7 +100,7 @@ int run(int argc, char** argv) {
 
   // Plus the KV cache each step reads, at the mean context length of the decode run.
   const double kv_bytes = static_cast<double>(model->num_kv_layers()) * model->num_kv_heads() * model->head_dim() * 2.0 *
-                          dtype_size(opt.kv_cache_dtype) * (decode_prompt_len + decode_tokens / 2.0);
+                          dtype_size(ec.kv_cache_dtype) * (decode_prompt_len + decode_tokens / 2.0);
 
   const double pp = prompt_len / median(prefill_times);
   const double tg = decode_tokens / median(decode_times);
