@@ -251,6 +251,62 @@ CompletionRequest parse_completion_request(const std::string& body, const Sampli
   return r;
 }
 
+// What the chat template sees, as vLLM hands it over: content is always a string (missing or
+// null becomes "", a list of parts becomes its text parts joined by newlines), and an assistant
+// message's tool-call arguments are JSON objects rather than the JSON text OpenAI clients send
+// (templates write them with tojson; missing or empty arguments become {}).
+static ordered_json normalize_messages(const ordered_json& messages) {
+  ordered_json out = ordered_json::array();
+  for (const ordered_json& m : messages) {
+    ordered_json n = m;
+    const ordered_json* c = field(m, "content");
+    if (!c) {
+      n["content"] = "";
+    } else if (c->is_array()) {
+      std::string text;
+      bool first = true;
+      for (const ordered_json& part : *c) {
+        const ordered_json* type = part.is_object() ? field(part, "type") : nullptr;
+        if (!first) text += '\n';
+        if (part.is_string()) {
+          text += part.get_ref<const std::string&>();
+        } else if (type && type->is_string() && *type == "text") {
+          const ordered_json* t = field(part, "text");
+          if (!t || !t->is_string()) bad("messages", "a text content part needs a string 'text'");
+          text += t->get_ref<const std::string&>();
+        } else {
+          std::string what = "only text content parts are supported, got a part of type ";
+          what += type && type->is_string() ? type->get_ref<const std::string&>() : std::string("(none)");
+          bad("messages", what);
+        }
+        first = false;
+      }
+      n["content"] = text;
+    }
+    if (const ordered_json* calls = field(m, "tool_calls"); calls && m["role"] == "assistant") {
+      if (!calls->is_array()) bad("messages", "an assistant message's 'tool_calls' must be a list");
+      ordered_json fixed = ordered_json::array();
+      for (ordered_json call : *calls) {
+        if (!call.is_object() || !field(call, "function") || !call["function"].is_object())
+          bad("messages", "each tool call needs a 'function' object");
+        ordered_json& fn = call["function"];
+        const ordered_json* args = field(fn, "arguments");
+        if (!args || (args->is_string() && args->get<std::string>().empty())) {
+          fn["arguments"] = ordered_json::object();
+        } else if (args->is_string()) {
+          ordered_json parsed = ordered_json::parse(args->get<std::string>(), nullptr, false);
+          if (parsed.is_discarded()) bad("messages", "a tool call's 'arguments' is not valid JSON");
+          fn["arguments"] = std::move(parsed);
+        }
+        fixed.push_back(std::move(call));
+      }
+      n["tool_calls"] = std::move(fixed);
+    }
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
 ChatRequest parse_chat_request(const std::string& body, const SamplingParams& defaults, const ProtocolLimits& limits) {
   const ordered_json j = parse_object(body);
   ChatRequest r;
@@ -280,7 +336,7 @@ ChatRequest parse_chat_request(const std::string& body, const SamplingParams& de
     if (auto* c = field(m, "content"); c && !c->is_string() && !c->is_array())
       bad("messages", std::string("a message's 'content' must be a string or a list of parts, got ") + type_name(*c));
   }
-  r.messages = *messages;
+  r.messages = normalize_messages(*messages);
 
   if (auto* v = field(j, "tools")) {
     if (!v->is_array()) bad("tools", std::string("'tools' must be a list, got ") + type_name(*v));

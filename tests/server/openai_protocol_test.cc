@@ -157,6 +157,32 @@ TEST(OpenAiProtocol, ChatFields) {
             "continue_final_message");
 }
 
+// The messages the template sees are normalized as vLLM's chat_utils does before
+// apply_chat_template: string content always, tool-call arguments as JSON objects.
+TEST(OpenAiProtocol, MessagesNormalizedForTheTemplate) {
+  ChatRequest r = parse_chat_request(R"({"messages": [
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+      {"role": "assistant", "content": null, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1, \"a\": [true]}"}},
+        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+      {"role": "assistant"}]})",
+                                     {}, limits());
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_EQ(r.messages[0]["content"], "a\nb");
+  EXPECT_EQ(r.messages[1]["content"], "");
+  EXPECT_EQ(r.messages[1]["tool_calls"][0]["function"]["arguments"].dump(), R"({"x":1,"a":[true]})");  // key order kept
+  EXPECT_TRUE(r.messages[1]["tool_calls"][1]["function"]["arguments"].is_object());
+  EXPECT_TRUE(r.messages[1]["tool_calls"][1]["function"]["arguments"].empty());
+  EXPECT_EQ(r.messages[2]["content"], "ok");
+  EXPECT_EQ(r.messages[3]["content"], "");
+  EXPECT_EQ(chat_error(R"({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}]})")
+                .param(),
+            "messages");
+  EXPECT_EQ(chat_error(R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})").param(),
+            "messages");
+}
+
 TEST(OpenAiProtocol, ToolsAndToolChoice) {
   const std::string tools =
       R"("tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])";
