@@ -38,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/system.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "tokenizer/tokenizer.h"
@@ -208,6 +209,7 @@ std::vector<Sample> sharegpt_samples(const std::string& path, const Tokenizer& t
 }  // namespace
 
 int bench_serve(int argc, char** argv) {
+  raise_open_file_limit();  // one socket per client
   Args args(argc, argv,
             {"--host", "--port", "--base-url", "--endpoint", "--model", "--tokenizer", "--dataset-name", "--dataset-path",
              "--random-input-len", "--random-output-len", "--num-prompts", "--request-rate", "--max-concurrency",

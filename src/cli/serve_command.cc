@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/system.h"
 #include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -77,6 +78,7 @@ std::vector<std::string> split_list(const std::string& v) {
 }  // namespace
 
 int serve_command(int argc, char** argv) {
+  raise_open_file_limit();  // one socket per client
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--host", "--port", "--served-model-name", "--api-key", "--chat-template", "--generation-config",
                         "--tool-call-parser", "--reasoning-parser", "--allowed-origins", "--max-logprobs",
