@@ -92,7 +92,20 @@ FIXTURES = {
                           cfg=dict(use_sliding_window=True, sliding_window=8, max_window_layers=1,
                                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
                           dtype="bfloat16", prompts=[1, 9, 40]),
+    # Qwen3-MoE: 8 experts, top-2 with renormalised weights, layer 0 dense (mlp_only_layers), layers
+    # 1-3 sparse; head_dim absent (-> hidden / heads = 16, unlike dense qwen3's 128). save_pretrained
+    # writes the experts per expert (mlp.experts.{e}.{gate,up,down}_proj.weight) and num_experts as
+    # num_local_experts.
+    "qwen3_moe": dict(cls="Qwen3MoeConfig",
+                      cfg=dict(num_hidden_layers=4, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                               norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0],
+                               rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+                      dtype="bfloat16", prompts=[1, 9, 40]),
 }
+
+# Smallest gap allowed between the k-th and (k+1)-th router probability of any token (MoE only):
+# a closer call could route differently under float32 rounding differences.
+MIN_ROUTER_GAP = 1e-4
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -130,6 +143,16 @@ def reference(model_dir, prompt):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     margins = []
+    router_gaps = []
+
+    def router_hook(module, inputs, output):
+        probs = torch.softmax(output[0].float(), dim=-1)
+        top = torch.topk(probs, module.top_k + 1, dim=-1).values
+        router_gaps.append(float((top[:, -2] - top[:, -1]).min()))
+
+    for module in model.modules():
+        if type(module).__name__.endswith("TopKRouter"):
+            module.register_forward_hook(router_hook)
     with torch.no_grad():
         ids = torch.tensor([prompt], dtype=torch.long)
         out = model(input_ids=ids, use_cache=True)
@@ -150,7 +173,7 @@ def reference(model_dir, prompt):
             last = out.logits[0, -1].float().clone()
             decode.append(last)
     decode = torch.stack(decode) if decode else torch.zeros(0, prefill.shape[1])
-    return prefill, tokens, decode, min(margins)
+    return prefill, tokens, decode, min(margins), min(router_gaps, default=None)
 
 
 def rope_reference(model_dir):
@@ -195,11 +218,11 @@ def make_fixture(name, spec, out_root, seed):
     for length in spec["prompts"]:
         for attempt in range(50):
             prompt = torch.randint(3, vocab, (length,), generator=g).tolist()
-            prefill, tokens, decode, margin = reference(out_dir, prompt)
-            if margin >= MIN_MARGIN:
+            prefill, tokens, decode, margin, router_gap = reference(out_dir, prompt)
+            if margin >= MIN_MARGIN and (router_gap is None or router_gap >= MIN_ROUTER_GAP):
                 break
         else:
-            sys.exit(f"{name}: no prompt of length {length} without a near tie")
+            sys.exit(f"{name}: no prompt of length {length} without a near tie (greedy or router)")
         distinct = len(set(tokens))
         prompts.append({
             "tokens": prompt,
@@ -210,6 +233,8 @@ def make_fixture(name, spec, out_root, seed):
             "min_greedy_margin": round(margin, 6),
             "distinct_generated": distinct,
         })
+        if router_gap is not None:
+            prompts[-1]["min_router_gap"] = round(router_gap, 6)
         offset += prefill.shape[0] + decode.shape[0]
         rows.append(prefill)
         rows.append(decode)

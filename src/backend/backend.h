@@ -96,6 +96,20 @@ struct AttentionMetadata {
   int32_t sliding_window = -1;  // > 0: a query attends only to the last `sliding_window` keys
 };
 
+// The experts of one sparse MoE block (SwiGLU experts): expert e has gate[e], up[e] [I, H] and
+// down[e] [H, I]. Views of per-expert tensors or slices of fused [E, ...] tensors.
+struct MoeExpertWeights {
+  std::vector<Tensor> gate, up, down;
+};
+
+// Workspace of moe_experts for R = T * top_k (token, expert) pairs: x [R, H] and y [R, H]
+// (activation dtype; y may alias x), gate and up [R, I] (activation dtype), and I32 index
+// arrays row_of_pair [R], pair_of_row [R], expert_offsets [E + 1].
+struct MoeScratch {
+  Tensor x, y, gate, up;
+  Tensor row_of_pair, pair_of_row, expert_offsets;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -157,6 +171,17 @@ class Backend {
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) = 0;
   // a += b (same shape).
   virtual void add(Tensor a, const Tensor& b) = 0;
+
+  // ---- mixture of experts ----------------------------------------------------------------
+  // Top-k routing: p = softmax(router_logits[t, :]) (F32 [T, E], computed in F32); ids[t, :] (I32
+  // [T, k]) are the k most probable experts in descending probability (ties: lower id first) and
+  // weights[t, :] (F32 [T, k]) their probabilities, divided by their sum when `renormalize`.
+  virtual void moe_route(const Tensor& router_logits, bool renormalize, Tensor ids, Tensor weights) = 0;
+  // out[t, :] = sum_j weights[t, j] * down_e(silu(gate_e x[t]) * up_e x[t]) with e = ids[t, j]
+  // (summed in j order). The (token, expert) pairs are grouped by expert and every expert with
+  // tokens runs as one GEMM over its rows: gather, gate/up, silu_and_mul, down, weighted scatter.
+  virtual void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const MoeExpertWeights& experts,
+                           const MoeScratch& scratch, Tensor out) = 0;
 };
 
 // The CPU backend (AVX-512 / AVX2 kernels chosen at run time, all cores).

@@ -15,7 +15,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr const char* kSupportedModelTypes = "qwen2, qwen3, llama";
+constexpr const char* kSupportedModelTypes = "qwen2, qwen3, llama, qwen3_moe";
 constexpr const char* kSupportedRopeTypes = "default, linear, dynamic, yarn, llama3";
 
 // Typed field access: absent or null -> fallback; wrong type -> Error naming file and field.
@@ -201,7 +201,8 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
   f.require("model_type");
   c.model_type = f.string("model_type", "");
   const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", llama = c.model_type == "llama";
-  PAGODA_CHECK(qwen2 || qwen3 || llama, file_name, ": model_type \"", c.model_type, "\" is not supported; supported: ",
+  const bool qwen3_moe = c.model_type == "qwen3_moe";
+  PAGODA_CHECK(qwen2 || qwen3 || llama || qwen3_moe, file_name, ": model_type \"", c.model_type, "\" is not supported; supported: ",
                kSupportedModelTypes);
 
   if (const json* a = f.find("architectures")) {
@@ -263,12 +264,37 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
                  ": field 'mlp_bias' is true; llama checkpoints with MLP biases are not supported");
   }
 
-  if (qwen2 || qwen3) {
+  if (qwen2 || qwen3 || qwen3_moe) {
     c.use_sliding_window = f.boolean("use_sliding_window", false);
-    c.max_window_layers = f.integer("max_window_layers", 28);
+    // Qwen3MoeConfig has no max_window_layers: with use_sliding_window every layer is windowed.
+    c.max_window_layers = qwen3_moe ? 0 : f.integer("max_window_layers", 28);
     // transformers drops sliding_window unless use_sliding_window is set.
     c.sliding_window = c.use_sliding_window ? f.integer("sliding_window", 4096) : 0;
     if (c.use_sliding_window) check_positive(file_name, "sliding_window", c.sliding_window);
+  }
+
+  if (qwen3_moe) {
+    // Qwen3MoeConfig.attribute_map: num_experts -> num_local_experts (what save_pretrained writes).
+    c.num_experts = f.has("num_local_experts") ? f.integer("num_local_experts", 128) : f.integer("num_experts", 128);
+    c.num_experts_per_tok = f.integer("num_experts_per_tok", 8);
+    c.moe_intermediate_size = f.integer("moe_intermediate_size", 768);
+    c.decoder_sparse_step = f.integer("decoder_sparse_step", 1);
+    c.norm_topk_prob = f.boolean("norm_topk_prob", false);
+    PAGODA_CHECK(c.num_experts >= 0, file_name, ": field 'num_experts' must not be negative, got ", c.num_experts);
+    check_positive(file_name, "decoder_sparse_step", c.decoder_sparse_step);
+    if (c.num_experts > 0) {
+      check_positive(file_name, "moe_intermediate_size", c.moe_intermediate_size);
+      check_positive(file_name, "num_experts_per_tok", c.num_experts_per_tok);
+      PAGODA_CHECK(c.num_experts_per_tok <= c.num_experts, file_name, ": num_experts_per_tok (", c.num_experts_per_tok,
+                   ") must not exceed num_experts (", c.num_experts, ")");
+    }
+    if (const json* m = f.find("mlp_only_layers")) {
+      if (!m->is_array()) f.type_error("mlp_only_layers", "a list of integers", *m);
+      for (const json& e : *m) {
+        if (!e.is_number_integer()) f.type_error("mlp_only_layers", "a list of integers", *m);
+        c.mlp_only_layers.push_back(e.get<int64_t>());
+      }
+    }
   }
 
   // transformers 5 writes `dtype`, older versions `torch_dtype`.
@@ -285,6 +311,13 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
   if (llama && !j.contains("eos_token_id")) c.eos_token_ids = {2};
   c.raw = j;
   return c;
+}
+
+bool ModelConfig::is_moe_layer(int64_t i) const {
+  if (num_experts <= 0 || decoder_sparse_step <= 0) return false;
+  for (int64_t l : mlp_only_layers)
+    if (l == i) return false;
+  return (i + 1) % decoder_sparse_step == 0;
 }
 
 ModelConfig load_model_config(const std::string& model_dir) {

@@ -26,7 +26,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string model_type;  // qwen2 | qwen3 | llama (later: qwen3_moe, qwen3_next, qwen3_5, ...)
+  std::string model_type;  // qwen2 | qwen3 | llama | qwen3_moe (later: qwen3_next, qwen3_5, ...)
   std::vector<std::string> architectures;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -48,12 +48,24 @@ struct ModelConfig {
   bool use_sliding_window = false;
   int64_t sliding_window = 0;
   int64_t max_window_layers = 0;
+  // Mixture of experts (qwen3_moe; 0 / empty for dense models). Qwen3MoeConfig defaults: 128
+  // experts (config.json may name it num_local_experts, which transformers 5 writes), top-8,
+  // moe_intermediate_size 768, decoder_sparse_step 1, norm_topk_prob false, no mlp_only_layers.
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;
+  int64_t decoder_sparse_step = 1;
+  bool norm_topk_prob = false;
+  std::vector<int64_t> mlp_only_layers;
   std::optional<DType> torch_dtype;
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   nlohmann::json raw;  // the whole file, for architectures that need more fields
 
   int64_t rotary_dim() const { return static_cast<int64_t>(head_dim * partial_rotary_factor); }
+  // Whether layer i's MLP is a sparse MoE block (transformers' Qwen3MoeDecoderLayer rule): i not in
+  // mlp_only_layers, num_experts > 0 and (i + 1) % decoder_sparse_step == 0.
+  bool is_moe_layer(int64_t i) const;
 };
 
 // Reads and validates <model_dir>/config.json. Unknown model_type, a missing or mistyped

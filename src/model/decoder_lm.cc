@@ -16,8 +16,8 @@ DecoderLM::DecoderLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint,
       options_(options),
       rope_(config_) {
   const std::string& type = config_.model_type;
-  PAGODA_CHECK(type == "qwen2" || type == "qwen3" || type == "llama", "DecoderLM cannot build model_type \"", type,
-               "\"");
+  PAGODA_CHECK(type == "qwen2" || type == "qwen3" || type == "llama" || type == "qwen3_moe",
+               "DecoderLM cannot build model_type \"", type, "\"");
   PAGODA_CHECK(options_.max_num_tokens > 0 && options_.max_num_logits > 0,
                "ModelLoadOptions: max_num_tokens and max_num_logits must be positive");
   const auto act = config_.raw.find("hidden_act");
@@ -25,8 +25,9 @@ DecoderLM::DecoderLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint,
     PAGODA_CHECK(act->is_string() && act->get<std::string>() == "silu", checkpoint_->dir(),
                  "/config.json: hidden_act ", act->dump(), " is not supported (only \"silu\")");
   }
-  qk_norm_ = type == "qwen3";
-  o_bias_ = type == "llama" && config_.attention_bias;  // LlamaAttention: o_proj bias=attention_bias
+  qk_norm_ = type == "qwen3" || type == "qwen3_moe";
+  // Llama/Qwen3MoeAttention: o_proj bias=attention_bias (Qwen2's o_proj never has one).
+  o_bias_ = (type == "llama" || type == "qwen3_moe") && config_.attention_bias;
   load_weights();
   allocate_workspace();
 }
@@ -89,10 +90,45 @@ void DecoderLM::load_weights() {
       l.q_norm = weight(p + "self_attn.q_norm.weight", {D});
       l.k_norm = weight(p + "self_attn.k_norm.weight", {D});
     }
-    l.gate_proj = weight(p + "mlp.gate_proj.weight", {I, H});
-    l.up_proj = weight(p + "mlp.up_proj.weight", {I, H});
-    l.down_proj = weight(p + "mlp.down_proj.weight", {H, I});
+    l.moe = c.is_moe_layer(i);
+    if (l.moe) {
+      load_experts(p + "mlp.", l);
+    } else {
+      l.gate_proj = weight(p + "mlp.gate_proj.weight", {I, H});
+      l.up_proj = weight(p + "mlp.up_proj.weight", {I, H});
+      l.down_proj = weight(p + "mlp.down_proj.weight", {H, I});
+    }
     l.sliding_window = windowed[i] ? static_cast<int>(c.sliding_window) : 0;
+  }
+}
+
+// Router mlp.gate.weight [E, H]; experts per expert (mlp.experts.{e}.{gate,up,down}_proj.weight,
+// what checkpoints and transformers' save_pretrained write) or fused (mlp.experts.gate_up_proj
+// [E, 2I, H] with the gate rows first, mlp.experts.down_proj [E, H, I]: transformers' in-memory
+// layout), which is viewed per expert without copying.
+void DecoderLM::load_experts(const std::string& p, Layer& l) {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.moe_intermediate_size, E = c.num_experts;
+  l.router = weight(p + "gate.weight", {E, H});
+  l.experts.gate.resize(E);
+  l.experts.up.resize(E);
+  l.experts.down.resize(E);
+  if (checkpoint_->has(p + "experts.gate_up_proj")) {
+    const Tensor gate_up = weight(p + "experts.gate_up_proj", {E, 2 * I, H});
+    const Tensor down = weight(p + "experts.down_proj", {E, H, I});
+    for (int64_t e = 0; e < E; ++e) {
+      const Tensor gu = gate_up.slice_rows(e, e + 1).view({2 * I, H});
+      l.experts.gate[e] = gu.slice_rows(0, I);
+      l.experts.up[e] = gu.slice_rows(I, 2 * I);
+      l.experts.down[e] = down.slice_rows(e, e + 1).view({H, I});
+    }
+    return;
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string q = p + "experts." + std::to_string(e) + ".";
+    l.experts.gate[e] = weight(q + "gate_proj.weight", {I, H});
+    l.experts.up[e] = weight(q + "up_proj.weight", {I, H});
+    l.experts.down[e] = weight(q + "down_proj.weight", {H, I});
   }
 }
 
@@ -120,8 +156,25 @@ void DecoderLM::allocate_workspace() {
   }
   attn_out_ = buffer(act, {T, q_dim});
   out_ = buffer(act, {T, H});
-  gate_ = buffer(act, {T, I});
-  up_ = buffer(act, {T, I});
+  bool any_dense = false, any_moe = false;
+  for (const Layer& l : layers_) (l.moe ? any_moe : any_dense) = true;
+  if (any_dense) {
+    gate_ = buffer(act, {T, I});
+    up_ = buffer(act, {T, I});
+  }
+  if (any_moe) {
+    const int64_t E = c.num_experts, K = c.num_experts_per_tok, R = T * K, MI = c.moe_intermediate_size;
+    router_logits_ = buffer(DType::kF32, {T, E});
+    topk_ids_ = buffer(DType::kI32, {T, K});
+    topk_weights_ = buffer(DType::kF32, {T, K});
+    moe_scratch_.x = buffer(act, {R, H});
+    moe_scratch_.y = moe_scratch_.x;  // allowed to alias (see Backend::moe_experts)
+    moe_scratch_.gate = buffer(act, {R, MI});
+    moe_scratch_.up = buffer(act, {R, MI});
+    moe_scratch_.row_of_pair = buffer(DType::kI32, {R});
+    moe_scratch_.pair_of_row = buffer(DType::kI32, {R});
+    moe_scratch_.expert_offsets = buffer(DType::kI32, {E + 1});
+  }
   cos_sin_ = buffer(DType::kF32, {T, rope_.rotary_dim()});
   inv_freq_ = buffer(DType::kF32, {rope_.rotary_dim() / 2});
   gathered_ = buffer(act, {L, H});
@@ -164,7 +217,7 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
 
   auto rows = [T](const Tensor& t) { return t.slice_rows(0, T); };
   Tensor hidden = rows(hidden_), normed = rows(normed_), q = rows(q_), k = rows(k_), v = rows(v_);
-  Tensor attn_out = rows(attn_out_), out = rows(out_), gate = rows(gate_), up = rows(up_);
+  Tensor attn_out = rows(attn_out_), out = rows(out_);
   Tensor cos_sin = rows(cos_sin_);
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -203,9 +256,18 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
 
     // MLP.
     backend_.add_rms_norm(hidden, out, l.post_attention_norm, eps, normed);
-    backend_.linears(normed, {&l.gate_proj, &l.up_proj}, {nullptr, nullptr}, {gate, up});
-    backend_.silu_and_mul(gate, up, gate);
-    backend_.linear(gate, l.down_proj, nullptr, out);
+    if (l.moe) {
+      // Router logits in F32 (lm_head-style F32 output), softmax top-k, grouped expert GEMMs.
+      Tensor router_logits = rows(router_logits_), ids = rows(topk_ids_), weights = rows(topk_weights_);
+      backend_.linear(normed, l.router, nullptr, router_logits);
+      backend_.moe_route(router_logits, c.norm_topk_prob, ids, weights);
+      backend_.moe_experts(normed, ids, weights, l.experts, moe_scratch_, out);
+    } else {
+      Tensor gate = rows(gate_), up = rows(up_);
+      backend_.linears(normed, {&l.gate_proj, &l.up_proj}, {nullptr, nullptr}, {gate, up});
+      backend_.silu_and_mul(gate, up, gate);
+      backend_.linear(gate, l.down_proj, nullptr, out);
+    }
   }
   backend_.add_rms_norm(hidden, out, final_norm_, eps, normed);
   if (L == 0) return;

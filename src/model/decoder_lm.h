@@ -1,10 +1,11 @@
-// The dense decoder-only transformer shared by qwen2, qwen3 and llama:
+// The decoder-only transformer shared by qwen2, qwen3, llama and qwen3_moe:
 //   h = embed(ids); per layer: h += o_proj(attn(rope(qk_norm?(qkv(rms(h)))))); h += mlp(rms(h));
 //   logits = lm_head(rms(h)[logits_indices]).
 // Differences between the architectures are flags read from the config at load time:
 // q/k/v biases (qwen2 always, llama/qwen3 with attention_bias; llama's attention_bias also adds
 // an o_proj bias), per-head q/k RMSNorm (qwen3), tied embeddings, RoPE scaling, sliding-window
-// layers (qwen2/qwen3 with use_sliding_window).
+// layers (qwen2/qwen3 with use_sliding_window), sparse MoE MLPs (qwen3_moe: softmax top-k router,
+// SwiGLU experts run as one grouped GEMM per expert by Backend::moe_experts).
 #pragma once
 
 #include <memory>
@@ -32,6 +33,8 @@ class DecoderLM : public CausalLM {
 
   // The sliding window of layer i (0 = full attention).
   int sliding_window(int layer) const { return layers_[layer].sliding_window; }
+  // Whether layer i's MLP is a sparse mixture of experts.
+  bool is_moe_layer(int layer) const { return layers_[layer].moe; }
 
  private:
   struct Layer {
@@ -39,12 +42,16 @@ class DecoderLM : public CausalLM {
     Tensor q_proj, k_proj, v_proj, o_proj;
     Tensor q_bias, k_bias, v_bias, o_bias;  // data == nullptr when absent
     Tensor q_norm, k_norm;                  // qwen3
-    Tensor gate_proj, up_proj, down_proj;
+    Tensor gate_proj, up_proj, down_proj;  // dense MLP
+    bool moe = false;
+    Tensor router;                         // qwen3_moe: mlp.gate.weight [E, H]
+    MoeExpertWeights experts;
     int sliding_window = 0;
   };
 
   Tensor weight(const std::string& name, std::initializer_list<int64_t> shape);
   void load_weights();
+  void load_experts(const std::string& prefix, Layer& l);
   void allocate_workspace();
   void update_rope(int32_t max_seq_len);
 
@@ -68,7 +75,10 @@ class DecoderLM : public CausalLM {
   Tensor q_raw_, k_raw_;  // projections before q/k norm (qwen3)
   Tensor attn_out_;   // [T, Hq * D]
   Tensor out_;        // [T, H]: output of attention / MLP, added to the residual by the next norm
-  Tensor gate_, up_;  // [T, I]
+  Tensor gate_, up_;  // [T, I] (only when a layer has a dense MLP)
+  // MoE: router logits F32 [T, E], top-k ids I32 / weights F32 [T, k], grouped-GEMM scratch.
+  Tensor router_logits_, topk_ids_, topk_weights_;
+  MoeScratch moe_scratch_;
   Tensor cos_sin_;    // F32 [T, rotary_dim]
   Tensor inv_freq_;   // F32 [rotary_dim / 2]
   Tensor gathered_;   // [max_num_logits, H]

@@ -15,6 +15,7 @@ const std::map<std::string, ModelFactory>& registry() {
       {"llama", &make_decoder_lm},
       {"qwen2", &make_decoder_lm},
       {"qwen3", &make_decoder_lm},
+      {"qwen3_moe", &make_decoder_lm},
   };
   return table;
 }

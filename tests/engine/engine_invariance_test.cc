@@ -332,7 +332,7 @@ TEST_P(EngineInvariance, SeededSamplingIsReproducibleUnderEveryVariation) {
   expect_same_tokens(t, alone, "seeded, tiny KV pool");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EngineInvariance, ::testing::Values("qwen3", "qwen2", "llama3"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineInvariance, ::testing::Values("qwen3", "qwen2", "llama3", "qwen3_moe"));
 
 TEST(LLMEngine, RejectsBadRequestsWithoutLeakingAnything) {
   std::unique_ptr<Backend> backend = make_cpu_backend();

@@ -117,6 +117,52 @@ TEST(ModelConfig, LlamaMlpBiasRejected) {
   EXPECT_TRUE(parse(j).attention_bias);
 }
 
+TEST(ModelConfig, Qwen3Moe) {
+  json j = minimal("qwen3_moe");
+  const ModelConfig d = parse(j);  // Qwen3MoeConfig defaults; head_dim -> hidden / heads
+  EXPECT_EQ(d.head_dim, 16);
+  EXPECT_EQ(d.num_experts, 128);
+  EXPECT_EQ(d.num_experts_per_tok, 8);
+  EXPECT_EQ(d.moe_intermediate_size, 768);
+  EXPECT_EQ(d.decoder_sparse_step, 1);
+  EXPECT_FALSE(d.norm_topk_prob);
+  EXPECT_TRUE(d.is_moe_layer(0) && d.is_moe_layer(1));
+  EXPECT_FALSE(parse(minimal("qwen3")).is_moe_layer(0));
+
+  j["num_experts"] = 16;
+  EXPECT_EQ(parse(j).num_experts, 16);
+  j["num_local_experts"] = 4;  // the name transformers 5 writes (attribute_map)
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 32;
+  j["norm_topk_prob"] = true;
+  j["num_hidden_layers"] = 8;
+  j["decoder_sparse_step"] = 2;
+  j["mlp_only_layers"] = json::array({3, 5});
+  const ModelConfig c = parse(j);
+  EXPECT_EQ(c.num_experts, 4);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_EQ(c.moe_intermediate_size, 32);
+  EXPECT_TRUE(c.norm_topk_prob);
+  std::vector<int64_t> sparse;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    if (c.is_moe_layer(i)) sparse.push_back(i);
+  EXPECT_EQ(sparse, (std::vector<int64_t>{1, 7}));  // (i + 1) % 2 == 0, minus 3 and 5
+
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 64;
+  EXPECT_EQ(parse(j).max_window_layers, 0);  // every layer windowed
+
+  json bad = j;
+  bad["num_experts_per_tok"] = 5;
+  EXPECT_CONTAINS(parse_error(bad), "num_experts_per_tok");
+  bad = j;
+  bad["decoder_sparse_step"] = 0;
+  EXPECT_CONTAINS(parse_error(bad), "decoder_sparse_step");
+  bad = j;
+  bad["mlp_only_layers"] = "0";
+  EXPECT_CONTAINS(parse_error(bad), "mlp_only_layers");
+}
+
 TEST(ModelConfig, UnknownModelType) {
   const std::string msg = parse_error(minimal("gpt2"));
   EXPECT_CONTAINS(msg, "cfg/config.json");

@@ -37,6 +37,7 @@
 
 #include "backend/backend.h"
 #include "batch_builder.h"
+#include "io/checkpoint.h"
 #include "io/model_config.h"
 #include "io/safetensors.h"
 #include "model/decoder_lm.h"
@@ -66,7 +67,7 @@ constexpr int kMaxSeqs = 4;
 constexpr int kMaxBlocksPerSeq = 8;  // 128 tokens per sequence
 
 const std::vector<std::string> kFixtures = {"qwen2",  "qwen3", "qwen3_yarn", "llama3", "llama_linear_f16",
-                                           "qwen2_dynamic_f32", "qwen2_sliding"};
+                                           "qwen2_dynamic_f32", "qwen2_sliding", "qwen3_moe"};
 
 std::string fixture_dir(const std::string& name) {
   return std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + name;
@@ -150,6 +151,7 @@ struct RunOptions {
   float abs_tol = kAbsTol;
   float rel_tol = kRelTol;
   bool strict_tokens = true;  // greedy on our own argmax; else teacher-forced on the reference tokens
+  std::string model_dir;      // checkpoint to load (empty: the fixture's own)
 };
 
 // Runs the prompts (each prefilled in chunks, then decoded one token per forward, all sequences
@@ -159,7 +161,8 @@ Stats run(const Fixture& fx, const RunOptions& opt) {
   ModelLoadOptions lo;
   lo.max_num_tokens = 256;
   lo.max_num_logits = 256;
-  std::unique_ptr<CausalLM> model = load_model(fixture_dir(fx.name), *backend, lo);
+  std::unique_ptr<CausalLM> model =
+      load_model(opt.model_dir.empty() ? fixture_dir(fx.name) : opt.model_dir, *backend, lo);
   BatchBuilder builder(*backend, kBlockSize, kMaxSeqs, kMaxBlocksPerSeq);
   KvCache kv = backend->allocate_kv_cache(model->num_kv_layers(), builder.num_blocks(), kBlockSize,
                                           model->num_kv_heads(), model->head_dim(), opt.kv_dtype);
@@ -384,6 +387,68 @@ class TempDir {
   std::filesystem::path path_;
   static inline int counter_ = 0;
 };
+
+// qwen3_moe: layer 0 dense (mlp_only_layers), layers 1-3 sparse; num_experts read from
+// num_local_experts (what transformers 5 writes); head_dim absent -> hidden / heads.
+TEST(ModelLoad, Qwen3MoeLayers) {
+  std::unique_ptr<Backend> backend = make_cpu_backend();
+  auto model = load_model(fixture_dir("qwen3_moe"), *backend, ModelLoadOptions{});
+  EXPECT_EQ(model->config().num_experts, 8);
+  EXPECT_EQ(model->config().num_experts_per_tok, 2);
+  EXPECT_EQ(model->head_dim(), 16);
+  auto* lm = dynamic_cast<DecoderLM*>(model.get());
+  ASSERT_NE(lm, nullptr);
+  EXPECT_FALSE(lm->is_moe_layer(0));
+  for (int i = 1; i < 4; ++i) EXPECT_TRUE(lm->is_moe_layer(i)) << i;
+}
+
+// The fused expert layout (mlp.experts.gate_up_proj [E, 2I, H], gate rows first, and
+// mlp.experts.down_proj [E, H, I]) must give the per-expert checkpoint's logits.
+TEST(ModelLoad, Qwen3MoeFusedExperts) {
+  const Fixture fx = load_fixture("qwen3_moe");
+  const ModelConfig cfg = load_model_config(fixture_dir(fx.name));
+  const Checkpoint ckpt(fixture_dir(fx.name));
+  const int64_t E = cfg.num_experts, I = cfg.moe_intermediate_size, H = cfg.hidden_size;
+  std::vector<TensorToWrite> tensors;
+  auto bytes_of = [&](const std::string& name) {
+    const TensorInfo& t = ckpt.get(name);
+    return std::vector<uint8_t>(t.data, t.data + t.nbytes);
+  };
+  int fused_layers = 0;
+  for (const std::string& name : ckpt.names()) {
+    if (name.find(".mlp.experts.") != std::string::npos) continue;
+    const TensorInfo& t = ckpt.get(name);
+    tensors.push_back({name, t.dtype, t.shape, bytes_of(name)});
+  }
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.experts.";
+    if (!ckpt.has(p + "0.gate_proj.weight")) continue;
+    const DType dt = ckpt.get(p + "0.gate_proj.weight").dtype;
+    TensorToWrite gate_up{p + "gate_up_proj", dt, {E, 2 * I, H}, {}}, down{p + "down_proj", dt, {E, H, I}, {}};
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string q = p + std::to_string(e) + ".";
+      for (const char* part : {"gate_proj.weight", "up_proj.weight"}) {
+        const std::vector<uint8_t> b = bytes_of(q + part);
+        gate_up.bytes.insert(gate_up.bytes.end(), b.begin(), b.end());
+      }
+      const std::vector<uint8_t> b = bytes_of(q + "down_proj.weight");
+      down.bytes.insert(down.bytes.end(), b.begin(), b.end());
+    }
+    tensors.push_back(std::move(gate_up));
+    tensors.push_back(std::move(down));
+    ++fused_layers;
+  }
+  EXPECT_EQ(fused_layers, 3);
+  TempDir dir;
+  std::filesystem::copy_file(fixture_dir(fx.name) + "/config.json", dir.str() + "/config.json");
+  write_safetensors(dir.str() + "/model.safetensors", tensors);
+  RunOptions opt;
+  opt.prompts = all_prompts(fx);
+  opt.chunk = 7;
+  opt.model_dir = dir.str();
+  const Stats st = run(fx, opt);
+  std::printf("[ qwen3_moe fused experts ] %lld rows, max |diff| %.3g\n", static_cast<long long>(st.rows), st.max_abs);
+}
 
 TEST(ModelLoad, MissingTensorIsNamed) {
   TempDir dir;

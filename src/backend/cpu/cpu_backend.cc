@@ -506,6 +506,133 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void moe_route(const Tensor& router_logits, bool renormalize, Tensor ids, Tensor weights) override {
+    check_f32(router_logits, "moe_route", "router_logits");
+    check_f32(weights, "moe_route", "weights");
+    PAGODA_CHECK(ids.dtype == DType::kI32, "moe_route: ids must be I32");
+    const int64_t T = router_logits.rows(), E = router_logits.cols(), k = ids.cols();
+    PAGODA_CHECK(ids.rows() == T && weights.rows() == T && weights.cols() == k && k > 0 && k <= E,
+                 "moe_route: router_logits ", router_logits.shape_string(), " ids ", ids.shape_string(), " weights ",
+                 weights.shape_string());
+    const float* lp = router_logits.ptr<float>();
+    int32_t* ip = ids.ptr<int32_t>();
+    float* wp = weights.ptr<float>();
+    pool_.parallel_for(T, rows_grain(E * 8), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* l = lp + t * E;
+        int32_t* id = ip + t * k;
+        float* w = wp + t * k;
+        float mx = l[0];
+        for (int64_t e = 1; e < E; ++e) mx = std::max(mx, l[e]);
+        float sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += std::exp(l[e] - mx);
+        // Insertion into the sorted top-k list; strict > keeps the lower id first on ties.
+        int64_t n = 0;
+        for (int64_t e = 0; e < E; ++e) {
+          const float p = std::exp(l[e] - mx) / sum;
+          if (n == k && !(p > w[k - 1])) continue;
+          int64_t pos = n < k ? n++ : k - 1;
+          while (pos > 0 && p > w[pos - 1]) {
+            w[pos] = w[pos - 1];
+            id[pos] = id[pos - 1];
+            --pos;
+          }
+          w[pos] = p;
+          id[pos] = static_cast<int32_t>(e);
+        }
+        if (renormalize) {
+          float s = 0;
+          for (int64_t j = 0; j < k; ++j) s += w[j];
+          for (int64_t j = 0; j < k; ++j) w[j] /= s;
+        }
+      }
+    });
+  }
+
+  void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const MoeExpertWeights& experts,
+                   const MoeScratch& scratch, Tensor out) override {
+    check_f32(x, "moe_experts", "x");
+    check_f32(out, "moe_experts", "out");
+    check_f32(weights, "moe_experts", "weights");
+    PAGODA_CHECK(ids.dtype == DType::kI32, "moe_experts: ids must be I32");
+    const int64_t T = x.rows(), H = x.cols(), k = ids.cols(), R = T * k;
+    const int64_t E = static_cast<int64_t>(experts.gate.size());
+    PAGODA_CHECK(E > 0 && experts.up.size() == experts.gate.size() && experts.down.size() == experts.gate.size(),
+                 "moe_experts: gate, up and down must list the same number of experts");
+    const int64_t I = experts.gate[0].dim(0);
+    PAGODA_CHECK(out.rows() == T && out.cols() == H && ids.rows() == T && weights.rows() == T && weights.cols() == k,
+                 "moe_experts: x ", x.shape_string(), " ids ", ids.shape_string(), " weights ", weights.shape_string(),
+                 " out ", out.shape_string());
+    PAGODA_CHECK(scratch.x.rows() >= R && scratch.x.cols() == H && scratch.y.rows() >= R && scratch.y.cols() == H &&
+                     scratch.gate.rows() >= R && scratch.gate.cols() == I && scratch.up.rows() >= R &&
+                     scratch.up.cols() == I && scratch.row_of_pair.numel() >= R && scratch.pair_of_row.numel() >= R &&
+                     scratch.expert_offsets.numel() >= E + 1 && scratch.row_of_pair.dtype == DType::kI32 &&
+                     scratch.pair_of_row.dtype == DType::kI32 && scratch.expert_offsets.dtype == DType::kI32,
+                 "moe_experts: scratch too small for ", T, " tokens x top-", k, " (H ", H, ", I ", I, ", ", E,
+                 " experts)");
+    if (T == 0) return;
+    const int32_t* id = ids.ptr<int32_t>();
+    int32_t* row_of_pair = scratch.row_of_pair.ptr<int32_t>();
+    int32_t* pair_of_row = scratch.pair_of_row.ptr<int32_t>();
+    int32_t* off = scratch.expert_offsets.ptr<int32_t>();
+
+    // Counting sort of the pairs by expert (stable: token order within an expert).
+    std::fill(off, off + E + 1, 0);
+    for (int64_t p = 0; p < R; ++p) {
+      PAGODA_CHECK(id[p] >= 0 && id[p] < E, "moe_experts: expert id ", id[p], " out of range [0, ", E, ")");
+      ++off[id[p] + 1];
+    }
+    for (int64_t e = 0; e < E; ++e) off[e + 1] += off[e];
+    for (int64_t p = 0; p < R; ++p) {
+      const int32_t row = off[id[p]]++;
+      row_of_pair[p] = row;
+      pair_of_row[row] = static_cast<int32_t>(p);
+    }
+    for (int64_t e = E; e > 0; --e) off[e] = off[e - 1];
+    off[0] = 0;
+
+    // Gather the rows of x grouped by expert.
+    const float* xp = x.ptr<float>();
+    float* xs = scratch.x.ptr<float>();
+    pool_.parallel_for(R, rows_grain(H), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        std::memcpy(xs + r * H, xp + (pair_of_row[r] / k) * H, static_cast<size_t>(H) * sizeof(float));
+    });
+
+    // One grouped GEMM per expert over its rows. y may alias x: an expert's x rows are consumed
+    // by gate/up before down writes the same rows of y.
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = off[e], r1 = off[e + 1];
+      if (r0 == r1) continue;
+      PAGODA_CHECK(experts.gate[e].dim(0) == I && experts.up[e].dim(0) == I && experts.down[e].dim(1) == I,
+                   "moe_experts: expert ", e, " intermediate size differs from expert 0's ", I);
+      const Tensor xe = scratch.x.slice_rows(r0, r1);
+      Tensor ge = scratch.gate.slice_rows(r0, r1), ue = scratch.up.slice_rows(r0, r1);
+      linears(xe, {&experts.gate[e], &experts.up[e]}, {nullptr, nullptr}, {ge, ue});
+      silu_and_mul(ge, ue, ge);
+      linear(ge, experts.down[e], nullptr, scratch.y.slice_rows(r0, r1));
+    }
+
+    // Weighted scatter: out[t] = sum_j w[t, j] * y[row_of_pair(t, j)], in j order.
+    const float* ys = scratch.y.ptr<float>();
+    const float* wp = weights.ptr<float>();
+    float* op = out.ptr<float>();
+    pool_.parallel_for(T, rows_grain(H * k), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* o = op + t * H;
+        for (int64_t j = 0; j < k; ++j) {
+          const float w = wp[t * k + j];
+          const float* y = ys + static_cast<int64_t>(row_of_pair[t * k + j]) * H;
+          if (j == 0) {
+            for (int64_t h = 0; h < H; ++h) o[h] = w * y[h];
+          } else {
+            for (int64_t h = 0; h < H; ++h) o[h] += w * y[h];
+          }
+        }
+      }
+    });
+  }
+
  private:
   struct Item {
     int32_t seq, kv_head, q_begin, q_end, first_pos;
