@@ -101,6 +101,21 @@ FIXTURES = {
                                norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0],
                                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
                       dtype="bfloat16", prompts=[1, 9, 40]),
+    # Qwen3-Next hybrid: layers 0, 2 Gated DeltaNet (interleaved in_proj_qkvz / in_proj_ba, 2 key heads,
+    # 4 value heads), layers 1, 3 gated full attention (head_dim 32, partial RoPE 0.25 -> 8 dims);
+    # layer 0 dense MLP, layers 1-3 MoE (8 experts, top-2) with a sigmoid-gated shared expert. The
+    # 70-token prompt spans two 64-token chunks of the chunked delta rule.
+    "qwen3_next": dict(cls="Qwen3NextConfig",
+                       cfg=dict(num_hidden_layers=4, head_dim=32, partial_rotary_factor=0.25,
+                                layer_types=["linear_attention", "full_attention"] * 2,
+                                linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                                linear_value_head_dim=16, linear_conv_kernel_dim=4,
+                                num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                                shared_expert_intermediate_size=48, norm_topk_prob=True, decoder_sparse_step=1,
+                                mlp_only_layers=[0],
+                                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                 "partial_rotary_factor": 0.25}),
+                       dtype="bfloat16", prompts=[1, 9, 70]),
 }
 
 # Smallest gap allowed between the k-th and (k+1)-th router probability of any token (MoE only):

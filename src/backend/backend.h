@@ -94,6 +94,28 @@ struct AttentionMetadata {
   int32_t max_query_len = 0;
   int32_t max_seq_len = 0;
   int32_t sliding_window = -1;  // > 0: a query attends only to the last `sliding_window` keys
+  // Hybrid (linear-attention) models only: I32 [num_seqs], the state slot of each sequence (see
+  // LinearAttnState). data == nullptr when the model keeps no per-sequence state.
+  Tensor state_slots;
+};
+
+// The per-sequence state of one Gated DeltaNet (linear-attention) layer for num_slots sequences,
+// both F32: conv [num_slots, conv_dim, K - 1] holds the raw conv inputs of the last K - 1 tokens
+// (oldest first); recurrent [num_slots, n_v, d_k, d_v] holds the delta-rule state S of each value
+// head. A sequence whose chunk starts at position 0 (seq_lens[s] == query length) starts from a
+// zero state and ignores what its slot held; otherwise it continues from its slot. Each op
+// leaves the state after the sequence's last token in its slot.
+struct LinearAttnState {
+  Tensor conv;
+  Tensor recurrent;
+};
+
+// Head layout of a Gated DeltaNet layer: value head h reads key head h / (num_v_heads / num_k_heads).
+struct GdnShape {
+  int32_t num_k_heads = 0;
+  int32_t num_v_heads = 0;
+  int32_t k_head_dim = 0;
+  int32_t v_head_dim = 0;
 };
 
 // The experts of one sparse MoE block (SwiGLU experts): expert e has gate[e], up[e] [I, H] and
@@ -182,6 +204,26 @@ class Backend {
   // tokens runs as one GEMM over its rows: gather, gate/up, silu_and_mul, down, weighted scatter.
   virtual void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const MoeExpertWeights& experts,
                            const MoeScratch& scratch, Tensor out) = 0;
+
+  // ---- hybrid attention (Qwen3-Next / Qwen3.5) --------------------------------------------
+  // x *= sigmoid(gate), gate [T, N] elementwise or [T, 1] broadcast over the row.
+  virtual void sigmoid_mul(Tensor x, const Tensor& gate) = 0;
+  // Gated RMSNorm: out = weight * rms_norm(x) * silu(z) row-wise (x, z, out [R, d]; weight [d]).
+  virtual void rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, float eps, Tensor out) = 0;
+  // Causal depthwise conv1d + SiLU over each sequence of the batch: out[t, c] = silu(sum_j
+  // weight[c, j] * x[t - (K-1) + j, c]) where inputs before the chunk come from state.conv of the
+  // sequence's slot (zeros at position 0); the slot is then updated. x, out [T, C]; weight F32 [C, K].
+  virtual void causal_conv1d(const Tensor& x, const Tensor& weight, const AttentionMetadata& meta,
+                             LinearAttnState& state, Tensor out) = 0;
+  // Gated delta rule. qkv [T, 2 n_k d_k + n_v d_v] = [q | k | v] after the conv; a, b [T, n_v];
+  // A_log, dt_bias F32 [n_v]. Per token: q, k L2-normalised per head (eps 1e-6), q *= d_k^-1/2,
+  // g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b); per value head
+  // S <- exp(g) S; S <- S + k (beta (v - S^T k))^T; o = S^T q. out [T, n_v d_v].
+  // chunk_size > 0: a sequence with more than one query token runs the chunked (WY) form over
+  // chunks of chunk_size tokens (same result up to rounding); 0: token by token throughout.
+  virtual void gated_delta_rule(const Tensor& qkv, const Tensor& a, const Tensor& b, const Tensor& A_log,
+                                const Tensor& dt_bias, const GdnShape& shape, const AttentionMetadata& meta,
+                                int chunk_size, LinearAttnState& state, Tensor out) = 0;
 };
 
 // The CPU backend (AVX-512 / AVX2 kernels chosen at run time, all cores).

@@ -15,7 +15,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr const char* kSupportedModelTypes = "qwen2, qwen3, llama, qwen3_moe";
+constexpr const char* kSupportedModelTypes = "qwen2, qwen3, llama, qwen3_moe, qwen3_next, qwen3_5, qwen3_5_moe";
 constexpr const char* kSupportedRopeTypes = "default, linear, dynamic, yarn, llama3";
 
 // Typed field access: absent or null -> fallback; wrong type -> Error naming file and field.
@@ -123,7 +123,7 @@ DType parse_torch_dtype(const std::string& s, const std::string& file, const cha
 
 // transformers v5 merges rope_scaling (legacy) and rope_parameters (v5) into one dict; rope_scaling
 // wins when both are set. rope_theta / partial_rotary_factor inside the dict beat the top level.
-void parse_rope(const Fields& top, ModelConfig& c) {
+void parse_rope(const Fields& top, ModelConfig& c, double partial_rotary_default) {
   const json* dict = top.find("rope_scaling");
   const char* dict_name = "rope_scaling";
   if (dict == nullptr || (dict->is_object() && dict->empty())) {
@@ -133,7 +133,7 @@ void parse_rope(const Fields& top, ModelConfig& c) {
   if (dict != nullptr && !dict->is_object()) top.type_error(dict_name, "an object or null", *dict);
 
   c.rope_theta = top.number("rope_theta", 10000.0);
-  c.partial_rotary_factor = top.number("partial_rotary_factor", 1.0);
+  c.partial_rotary_factor = top.number("partial_rotary_factor", partial_rotary_default);
   RopeScaling& r = c.rope_scaling;
   r = RopeScaling{};
   if (dict == nullptr) return;
@@ -196,13 +196,33 @@ void check_positive(const std::string& file, const char* key, int64_t v) {
 
 ModelConfig parse_model_config(const json& j, const std::string& file_name) {
   PAGODA_CHECK(j.is_object(), file_name, ": not a JSON object");
+  // Qwen3.5 (qwen3_5 / qwen3_5_moe) nests the language model's fields in text_config: parse those
+  // under the top-level model_type; top-level architectures / tie_word_embeddings / dtype apply.
+  if (const auto mt = j.find("model_type"); mt != j.end() && mt->is_string() &&
+                                            (*mt == "qwen3_5" || *mt == "qwen3_5_moe")) {
+    if (const auto tc = j.find("text_config"); tc != j.end() && tc->is_object()) {
+      json merged = *tc;
+      merged["model_type"] = *mt;
+      for (const char* key : {"architectures", "tie_word_embeddings", "dtype", "torch_dtype"}) {
+        if (j.contains(key) && !j[key].is_null() && (!merged.contains(key) || merged[key].is_null() ||
+                                                     std::string(key) == "tie_word_embeddings"))
+          merged[key] = j[key];
+      }
+      ModelConfig c = parse_model_config(merged, file_name);
+      c.text_config_nested = true;
+      return c;
+    }
+  }
   const Fields f(j, file_name);
   ModelConfig c;
   f.require("model_type");
   c.model_type = f.string("model_type", "");
   const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", llama = c.model_type == "llama";
   const bool qwen3_moe = c.model_type == "qwen3_moe";
-  PAGODA_CHECK(qwen2 || qwen3 || llama || qwen3_moe, file_name, ": model_type \"", c.model_type, "\" is not supported; supported: ",
+  const bool qwen3_next = c.model_type == "qwen3_next", qwen3_5 = c.model_type == "qwen3_5",
+             qwen3_5_moe = c.model_type == "qwen3_5_moe";
+  const bool hybrid = qwen3_next || qwen3_5 || qwen3_5_moe;
+  PAGODA_CHECK(qwen2 || qwen3 || llama || qwen3_moe || hybrid, file_name, ": model_type \"", c.model_type, "\" is not supported; supported: ",
                kSupportedModelTypes);
 
   if (const json* a = f.find("architectures")) {
@@ -230,7 +250,9 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
   PAGODA_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, file_name, ": num_attention_heads (",
                c.num_attention_heads, ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
 
-  if (qwen3) {
+  if (hybrid) {
+    c.head_dim = f.integer("head_dim", 256);  // Qwen3NextConfig / Qwen3_5TextConfig default
+  } else if (qwen3) {
     c.head_dim = f.integer("head_dim", 128);  // Qwen3Config's class default, not hidden / heads
   } else if (f.has("head_dim")) {
     c.head_dim = f.integer("head_dim", 0);
@@ -247,7 +269,7 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
   PAGODA_CHECK(c.rms_norm_eps > 0, file_name, ": field 'rms_norm_eps' must be positive");
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
 
-  parse_rope(f, c);
+  parse_rope(f, c, hybrid ? 0.25 : 1.0);  // hybrids: partial_rotary_factor defaults to 0.25
   PAGODA_CHECK(c.rope_theta > 0 && std::isfinite(c.rope_theta), file_name, ": field 'rope_theta' must be positive");
   PAGODA_CHECK(c.partial_rotary_factor > 0 && c.partial_rotary_factor <= 1, file_name,
                ": field 'partial_rotary_factor' must be in (0, 1], got ", c.partial_rotary_factor);
@@ -273,13 +295,49 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
     if (c.use_sliding_window) check_positive(file_name, "sliding_window", c.sliding_window);
   }
 
-  if (qwen3_moe) {
+  if (hybrid) {
+    // Qwen3NextConfig / Qwen3_5TextConfig: layer_types, else full attention every
+    // full_attention_interval-th layer (default 4).
+    c.full_attention_interval = f.integer("full_attention_interval", 4);
+    check_positive(file_name, "full_attention_interval", c.full_attention_interval);
+    if (const json* lt = f.find("layer_types")) {
+      if (!lt->is_array()) f.type_error("layer_types", "a list of strings", *lt);
+      PAGODA_CHECK(static_cast<int64_t>(lt->size()) == c.num_hidden_layers, file_name, ": layer_types has ",
+                   lt->size(), " entries, expected num_hidden_layers = ", c.num_hidden_layers);
+      for (const json& e : *lt) {
+        if (!e.is_string()) f.type_error("layer_types", "a list of strings", *lt);
+        const std::string t = e.get<std::string>();
+        PAGODA_CHECK(t == "linear_attention" || t == "full_attention", file_name, ": layer_types entry \"", t,
+                     "\"; supported: linear_attention, full_attention");
+        c.layer_types.push_back(t);
+      }
+    } else {
+      for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+        c.layer_types.push_back((i + 1) % c.full_attention_interval == 0 ? "full_attention" : "linear_attention");
+    }
+    c.linear_conv_kernel_dim = f.integer("linear_conv_kernel_dim", 4);
+    c.linear_key_head_dim = f.integer("linear_key_head_dim", 128);
+    c.linear_value_head_dim = f.integer("linear_value_head_dim", 128);
+    c.linear_num_key_heads = f.integer("linear_num_key_heads", 16);
+    c.linear_num_value_heads = f.integer("linear_num_value_heads", 32);
+    for (const char* key : {"linear_conv_kernel_dim", "linear_key_head_dim", "linear_value_head_dim",
+                            "linear_num_key_heads", "linear_num_value_heads"})
+      check_positive(file_name, key, f.integer(key, 1));
+    PAGODA_CHECK(c.linear_num_value_heads % c.linear_num_key_heads == 0, file_name, ": linear_num_value_heads (",
+                 c.linear_num_value_heads, ") must be a multiple of linear_num_key_heads (", c.linear_num_key_heads, ")");
+  }
+
+  if (qwen3_moe || qwen3_next || qwen3_5_moe) {
     // Qwen3MoeConfig.attribute_map: num_experts -> num_local_experts (what save_pretrained writes).
-    c.num_experts = f.has("num_local_experts") ? f.integer("num_local_experts", 128) : f.integer("num_experts", 128);
-    c.num_experts_per_tok = f.integer("num_experts_per_tok", 8);
-    c.moe_intermediate_size = f.integer("moe_intermediate_size", 768);
+    const int64_t def_experts = qwen3_moe ? 128 : qwen3_next ? 512 : 256;
+    c.num_experts = f.has("num_local_experts") ? f.integer("num_local_experts", def_experts)
+                                               : f.integer("num_experts", def_experts);
+    c.num_experts_per_tok = f.integer("num_experts_per_tok", qwen3_moe ? 8 : qwen3_next ? 10 : 8);
+    c.moe_intermediate_size = f.integer("moe_intermediate_size", qwen3_moe ? 768 : 512);
     c.decoder_sparse_step = f.integer("decoder_sparse_step", 1);
-    c.norm_topk_prob = f.boolean("norm_topk_prob", false);
+    // Qwen3-Next defaults to renormalising; Qwen3.5-MoE always renormalises.
+    c.norm_topk_prob = qwen3_5_moe ? true : f.boolean("norm_topk_prob", qwen3_next);
+    if (!qwen3_moe) c.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size", 512);
     PAGODA_CHECK(c.num_experts >= 0, file_name, ": field 'num_experts' must not be negative, got ", c.num_experts);
     check_positive(file_name, "decoder_sparse_step", c.decoder_sparse_step);
     if (c.num_experts > 0) {

@@ -57,6 +57,17 @@ struct ModelConfig {
   int64_t decoder_sparse_step = 1;
   bool norm_topk_prob = false;
   std::vector<int64_t> mlp_only_layers;
+  // Hybrid attention (qwen3_next, qwen3_5, qwen3_5_moe): per layer "linear_attention" (Gated
+  // DeltaNet) or "full_attention" (gated attention); empty for the other models.
+  std::vector<std::string> layer_types;
+  int64_t full_attention_interval = 4;
+  int64_t linear_conv_kernel_dim = 0;
+  int64_t linear_key_head_dim = 0;
+  int64_t linear_value_head_dim = 0;
+  int64_t linear_num_key_heads = 0;
+  int64_t linear_num_value_heads = 0;
+  int64_t shared_expert_intermediate_size = 0;  // qwen3_next / qwen3_5_moe MoE layers
+  bool text_config_nested = false;  // qwen3_5*: fields came from config.json's text_config
   std::optional<DType> torch_dtype;
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
@@ -66,6 +77,10 @@ struct ModelConfig {
   // Whether layer i's MLP is a sparse MoE block (transformers' Qwen3MoeDecoderLayer rule): i not in
   // mlp_only_layers, num_experts > 0 and (i + 1) % decoder_sparse_step == 0.
   bool is_moe_layer(int64_t i) const;
+  bool is_hybrid() const { return !layer_types.empty(); }
+  bool is_linear_attention_layer(int64_t i) const {
+    return i < static_cast<int64_t>(layer_types.size()) && layer_types[i] == "linear_attention";
+  }
 };
 
 // Reads and validates <model_dir>/config.json. Unknown model_type, a missing or mistyped

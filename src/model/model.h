@@ -22,6 +22,10 @@ struct ForwardBatch {
 struct ModelLoadOptions {
   int max_num_tokens = 2048;  // most tokens in one forward pass (sizes the activation workspace)
   int max_num_logits = 256;   // most rows of logits in one forward pass
+  // Hybrid models (linear-attention layers) only: how many per-sequence state slots to allocate
+  // (conv + recurrent state per linear-attention layer each). 0 = max_num_logits. A forward batch
+  // names the slot of each sequence in attn.state_slots; every sequence in flight needs its own.
+  int num_state_slots = 0;
 };
 
 class CausalLM {
@@ -33,6 +37,10 @@ class CausalLM {
   virtual int num_kv_layers() const = 0;
   virtual int num_kv_heads() const = 0;
   virtual int head_dim() const = 0;
+  // Per-sequence state slots of a hybrid model (0: the model keeps no state besides the KV cache
+  // and ignores attn.state_slots). A sequence's slot is overwritten when its chunk starts at
+  // position 0, so a slot needs no reset between requests.
+  virtual int num_state_slots() const { return 0; }
 
   // Runs the batch, writes K/V of its tokens into `kv`, and writes F32 logits [L, vocab_size]
   // for the rows named by batch.logits_indices into `logits`.

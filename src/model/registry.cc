@@ -4,6 +4,7 @@
 
 #include "base/error.h"
 #include "model/decoder_lm.h"
+#include "model/hybrid_lm.h"
 
 namespace pagoda {
 namespace {
@@ -16,6 +17,9 @@ const std::map<std::string, ModelFactory>& registry() {
       {"qwen2", &make_decoder_lm},
       {"qwen3", &make_decoder_lm},
       {"qwen3_moe", &make_decoder_lm},
+      {"qwen3_next", &make_hybrid_lm},
+      {"qwen3_5", &make_hybrid_lm},
+      {"qwen3_5_moe", &make_hybrid_lm},
   };
   return table;
 }

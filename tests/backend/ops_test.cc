@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <array>
 #include <cstdlib>
+#include <cstring>
 
 #include "test_util.h"
 
@@ -320,6 +322,137 @@ TEST(CpuIsa, EnvironmentSelectsTheKernels) {
   EXPECT_THROW(cpu::default_isa(), Error);
   unsetenv("PAGODA_CPU_ISA");
   EXPECT_TRUE(cpu::isa_supported(cpu::default_isa()));
+}
+
+// ---- Gated DeltaNet (hybrid models) ------------------------------------------------------------
+
+namespace gdn_test {
+
+struct Host {
+  Backend& be;
+  std::vector<DeviceBuffer> bufs;
+  Tensor f32(const std::vector<float>& v, std::initializer_list<int64_t> dims) {
+    bufs.push_back(be.allocate(std::max<size_t>(v.size(), 1) * sizeof(float)));
+    std::memcpy(bufs.back().data(), v.data(), v.size() * sizeof(float));
+    return Tensor(bufs.back().data(), DType::kF32, dims);
+  }
+  Tensor i32(const std::vector<int32_t>& v) {
+    bufs.push_back(be.allocate(std::max<size_t>(v.size(), 1) * sizeof(int32_t)));
+    std::memcpy(bufs.back().data(), v.data(), v.size() * sizeof(int32_t));
+    return Tensor(bufs.back().data(), DType::kI32, {static_cast<int64_t>(v.size())});
+  }
+  // Sequences given as (start position, query length, slot); tokens laid out in order.
+  AttentionMetadata meta(const std::vector<std::array<int32_t, 3>>& seqs) {
+    std::vector<int32_t> qsl{0}, lens, slots;
+    for (const auto& s : seqs) {
+      qsl.push_back(qsl.back() + s[1]);
+      lens.push_back(s[0] + s[1]);
+      slots.push_back(s[2]);
+    }
+    AttentionMetadata m;
+    m.query_start_loc = i32(qsl);
+    m.seq_lens = i32(lens);
+    m.state_slots = i32(slots);
+    m.num_seqs = static_cast<int32_t>(seqs.size());
+    m.num_tokens = qsl.back();
+    return m;
+  }
+};
+
+std::vector<float> randn(size_t n, unsigned seed, float scale) {
+  std::srand(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = scale * (static_cast<float>(std::rand()) / RAND_MAX * 2.0f - 1.0f);
+  return v;
+}
+
+}  // namespace gdn_test
+
+// The chunked (WY) form of the gated delta rule equals the token-by-token recurrence, for several
+// sequences in one call each with its own state slot, chunks of 64 with a partial last chunk, and a
+// prefill split across calls (the second call continues from the slot).
+TEST(GatedDeltaNet, ChunkedEqualsRecurrentPerSlot) {
+  std::unique_ptr<Backend> be = make_cpu_backend();
+  gdn_test::Host h{*be, {}};
+  GdnShape shape{2, 4, 16, 8};
+  const int64_t nk = 2, nv = 4, dk = 16, dv = 8, conv_dim = 2 * nk * dk + nv * dv, S = 6;
+  const std::vector<int32_t> lens = {130, 1, 70};
+  const std::vector<int32_t> slot_of = {2, 0, 5};
+  const int64_t T = 201;
+  const std::vector<float> qkv = gdn_test::randn(T * conv_dim, 1, 1.0f);
+  const std::vector<float> a = gdn_test::randn(T * nv, 2, 2.0f), b = gdn_test::randn(T * nv, 3, 2.0f);
+  const std::vector<float> alog = gdn_test::randn(nv, 4, 1.0f), dtb = gdn_test::randn(nv, 5, 1.0f);
+  Tensor tq = h.f32(qkv, {T, conv_dim}), ta = h.f32(a, {T, nv}), tb = h.f32(b, {T, nv});
+  Tensor tal = h.f32(alog, {nv}), tdt = h.f32(dtb, {nv});
+
+  auto run = [&](int chunk, bool split, std::vector<float>& out, std::vector<float>& state) {
+    LinearAttnState st;
+    st.conv = h.f32(std::vector<float>(S * conv_dim * 3, 0.0f), {S, conv_dim, 3});
+    // Garbage in every slot: a sequence at position 0 must ignore it.
+    st.recurrent = h.f32(gdn_test::randn(S * nv * dk * dv, 9, 5.0f), {S, nv, dk, dv});
+    Tensor o = h.f32(std::vector<float>(T * nv * dv, 0.0f), {T, nv * dv});
+    if (!split) {
+      AttentionMetadata m = h.meta({{0, lens[0], slot_of[0]}, {0, lens[1], slot_of[1]}, {0, lens[2], slot_of[2]}});
+      be->gated_delta_rule(tq, ta, tb, tal, tdt, shape, m, chunk, st, o);
+    } else {
+      // Sequence 0 in two calls (50 + 80 tokens), the others in the first call.
+      AttentionMetadata m1 = h.meta({{0, 50, slot_of[0]}});
+      be->gated_delta_rule(tq.slice_rows(0, 50), ta.slice_rows(0, 50), tb.slice_rows(0, 50), tal, tdt, shape, m1,
+                           chunk, st, o.slice_rows(0, 50));
+      AttentionMetadata m2 = h.meta({{50, 80, slot_of[0]}, {0, lens[1], slot_of[1]}, {0, lens[2], slot_of[2]}});
+      be->gated_delta_rule(tq.slice_rows(50, T), ta.slice_rows(50, T), tb.slice_rows(50, T), tal, tdt, shape, m2,
+                           chunk, st, o.slice_rows(50, T));
+    }
+    out.assign(o.ptr<float>(), o.ptr<float>() + o.numel());
+    state.assign(st.recurrent.ptr<float>(), st.recurrent.ptr<float>() + st.recurrent.numel());
+  };
+  std::vector<float> rec_out, rec_state, chunk_out, chunk_state, split_out, split_state;
+  run(0, false, rec_out, rec_state);
+  run(64, false, chunk_out, chunk_state);
+  run(64, true, split_out, split_state);
+  auto expect_near = [](const std::vector<float>& x, const std::vector<float>& y, const char* what) {
+    ASSERT_EQ(x.size(), y.size());
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, std::fabs(double(x[i]) - y[i]) / (1.0 + std::fabs(y[i])));
+    EXPECT_LT(worst, 2e-4) << what;
+  };
+  expect_near(chunk_out, rec_out, "chunked vs recurrent output");
+  expect_near(split_out, rec_out, "split chunked vs recurrent output");
+  for (int s = 0; s < 3; ++s) {
+    const size_t n = nv * dk * dv, off = slot_of[s] * n;
+    expect_near(std::vector<float>(chunk_state.begin() + off, chunk_state.begin() + off + n),
+                std::vector<float>(rec_state.begin() + off, rec_state.begin() + off + n), "final state");
+    expect_near(std::vector<float>(split_state.begin() + off, split_state.begin() + off + n),
+                std::vector<float>(rec_state.begin() + off, rec_state.begin() + off + n), "final state (split)");
+  }
+  // Slots no sequence used keep their contents.
+  EXPECT_EQ(rec_state[1 * nv * dk * dv], chunk_state[1 * nv * dk * dv]);
+}
+
+// The causal conv in two calls (state carried in the slot) equals one call; position 0 ignores the slot.
+TEST(GatedDeltaNet, CausalConvContinuesFromSlot) {
+  std::unique_ptr<Backend> be = make_cpu_backend();
+  gdn_test::Host h{*be, {}};
+  const int64_t C = 5, K = 4, T = 11, S = 3;
+  const std::vector<float> x = gdn_test::randn(T * C, 11, 1.0f), w = gdn_test::randn(C * K, 12, 1.0f);
+  Tensor tx = h.f32(x, {T, C}), tw = h.f32(w, {C, K});
+  auto fresh_state = [&] {
+    LinearAttnState st;
+    st.conv = h.f32(gdn_test::randn(S * C * (K - 1), 13, 3.0f), {S, C, K - 1});
+    return st;
+  };
+  LinearAttnState st1 = fresh_state(), st2 = fresh_state();
+  Tensor o1 = h.f32(std::vector<float>(T * C, 0.0f), {T, C}), o2 = h.f32(std::vector<float>(T * C, 0.0f), {T, C});
+  be->causal_conv1d(tx, tw, h.meta({{0, T, 1}}), st1, o1);
+  be->causal_conv1d(tx.slice_rows(0, 4), tw, h.meta({{0, 4, 2}}), st2, o2.slice_rows(0, 4));
+  be->causal_conv1d(tx.slice_rows(4, 5), tw, h.meta({{4, 1, 2}}), st2, o2.slice_rows(4, 5));
+  be->causal_conv1d(tx.slice_rows(5, T), tw, h.meta({{5, T - 5, 2}}), st2, o2.slice_rows(5, T));
+  for (int64_t i = 0; i < T * C; ++i) EXPECT_NEAR(o1.ptr<float>()[i], o2.ptr<float>()[i], 1e-5f) << i;
+  // Reference for token 0, channel c: silu(w[c, K-1] * x[0, c]).
+  for (int64_t c = 0; c < C; ++c) {
+    const float z = w[c * K + K - 1] * x[c];
+    EXPECT_NEAR(o1.ptr<float>()[c], z / (1.0f + std::exp(-z)), 1e-5f);
+  }
 }
 
 }  // namespace

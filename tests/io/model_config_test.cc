@@ -117,6 +117,43 @@ TEST(ModelConfig, LlamaMlpBiasRejected) {
   EXPECT_TRUE(parse(j).attention_bias);
 }
 
+TEST(ModelConfig, HybridQwen3NextAndQwen35) {
+  const json base = {{"vocab_size", 512}, {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 8},
+                     {"num_attention_heads", 4}};
+  json next = base;
+  next["model_type"] = "qwen3_next";
+  const ModelConfig c = parse(next);
+  // Qwen3NextConfig defaults: head_dim 256, partial_rotary_factor 0.25, full attention every 4th layer.
+  EXPECT_EQ(c.head_dim, 256);
+  EXPECT_EQ(c.rotary_dim(), 64);
+  ASSERT_EQ(c.layer_types.size(), 8u);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(c.is_linear_attention_layer(i), (i + 1) % 4 != 0) << i;
+  EXPECT_EQ(c.num_experts, 512);
+  EXPECT_EQ(c.num_experts_per_tok, 10);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.linear_num_value_heads, 32);
+  EXPECT_EQ(c.linear_conv_kernel_dim, 4);
+
+  json text = base;
+  text["full_attention_interval"] = 2;
+  text["linear_num_key_heads"] = 2;
+  text["linear_num_value_heads"] = 4;
+  const json q35 = {{"model_type", "qwen3_5"}, {"text_config", text}, {"tie_word_embeddings", true},
+                    {"vision_config", json::object()}};
+  const ModelConfig d = parse(q35);
+  EXPECT_EQ(d.model_type, "qwen3_5");
+  EXPECT_TRUE(d.text_config_nested);
+  EXPECT_TRUE(d.tie_word_embeddings);
+  EXPECT_EQ(d.num_experts, 0);  // dense Qwen3.5
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(d.is_linear_attention_layer(i), i % 2 == 0) << i;
+  EXPECT_EQ(d.linear_num_value_heads, 4);
+
+  json bad = next;
+  bad["layer_types"] = {"linear_attention", "sliding_attention", "full_attention", "full_attention",
+                        "full_attention", "full_attention", "full_attention", "full_attention"};
+  EXPECT_NE(parse_error(bad).find("sliding_attention"), std::string::npos);
+}
+
 TEST(ModelConfig, Qwen3Moe) {
   json j = minimal("qwen3_moe");
   const ModelConfig d = parse(j);  // Qwen3MoeConfig defaults; head_dim -> hidden / heads

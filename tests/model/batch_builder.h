@@ -33,7 +33,7 @@ class BatchBuilder {
 
   // all_logits: a logits row for every token; else only for the last token of each chunk.
   ForwardBatch build(const std::vector<SeqChunk>& chunks, bool all_logits) {
-    std::vector<int32_t> ids, pos, qsl{0}, seq_lens, tables, slots, logits_idx;
+    std::vector<int32_t> ids, pos, qsl{0}, seq_lens, tables, slots, logits_idx, state_slots;
     int32_t max_q = 0, max_len = 0;
     for (const SeqChunk& c : chunks) {
       PAGODA_ASSERT(c.slot >= 0 && c.slot < max_seqs_);
@@ -49,6 +49,7 @@ class BatchBuilder {
       }
       qsl.push_back(static_cast<int32_t>(ids.size()));
       seq_lens.push_back(len);
+      state_slots.push_back(c.slot);  // hybrid models: the sequence slot doubles as its state slot
       for (int j = 0; j < max_blocks_; ++j) tables.push_back(physical_block(c.slot, j));
       max_q = std::max(max_q, n);
       max_len = std::max(max_len, len);
@@ -61,6 +62,7 @@ class BatchBuilder {
     b.attn.seq_lens = upload(seq_lens, {static_cast<int64_t>(seq_lens.size())});
     b.attn.block_tables = upload(tables, {static_cast<int64_t>(chunks.size()), max_blocks_});
     b.attn.slot_mapping = upload(slots, {static_cast<int64_t>(slots.size())});
+    b.attn.state_slots = upload(state_slots, {static_cast<int64_t>(state_slots.size())});
     b.attn.num_seqs = static_cast<int32_t>(chunks.size());
     b.attn.num_tokens = static_cast<int32_t>(ids.size());
     b.attn.max_query_len = max_q;

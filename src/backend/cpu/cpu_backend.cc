@@ -12,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_gdn.h"
 #include "base/thread_pool.h"
 
 namespace pagoda {
@@ -504,6 +505,20 @@ class CpuBackend final : public Backend {
     pool_.parallel_for(a.numel(), kElementwiseGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) ap[i] += bp[i];
     });
+  }
+
+  void sigmoid_mul(Tensor x, const Tensor& gate) override { cpu::sigmoid_mul(pool_, x, gate); }
+  void rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, float eps, Tensor out) override {
+    cpu::rms_norm_gated(pool_, x, z, weight, eps, out);
+  }
+  void causal_conv1d(const Tensor& x, const Tensor& weight, const AttentionMetadata& meta, LinearAttnState& state,
+                     Tensor out) override {
+    cpu::causal_conv1d(pool_, x, weight, meta, state, out);
+  }
+  void gated_delta_rule(const Tensor& qkv, const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias,
+                        const GdnShape& shape, const AttentionMetadata& meta, int chunk_size, LinearAttnState& state,
+                        Tensor out) override {
+    cpu::gated_delta_rule(pool_, qkv, a, b, A_log, dt_bias, shape, meta, chunk_size, state, out);
   }
 
   void moe_route(const Tensor& router_logits, bool renormalize, Tensor ids, Tensor weights) override {
