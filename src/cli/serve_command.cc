@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "engine/async_engine.h"
 #include "engine/llm_engine.h"
+#include "engine/structured_output.h"
 #include "io/model_config.h"
 #include "server/openai_server.h"
 #include "tokenizer/tokenizer.h"
@@ -172,6 +173,7 @@ int serve_command(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const Tokenizer tokenizer = Tokenizer::from_dir(model_dir);
+  ec.token_vocabulary = TokenVocabulary::from_tokenizer(tokenizer);  // structured output
   std::optional<ChatTemplate> chat_template;
   if (auto t = args.get("--chat-template")) {
     chat_template = ChatTemplate::from_flag(*t, model_dir);

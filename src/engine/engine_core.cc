@@ -88,7 +88,7 @@ void EngineCore::add_request(EngineCoreRequest req) {
     r->skip_reading_prefix_cache = true;
   }
 
-  Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids);
+  Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids, config_.token_vocabulary);
   scheduler_->add_request(std::move(r));
   samplers_.emplace(req.request_id,
                     PerRequest{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1)});

@@ -39,6 +39,8 @@ struct EngineConfig {
   // Tokens that end generation unless ignore_eos; empty: the model config's eos_token_id(s).
   // (generation_config.json's list, when the caller loaded it, belongs here.)
   std::vector<int32_t> eos_token_ids;
+  // Token bytes for structured output (guided decoding); requests that ask for it fail without.
+  std::shared_ptr<const TokenVocabulary> token_vocabulary;
 };
 
 struct EngineCoreRequest {

@@ -208,10 +208,17 @@ SampledToken prompt_logprob(const float* logits, int64_t vocab, int32_t next_tok
 }
 
 Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt_token_ids, int64_t vocab_size,
-                 std::vector<int32_t> eos_token_ids)
-    : params_(params), vocab_(vocab_size), eos_(std::move(eos_token_ids)) {
+                 std::vector<int32_t> eos_token_ids, std::shared_ptr<const TokenVocabulary> vocabulary)
+    : params_(params), vocab_(vocab_size), eos_(std::move(eos_token_ids)), vocabulary_(std::move(vocabulary)) {
   PAGODA_CHECK(vocab_size > 0, "vocabulary size must be positive");
   params_.validate(vocab_size, std::numeric_limits<int>::max());
+  if (params_.structured_output) {
+    PAGODA_CHECK(params_.structured_output->grammar, "structured output without a grammar");
+    PAGODA_CHECK(vocabulary_, "structured output (response_format / tool_choice) is not available: the engine has "
+                              "no token vocabulary");
+    matcher_ = std::make_unique<GrammarMatcher>(params_.structured_output->grammar);
+    grammar_active_ = !params_.structured_output->start_after_token.has_value();
+  }
   rng_.seed(params.seed ? *params.seed : std::random_device{}());
 
   if (params_.allowed_token_ids) {
@@ -282,10 +289,17 @@ void Sampler::record(int32_t token) {
 
 SampledToken Sampler::sample(float* logits) {
   const bool want_logprobs = params_.logprobs.has_value();
+  if (matcher_ && grammar_active_) matcher_->mask_logits(logits, vocab_, *vocabulary_, eos_);
   if (want_logprobs) raw_.assign(logits, logits + vocab_);
   apply_processors(logits);
   const int32_t token = params_.greedy() ? argmax(logits, vocab_) : sample_random(logits);
   record(token);
+  if (matcher_) {
+    if (!grammar_active_)
+      grammar_active_ = token == *params_.structured_output->start_after_token;
+    else if (std::find(eos_.begin(), eos_.end(), token) == eos_.end())
+      matcher_->accept_token(*vocabulary_, token);
+  }
   if (want_logprobs) return raw_logprobs(raw_.data(), vocab_, token, *params_.logprobs);
   SampledToken out;
   out.token = token;

@@ -1,5 +1,5 @@
 // Per-request token sampling from one row of logits, in vLLM V1's order:
-//   raw logprobs (log_softmax of the model's logits, when requested)
+//   structured-output grammar mask (when set) -> raw logprobs (log_softmax of the model's logits, when requested)
 //   -> allowed_token_ids mask -> min_tokens mask (eos + stop ids) -> logit_bias
 //   -> repetition / frequency / presence penalties
 //   -> greedy argmax, or temperature -> min-p -> top-k -> top-p -> a draw from what is left.
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/sampling_params.h"
+#include "engine/structured_output.h"
 
 namespace pagoda {
 
@@ -31,8 +32,9 @@ struct SampledToken {
 
 class Sampler {  // one per request
  public:
+  // vocabulary: token bytes for params.structured_output (required when that is set).
   Sampler(const SamplingParams& params, std::span<const int32_t> prompt_token_ids, int64_t vocab_size,
-          std::vector<int32_t> eos_token_ids);
+          std::vector<int32_t> eos_token_ids, std::shared_ptr<const TokenVocabulary> vocabulary = nullptr);
 
   // Applies this request's processors to logits[0, vocab_size) in place, samples, records the
   // token (for penalties and min_tokens) and returns it, with raw logprobs if requested.
@@ -54,6 +56,12 @@ class Sampler {  // one per request
   std::vector<int32_t> eos_;
   std::mt19937_64 rng_;
   int num_output_ = 0;
+
+  // Structured output: the grammar masks the row (before everything else, logprobs included, as
+  // vLLM applies its bitmask to the logits) once active, and follows the sampled tokens.
+  std::shared_ptr<const TokenVocabulary> vocabulary_;
+  std::unique_ptr<GrammarMatcher> matcher_;
+  bool grammar_active_ = false;
 
   bool use_penalties_ = false;  // any of repetition / frequency / presence is active
   bool use_repetition_ = false;

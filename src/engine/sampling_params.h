@@ -4,11 +4,14 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace pagoda {
+
+struct StructuredOutputSpec;  // engine/structured_output.h
 
 struct SamplingParams {
   int n = 1;                  // completions per prompt (the engine fans out; the Sampler ignores it)
@@ -32,6 +35,8 @@ struct SamplingParams {
   std::optional<int> prompt_logprobs;  // top-k logprobs per prompt token
   bool skip_special_tokens = true;
   bool spaces_between_special_tokens = true;
+  // Guided decoding: the output must match this grammar (needs EngineConfig::token_vocabulary).
+  std::shared_ptr<const StructuredOutputSpec> structured_output;
 
   static constexpr float kGreedyEpsilon = 1e-5f;
   bool greedy() const { return temperature < kGreedyEpsilon; }

@@ -84,10 +84,11 @@ std::vector<int32_t> get_token_ids(const ordered_json& v, const char* key, int64
 }
 
 ordered_json parse_object(const std::string& body) {
+  check_json_depth(body);
   ordered_json j;
   try {
     j = ordered_json::parse(body);
-  } catch (const ordered_json::parse_error& e) {
+  } catch (const ordered_json::exception& e) {  // parse_error, or out_of_range for 1e999
     bad("", std::string("Invalid JSON in the request body: ") + e.what());
   }
   if (!j.is_object()) bad("", std::string("The request body must be a JSON object, got ") + type_name(j));
@@ -178,6 +179,29 @@ void validate(GenerationRequest& r, const ProtocolLimits& limits) {
 }
 
 }  // namespace
+
+void check_json_depth(const std::string& text, const std::string& param) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        bad(param, "The JSON " + std::string(param.empty() ? "request body" : "'" + param + "'") +
+                       " is nested too deeply (more than " + std::to_string(kMaxJsonDepth) + " levels)");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
 
 ApiError::ApiError(int status, std::string message, std::string param)
     : status_(status), message_(std::move(message)), param_(std::move(param)) {}
@@ -294,6 +318,7 @@ static ordered_json normalize_messages(const ordered_json& messages) {
         if (!args || (args->is_string() && args->get<std::string>().empty())) {
           fn["arguments"] = ordered_json::object();
         } else if (args->is_string()) {
+          check_json_depth(args->get_ref<const std::string&>(), "messages");
           ordered_json parsed = ordered_json::parse(args->get<std::string>(), nullptr, false);
           if (parsed.is_discarded()) bad("messages", "a tool call's 'arguments' is not valid JSON");
           fn["arguments"] = std::move(parsed);
@@ -400,6 +425,46 @@ ChatRequest parse_chat_request(const std::string& body, const SamplingParams& de
     if (r.response_format != "text" && r.response_format != "json_object" && r.response_format != "json_schema")
       bad("response_format", "'response_format.type' must be text, json_object or json_schema, got '" +
                                  r.response_format + "'");
+    if (r.response_format == "json_schema") {
+      const ordered_json* js = field(*v, "json_schema");
+      if (!js || !js->is_object())
+        bad("response_format", "response_format of type json_schema needs a 'json_schema' object");
+      const ordered_json* schema = field(*js, "schema");
+      if (!schema) schema = field(*js, "json_schema");
+      if (schema) {
+        if (!schema->is_object() && !schema->is_boolean())
+          bad("response_format", "'response_format.json_schema.schema' must be an object");
+        r.response_schema.emplace(*schema);
+      }
+    }
+  }
+  // vLLM extras: structured_outputs {"json": schema} and the older guided_json.
+  for (const char* key : {"structured_outputs", "guided_json"}) {
+    const ordered_json* v = field(j, key);
+    if (!v) continue;
+    const ordered_json* schema = v;
+    if (std::string(key) == "structured_outputs") {
+      if (!v->is_object()) bad(key, "'structured_outputs' must be an object");
+      schema = field(*v, "json");
+      if (!schema) {
+        for (auto it = v->begin(); it != v->end(); ++it)
+          if (!it->is_null() && it.key() != "json" && it.key() != "disable_any_whitespace" &&
+              it.key() != "disable_additional_properties" && it.key() != "whitespace_pattern")
+            bad(key, "only structured_outputs.json is supported, got '" + it.key() + "'");
+        continue;
+      }
+    }
+    ordered_json parsed = *schema;
+    if (parsed.is_string()) {
+      check_json_depth(schema->get_ref<const std::string&>(), key);
+      try {
+        parsed = ordered_json::parse(schema->get<std::string>());
+      } catch (const ordered_json::exception& e) {  // parse_error, or out_of_range for 1e999
+        bad(key, std::string("the JSON schema is not valid JSON: ") + e.what());
+      }
+    }
+    if (!parsed.is_object() && !parsed.is_boolean()) bad(key, "the JSON schema must be an object");
+    r.guided_json.emplace(std::move(parsed));
   }
   validate(r, limits);
   return r;

@@ -81,12 +81,22 @@ struct ChatRequest : GenerationRequest {
   std::optional<std::string> chat_template;
   ordered_json chat_template_kwargs = ordered_json::object();
   std::string response_format = "text";  // text | json_object | json_schema
+  std::optional<ordered_json> response_schema;  // response_format.json_schema.schema (json_schema)
+  std::optional<ordered_json> guided_json;      // vLLM's structured_outputs.json / guided_json extra
 };
 
 struct ProtocolLimits {
   int64_t vocab_size = -1;  // > 0: token ids are checked against it
   int max_logprobs = 20;    // --max-logprobs
 };
+
+// JSON nested deeper than this is refused (400) before it is parsed: nlohmann::json copies,
+// compares and prints values recursively, so a deeply nested body (the server takes 32 MiB)
+// would overflow the stack and kill the server.
+inline constexpr int kMaxJsonDepth = 512;
+// Throws ApiError(400, ..., param) if `text` nests arrays / objects deeper than kMaxJsonDepth
+// (brackets inside JSON strings do not count).
+void check_json_depth(const std::string& text, const std::string& param = {});
 
 // Throw ApiError(400) naming the field on a bad body (not JSON, not an object, wrong type, out of
 // range). `defaults` holds the server's sampling defaults (generation_config.json).

@@ -12,6 +12,7 @@
 #include "chat/reasoning_parser.h"
 #include "chat/tool_parser.h"
 #include "engine/output_processor.h"
+#include "engine/structured_output.h"
 #include "server/openai_protocol.h"
 
 namespace pagoda {
@@ -72,6 +73,22 @@ json bytes_of(const std::string& s) {
   return b;
 }
 
+// tool_choice required output: a JSON array of {"name": str, "parameters": ...}; nullopt if it is
+// not (a length cut).
+std::optional<ordered_json> parse_forced_tool_calls(const std::string& text) {
+  ordered_json j;
+  try {
+    j = ordered_json::parse(text);
+  } catch (const ordered_json::parse_error&) {
+    return std::nullopt;
+  }
+  if (!j.is_array()) return std::nullopt;
+  for (const ordered_json& call : j)
+    if (!call.is_object() || !call.contains("name") || !call["name"].is_string() || !call.contains("parameters"))
+      return std::nullopt;
+  return j;
+}
+
 std::string sse(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
 
 }  // namespace
@@ -94,6 +111,8 @@ struct Choice {
   bool finished = false;        // no more tokens will be used
   bool final_sent = false;      // streaming: the finish_reason chunk went out
   int num_tool_calls = 0;       // streaming: calls sent
+  bool forced_started = false;  // streaming, named tool_choice: the call's first delta went out
+  std::string forced_text;      // streaming, tool_choice required: the JSON so far
   std::string finish_reason;
   StopReason stop_reason;
   Clock::time_point first_token{}, last_token{};
@@ -114,6 +133,9 @@ struct OpenAiServer::Job {
   int top_logprobs = 0;
   bool want_prompt_logprobs = false;
   bool parse_tools = false;
+  // tool_choice named / required: the output is grammar-constrained JSON turned into tool calls.
+  api::ToolChoiceMode forced_tools = api::ToolChoiceMode::kNone;
+  std::string forced_name;
   std::shared_ptr<HttpResponse> response;
   std::vector<Choice> choices;
   int prompt_tokens = 0;  // over every prompt (each prompt once)
@@ -273,10 +295,11 @@ void OpenAiServer::handle_metrics(const std::shared_ptr<HttpResponse>& response)
 namespace {
 
 ordered_json parse_body(const std::string& body) {
+  api::check_json_depth(body);
   ordered_json j;
   try {
     j = ordered_json::parse(body);
-  } catch (const ordered_json::parse_error& e) {
+  } catch (const ordered_json::exception& e) {  // parse_error, or out_of_range for 1e999
     throw ApiError(400, std::string("Invalid JSON in the request body: ") + e.what());
   }
   if (!j.is_object()) throw ApiError(400, "The request body must be a JSON object");
@@ -416,9 +439,7 @@ void OpenAiServer::handle_chat(const HttpRequest& request, const std::shared_ptr
   if (req.tools && req.tool_choice == api::ToolChoiceMode::kAuto && !(config_.enable_auto_tool_choice && has_parser))
     throw ApiError(400, "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
                    "tool_choice");
-  if (req.response_format != "text")
-    throw ApiError(501, "response_format '" + req.response_format + "' (structured output) is not supported yet",
-                   "response_format");
+  const std::shared_ptr<const JsonGrammar> grammar = structured_output_grammar(req);
   std::optional<ChatTemplate> custom;
   if (req.chat_template) {
     try {
@@ -457,7 +478,31 @@ void OpenAiServer::handle_chat(const HttpRequest& request, const std::shared_ptr
   std::shared_ptr<Job> job = new_job(true, req, response);
   job->want_logprobs = req.logprobs;
   job->top_logprobs = req.top_logprobs;
-  job->parse_tools = req.tools && req.tool_choice != api::ToolChoiceMode::kNone && has_parser;
+  job->parse_tools = req.tools && req.tool_choice == api::ToolChoiceMode::kAuto && has_parser;
+  if (req.tool_choice == api::ToolChoiceMode::kNamed || req.tool_choice == api::ToolChoiceMode::kRequired) {
+    job->forced_tools = req.tool_choice;
+    job->forced_name = req.tool_choice_name;
+  }
+  if (grammar) {
+    auto spec = std::make_shared<StructuredOutputSpec>();
+    spec->grammar = grammar;
+    // With a reasoning parser the grammar applies once the reasoning ends (vLLM): after the model
+    // writes </think>, unless the prompt already closed the think block.
+    if (config_.reasoning_parser == "qwen3") {
+      const int32_t end_id = tokenizer_.token_to_id("</think>");
+      const int32_t start_id = tokenizer_.token_to_id("<think>");
+      if (end_id >= 0) {
+        const auto last = [&](int32_t id) {
+          for (size_t k = ids.size(); k-- > 0;)
+            if (ids[k] == id) return static_cast<int64_t>(k);
+          return int64_t{-1};
+        };
+        const int64_t last_end = last(end_id);
+        if (!(last_end >= 0 && last_end > last(start_id))) spec->start_after_token = end_id;
+      }
+    }
+    req.params.structured_output = std::move(spec);
+  }
   job->prompt_tokens = static_cast<int>(ids.size());
   for (int i = 0; i < req.params.n; ++i) {
     Choice c;
@@ -469,6 +514,65 @@ void OpenAiServer::handle_chat(const HttpRequest& request, const std::shared_ptr
     job->choices.push_back(std::move(c));
   }
   launch(job, req.params, req.priority);
+}
+
+std::shared_ptr<const JsonGrammar> OpenAiServer::structured_output_grammar(const api::ChatRequest& req) const {
+  // vLLM's order: a forcing tool_choice, then structured_outputs / guided_json, then response_format.
+  std::string param = "response_format";
+  try {
+    if (req.tool_choice == api::ToolChoiceMode::kNamed) {
+      param = "tools";
+      for (const ordered_json& t : *req.tools) {
+        const ordered_json& fn = t["function"];
+        if (fn["name"] != req.tool_choice_name) continue;
+        const auto p = fn.find("parameters");
+        if (p == fn.end() || p->is_null()) return JsonGrammar::any_object();
+        return JsonGrammar::from_schema(*p);
+      }
+      throw ApiError(400, "Tool '" + req.tool_choice_name + "' has not been passed in `tools`.", "tool_choice");
+    }
+    if (req.tool_choice == api::ToolChoiceMode::kRequired) {
+      // vLLM's _get_json_schema_from_tool: a non-empty array of {"name", "parameters"} objects,
+      // one alternative per tool; the tools' $defs are lifted to the top.
+      param = "tools";
+      ordered_json defs = ordered_json::object();
+      ordered_json alts = ordered_json::array();
+      for (const ordered_json& t : *req.tools) {
+        const ordered_json& fn = t["function"];
+        ordered_json params = ordered_json{{"type", "object"}, {"properties", ordered_json::object()}};
+        if (const auto p = fn.find("parameters"); p != fn.end() && !p->is_null()) params = *p;
+        if (params.is_object() && params.contains("$defs")) {
+          if (!params["$defs"].is_object())
+            throw ApiError(400, "a tool's parameters '$defs' must be an object", "tools");
+          for (auto it = params["$defs"].begin(); it != params["$defs"].end(); ++it) {
+            if (defs.contains(it.key()) && defs[it.key()] != it.value())
+              throw ApiError(400, "Tool definition '" + it.key() + "' has multiple schemas, which is not supported.",
+                             "tools");
+            defs[it.key()] = it.value();
+          }
+          params.erase("$defs");
+        }
+        alts.push_back(ordered_json{
+            {"properties",
+             ordered_json{{"name", ordered_json{{"type", "string"}, {"enum", ordered_json::array({fn["name"]})}}},
+                          {"parameters", params}}},
+            {"required", ordered_json::array({"name", "parameters"})}});
+      }
+      ordered_json schema{{"type", "array"}, {"minItems", 1}, {"items", ordered_json{{"type", "object"}, {"anyOf", alts}}}};
+      if (!defs.empty()) schema["$defs"] = defs;
+      return JsonGrammar::from_schema(schema);
+    }
+    if (req.guided_json) {
+      param = "structured_outputs";
+      return JsonGrammar::from_schema(*req.guided_json);
+    }
+    if (req.response_format == "json_object") return JsonGrammar::any_object();
+    if (req.response_format == "json_schema")
+      return req.response_schema ? JsonGrammar::from_schema(*req.response_schema) : JsonGrammar::any_object();
+  } catch (const Error& e) {
+    throw ApiError(400, param + ": " + e.what(), param);
+  }
+  return nullptr;
 }
 
 void OpenAiServer::launch(const std::shared_ptr<Job>& job, const SamplingParams& params, int priority) {
@@ -672,6 +776,40 @@ void OpenAiServer::process(Job& job) {
           content = std::move(r.content);
         }
         json tool_deltas = json::array();
+        if (job.forced_tools == api::ToolChoiceMode::kNamed && !content.empty()) {
+          // Named tool_choice: the constrained JSON is the call's arguments, streamed as they come.
+          json e{{"index", 0}};
+          if (!c.forced_started) {
+            c.forced_started = true;
+            e["id"] = make_tool_call_id();
+            e["type"] = "function";
+            e["function"] = json{{"name", job.forced_name}, {"arguments", content}};
+          } else {
+            e["function"] = json{{"arguments", content}};
+          }
+          tool_deltas.push_back(std::move(e));
+          content.clear();
+        } else if (job.forced_tools == api::ToolChoiceMode::kRequired) {
+          // tool_choice required: the calls go out whole once the array is complete.
+          c.forced_text += content;
+          content.clear();
+          if (c.finished) {
+            std::optional<ordered_json> calls = parse_forced_tool_calls(c.forced_text);
+            if (calls) {
+              for (size_t k = 0; k < calls->size(); ++k) {
+                const ordered_json& call = (*calls)[k];
+                tool_deltas.push_back(json{{"index", k},
+                                           {"id", make_tool_call_id()},
+                                           {"type", "function"},
+                                           {"function", json{{"name", call["name"]},
+                                                             {"arguments", python_json_dumps(call["parameters"])}}}});
+              }
+              c.num_tool_calls = static_cast<int>(calls->size());
+            } else {
+              content = c.forced_text;  // cut short (length): not a valid array, sent as content
+            }
+          }
+        }
         if (c.tools) {
           ToolParserDelta t = c.tools->push(content);
           if (c.finished) {
@@ -817,6 +955,24 @@ void OpenAiServer::process(Job& job) {
         auto [r, rest] = Qwen3ReasoningParser::extract(c.prompt_text, text);
         if (r) message["reasoning_content"] = *r;
         content = rest;
+      }
+      if (job.forced_tools == api::ToolChoiceMode::kNamed) {
+        // vLLM: content "", one call named by tool_choice whose arguments are the output; finish
+        // reason stays "stop" (OpenAI's choice for named calls).
+        message["tool_calls"].push_back({{"id", make_tool_call_id()},
+                                         {"type", "function"},
+                                         {"function", {{"name", job.forced_name}, {"arguments", content.value_or("")}}}});
+        content = "";
+      } else if (job.forced_tools == api::ToolChoiceMode::kRequired && content) {
+        if (std::optional<ordered_json> calls = parse_forced_tool_calls(*content)) {
+          for (const ordered_json& call : *calls)
+            message["tool_calls"].push_back(
+                {{"id", make_tool_call_id()},
+                 {"type", "function"},
+                 {"function", {{"name", call["name"]}, {"arguments", python_json_dumps(call["parameters"])}}}});
+          content = "";
+          if (reason == "stop") reason = "tool_calls";
+        }
       }
       if (c.tools && content) {
         ExtractedToolCalls x = HermesToolParser::extract(*content);

@@ -33,6 +33,8 @@
 
 namespace pagoda {
 
+class JsonGrammar;  // engine/structured_output.h
+
 struct OpenAiServerConfig {
   std::vector<std::string> served_model_names;  // the first is the id /v1/models reports
   std::string model_root;                       // MODEL_DIR ("root" in /v1/models)
@@ -77,6 +79,9 @@ class OpenAiServer {
   void output_loop();
   void process(Job& job);
   void check_model(const std::string& model) const;
+  // The grammar a chat request's output must match (tool_choice named / required,
+  // structured_outputs, response_format), or null; ApiError(400) on a schema it cannot compile.
+  std::shared_ptr<const JsonGrammar> structured_output_grammar(const api::ChatRequest& req) const;
   api::ProtocolLimits limits() const;
   // A job with the fields every generation request shares filled in.
   std::shared_ptr<Job> new_job(bool chat, const api::GenerationRequest& req,

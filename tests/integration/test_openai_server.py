@@ -268,3 +268,150 @@ def test_api_key(model_dir):
         assert get(port, "/health")[0] == 200  # outside /v1: no key needed
     finally:
         stop_server(proc)
+
+
+# ---- structured output (guided decoding) ----------------------------------------------------
+# The random model's text is gibberish, which is what makes these meaningful: only the grammar
+# can make it JSON. Where a schema has free strings, allowed_token_ids narrows the vocabulary to
+# single JSON characters (on top of the grammar) so that strings end within the token budget.
+
+NO_THINK = {"chat_template_kwargs": {"enable_thinking": False}}
+JSON_CHARS = '{}[]":, 0123456789-._abcdefghijklmnopqrstuvwxyz'
+
+
+def json_char_ids(port):
+    ids = []
+    for ch in JSON_CHARS:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("POST", "/tokenize", body=json.dumps({"prompt": ch, "add_special_tokens": False}),
+                  headers={"Content-Type": "application/json"})
+        toks = json.loads(c.getresponse().read())["tokens"]
+        assert len(toks) == 1, ch
+        ids.append(toks[0])
+    return ids + [151645]  # <|im_end|>: the EOS that ends a finished document
+
+
+def test_response_format_json_object(server, client):
+    extra = dict(NO_THINK, allowed_token_ids=json_char_ids(server))
+    done = 0
+    for seed in range(3):
+        r = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=400, temperature=1,
+                                           seed=seed, response_format={"type": "json_object"}, extra_body=extra)
+        c = r.choices[0]
+        if c.finish_reason == "length":
+            continue
+        assert c.finish_reason == "stop"
+        assert isinstance(json.loads(c.message.content), dict), c.message.content
+        done += 1
+    assert done >= 2
+
+
+PICK_SCHEMA = {"type": "object",
+               "properties": {"n": {"type": "integer"}, "flag": {"type": "boolean"},
+                              "colour": {"enum": ["red", "green"]},
+                              "scores": {"type": "array", "items": {"type": "number"}, "maxItems": 2}},
+               "required": ["n", "flag", "colour"]}
+
+
+def check_pick(obj):
+    assert isinstance(obj, dict) and set(obj) <= {"n", "flag", "colour", "scores"}
+    assert isinstance(obj["n"], int) and not isinstance(obj["n"], bool)
+    assert isinstance(obj["flag"], bool)
+    assert obj["colour"] in ("red", "green")
+    if "scores" in obj:
+        assert len(obj["scores"]) <= 2 and all(isinstance(x, (int, float)) for x in obj["scores"])
+
+
+def test_response_format_json_schema_and_stream(client):
+    rf = {"type": "json_schema", "json_schema": {"name": "pick", "schema": PICK_SCHEMA}}
+    for seed in range(3):
+        kw = dict(model=MODEL_NAME, messages=MESSAGES, max_tokens=300, temperature=1, seed=seed, response_format=rf,
+                  extra_body=NO_THINK)
+        r = client.chat.completions.create(**kw)
+        c = r.choices[0]
+        assert c.finish_reason == "stop", c.message.content
+        check_pick(json.loads(c.message.content))
+        chunks = list(client.chat.completions.create(stream=True, **kw))
+        assert "".join(x.choices[0].delta.content or "" for x in chunks if x.choices) == c.message.content
+        assert chunks[-1].choices[0].finish_reason == "stop"
+    # vLLM's structured_outputs extra does the same.
+    r = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=300, temperature=1, seed=7,
+                                       extra_body=dict(NO_THINK, structured_outputs={"json": PICK_SCHEMA}))
+    check_pick(json.loads(r.choices[0].message.content))
+
+
+def test_structured_output_errors(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=5, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "frobnicate"}}})
+    assert "frobnicate" in str(e.value) and "response_format" in str(e.value)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=5,
+                                       response_format={"type": "json_schema"})
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                   "required": ["city", "days"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"enum": ["utc", "cet"]}},
+                                       "required": ["zone"]}}}
+COUNT = {"type": "function", "function": {
+    "name": "get_count", "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}
+
+
+def check_call(name, arguments):
+    args = json.loads(arguments)
+    if name == "get_weather":
+        assert isinstance(args["city"], str) and isinstance(args["days"], int) and set(args) == {"city", "days"}
+    elif name == "get_count":
+        assert set(args) == {"n"} and isinstance(args["n"], int)
+    else:
+        assert name == "get_time" and args == {"zone": args["zone"]} and args["zone"] in ("utc", "cet")
+
+
+def test_tool_choice_named(server, client):
+    extra = dict(NO_THINK, allowed_token_ids=json_char_ids(server))
+    kw = dict(model=MODEL_NAME, messages=MESSAGES, max_tokens=280, temperature=1, seed=3, tools=[WEATHER, TIME],
+              tool_choice={"type": "function", "function": {"name": "get_weather"}}, extra_body=extra)
+    r = client.chat.completions.create(**kw)
+    c = r.choices[0]
+    assert c.finish_reason == "stop"  # vLLM / OpenAI: a named call finishes "stop"
+    assert not c.message.content
+    assert len(c.message.tool_calls) == 1
+    call = c.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("chatcmpl-tool-")
+    check_call("get_weather", call.function.arguments)
+    # Streaming: the first tool delta carries id, type and name; the argument fragments add up.
+    chunks = [x for x in client.chat.completions.create(stream=True, **kw) if x.choices]
+    deltas = [d for x in chunks for d in (x.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].id and deltas[0].type == "function" and deltas[0].function.name == "get_weather"
+    assert all(d.id is None and d.function.name is None for d in deltas[1:])
+    assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
+    assert not "".join(x.choices[0].delta.content or "" for x in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_tool_choice_required(server, client):
+    extra = dict(NO_THINK, allowed_token_ids=json_char_ids(server))
+    done = 0
+    for seed in range(5):  # tools without free strings, so that the array ends within the budget
+        kw = dict(model=MODEL_NAME, messages=MESSAGES, max_tokens=280, temperature=1, seed=seed,
+                  tools=[TIME, COUNT], tool_choice="required", extra_body=extra)
+        r = client.chat.completions.create(**kw)
+        c = r.choices[0]
+        if c.finish_reason == "length":
+            continue
+        done += 1
+        assert c.finish_reason == "tool_calls"
+        assert not c.message.content and len(c.message.tool_calls) >= 1
+        for call in c.message.tool_calls:
+            assert call.id.startswith("chatcmpl-tool-")
+            check_call(call.function.name, call.function.arguments)
+        chunks = [x for x in client.chat.completions.create(stream=True, **kw) if x.choices]
+        deltas = [d for x in chunks for d in (x.choices[0].delta.tool_calls or [])]
+        assert [(d.function.name, d.function.arguments) for d in deltas] == \
+            [(t.function.name, t.function.arguments) for t in c.message.tool_calls]
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert done >= 2
