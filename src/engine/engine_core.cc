@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "base/log.h"
 
 namespace pagoda {
 namespace {
@@ -13,6 +14,13 @@ EngineConfig resolved(EngineConfig c, const CausalLM& model) {
   if (c.max_model_len <= 0) c.max_model_len = static_cast<int>(mc.max_position_embeddings);
   PAGODA_CHECK(c.max_model_len > 0, "--max-model-len must be positive");
   PAGODA_CHECK(c.block_size > 0, "--block-size must be positive (got ", c.block_size, ")");
+  if (model.num_state_slots() > 0 && c.enable_prefix_caching) {
+    // A cached prefix would resume the linear-attention layers from a state that was never
+    // stored for it; recomputing the prompt is always right.
+    log_info("prefix caching is off: ", mc.model_type,
+                    " has linear-attention layers whose recurrent state is not cached per block");
+    c.enable_prefix_caching = false;
+  }
   if (c.num_kv_blocks <= 0) {
     const size_t per_block = ModelRunner::kv_bytes_per_block(model, c.block_size, c.kv_cache_dtype);
     c.num_kv_blocks = static_cast<int>(std::min<size_t>(c.kv_cache_memory_bytes / per_block, size_t{1} << 30));
@@ -33,12 +41,18 @@ ModelLoadOptions engine_load_options(const EngineConfig& config) {
   ModelLoadOptions o;
   o.max_num_tokens = config.max_num_batched_tokens;
   o.max_num_logits = std::min(config.max_num_seqs, config.max_num_batched_tokens);
+  o.num_state_slots = config.max_num_seqs;  // hybrid models: one recurrent-state slot per sequence
   return o;
 }
 
 EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& config)
     : config_(resolved(config, model)) {
-  kv_ = std::make_unique<KvCacheManager>(config_.num_kv_blocks, config_.block_size, config_.enable_prefix_caching);
+  KvCacheConfig kc;
+  kc.num_blocks = config_.num_kv_blocks;
+  kc.groups = {KvCacheSpec{KvCacheKind::kFullAttention, config_.block_size, {}}};
+  kc.enable_prefix_caching = config_.enable_prefix_caching;
+  kc.num_state_slots = model.num_state_slots();
+  kv_ = std::make_unique<KvCacheManager>(std::move(kc));
   SchedulerConfig sc;
   sc.max_num_seqs = config_.max_num_seqs;
   sc.max_num_batched_tokens = config_.max_num_batched_tokens;

@@ -32,7 +32,14 @@ KvCacheManager::KvCacheManager(KvCacheConfig config)
     : specs_(validated_groups(std::move(config.groups))),
       enable_prefix_caching_(config.enable_prefix_caching),
       hasher_(config.hasher ? std::move(config.hasher) : BlockHasher(hash_block_tokens)),
-      pool_(config.num_blocks, config.enable_prefix_caching) {}
+      pool_(config.num_blocks, config.enable_prefix_caching) {
+  PAGODA_CHECK(config.num_state_slots >= 0, "num_state_slots must be non-negative");
+  // A prefix hit would resume a hybrid model's recurrent state that was never stored.
+  PAGODA_CHECK(config.num_state_slots == 0 || !config.enable_prefix_caching,
+               "prefix caching cannot be on for a model with recurrent state");
+  num_state_slots_ = config.num_state_slots;
+  for (int32_t s = config.num_state_slots - 1; s >= 0; --s) free_state_slots_.push_back(s);
+}
 
 void KvCacheManager::update_block_hashes(Request& request, int num_full_blocks) const {
   const int bs = block_size();
@@ -95,11 +102,17 @@ bool KvCacheManager::allocate_slots(Request& request, int num_new_tokens, int nu
   // Free hits sit in the free queue: taking them shrinks what is left for new blocks.
   const int free_hits = static_cast<int>(std::ranges::count_if(hits, [&](int32_t id) { return pool_.ref_count(id) == 0; }));
   if (num_new_blocks > pool_.num_free_blocks() - free_hits) return false;
+  const bool needs_state_slot = admission && num_state_slots_ > 0;
+  if (needs_state_slot && free_state_slots_.empty()) return false;
 
   // Touch the hits before taking new blocks, so that eviction cannot hand one of them out.
   pool_.touch(hits);
   RequestBlocks& blocks = requests_[request.request_id];
   if (blocks.groups.empty()) blocks.groups.resize(specs_.size());
+  if (needs_state_slot) {
+    blocks.state_slot = free_state_slots_.back();
+    free_state_slots_.pop_back();
+  }
   std::vector<int32_t>& table = blocks.groups[0];
   table.insert(table.end(), hits.begin(), hits.end());
   if (!hits.empty()) blocks.num_cached_blocks = static_cast<int>(hits.size());
@@ -144,6 +157,7 @@ void KvCacheManager::free(const Request& request) {
     std::vector<int32_t> tail_first(table.rbegin(), table.rend());
     pool_.free_blocks(tail_first);
   }
+  if (it->second.state_slot >= 0) free_state_slots_.push_back(it->second.state_slot);
   requests_.erase(it);
 }
 
@@ -155,6 +169,11 @@ void KvCacheManager::free_unrun(const Request& request) {
   for (int i = first_unwritten; i < blocks.num_cached_blocks; ++i) pool_.uncache_block(blocks.groups[0][static_cast<size_t>(i)]);
   blocks.num_cached_blocks = std::min(blocks.num_cached_blocks, first_unwritten);
   free(request);
+}
+
+int32_t KvCacheManager::state_slot(const std::string& request_id) const {
+  auto it = requests_.find(request_id);
+  return it == requests_.end() ? -1 : it->second.state_slot;
 }
 
 std::span<const int32_t> KvCacheManager::block_table(const std::string& request_id, int group) const {

@@ -43,6 +43,9 @@ struct KvCacheConfig {
   std::vector<KvCacheSpec> groups;  // empty: one full-attention group of block size 16
   bool enable_prefix_caching = true;
   BlockHasher hasher;  // empty: hash_block_tokens
+  // Hybrid models (linear-attention layers): slots of recurrent state, one per request holding
+  // blocks, taken at admission and given back by free(). 0: the model keeps no such state.
+  int num_state_slots = 0;
 };
 
 // Block ids of one request, one list per group (vLLM's KVCacheBlocks).
@@ -101,6 +104,10 @@ class KvCacheManager {
   // cache, so no later request can hit KV that was never written.
   void free_unrun(const Request& request);
 
+  // The request's recurrent-state slot (hybrid models), -1 if it holds none.
+  int32_t state_slot(const std::string& request_id) const;
+  int num_free_state_slots() const { return static_cast<int>(free_state_slots_.size()); }
+
   // The request's block table for a group (empty if it holds none).
   std::span<const int32_t> block_table(const std::string& request_id, int group = 0) const;
   KvCacheBlocks get_blocks(const std::string& request_id) const;
@@ -125,6 +132,7 @@ class KvCacheManager {
   struct RequestBlocks {
     std::vector<std::vector<int32_t>> groups;  // block table per group
     int num_cached_blocks = 0;                 // leading full-attention blocks in the prefix cache
+    int32_t state_slot = -1;                   // hybrid models: its recurrent-state slot
   };
 
   void update_block_hashes(Request& request, int num_full_blocks) const;
@@ -135,6 +143,8 @@ class KvCacheManager {
   BlockHasher hasher_;
   BlockPool pool_;
   std::unordered_map<std::string, RequestBlocks> requests_;
+  int num_state_slots_ = 0;
+  std::vector<int32_t> free_state_slots_;  // a stack; lowest slot on top
   PrefixCacheStats stats_;
 };
 

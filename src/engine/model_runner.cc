@@ -40,6 +40,10 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   tables_buf_ = backend.allocate(seqs * static_cast<size_t>(max_blocks_per_seq_) * 4);
   logits_idx_buf_ = backend.allocate(rows * 4);
   logits_buf_ = backend.allocate(rows * static_cast<size_t>(vocab_) * 4);
+  if (model.num_state_slots() > 0) {
+    state_slots_buf_ = backend.allocate(seqs * 4);
+    state_slots_.reserve(seqs);
+  }
   ids_.reserve(T);
   pos_.reserve(T);
   slots_.reserve(T);
@@ -63,6 +67,8 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   qsl_.assign(1, 0);
   seq_lens_.clear();
   logits_idx_.clear();
+  state_slots_.clear();
+  const bool hybrid = model_.num_state_slots() > 0;
   int32_t max_query_len = 0, max_seq_len = 0;
   // Block tables are as wide as the longest in this batch, not max_model_len: less to copy.
   int width = 1;
@@ -78,6 +84,12 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
     PAGODA_ASSERT(n > 0 && len <= r.num_tokens());
     std::span<const int32_t> table = kv_cache.block_table(r.request_id);
     PAGODA_ASSERT(static_cast<int>(table.size()) >= ceil_div(len, bs));
+    if (hybrid) {
+      // The slot was taken with the request's first blocks and is its own until they are freed;
+      // a chunk at position 0 starts the state afresh (a preempted request recomputes).
+      state_slots_.push_back(kv_cache.state_slot(r.request_id));
+      PAGODA_ASSERT(state_slots_.back() >= 0 && state_slots_.back() < model_.num_state_slots());
+    }
     std::copy(table.begin(), table.begin() + ceil_div(len, bs),
               tables_.begin() + static_cast<std::ptrdiff_t>(i) * width);
     const int32_t first_row = static_cast<int32_t>(ids_.size());
@@ -110,6 +122,7 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   upload(seq_lens_buf_, seq_lens_);
   upload(tables_buf_, tables_);
   upload(logits_idx_buf_, logits_idx_);
+  if (hybrid) upload(state_slots_buf_, state_slots_);
 
   ForwardBatch batch;
   batch.token_ids = ids_buf_.as(DType::kI32, {T});
@@ -124,6 +137,7 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   m.num_tokens = T;
   m.max_query_len = max_query_len;
   m.max_seq_len = max_seq_len;
+  if (hybrid) m.state_slots = state_slots_buf_.as(DType::kI32, {num_seqs});
 
   Tensor logits = logits_buf_.as(DType::kF32, {std::max(L, 1), vocab_});
   model_.forward(batch, kv_, logits);

@@ -54,7 +54,8 @@ class ModelRunner {
   KvCache kv_;
   // Backend buffers and their host staging copies.
   DeviceBuffer ids_buf_, pos_buf_, slot_buf_, qsl_buf_, seq_lens_buf_, tables_buf_, logits_idx_buf_, logits_buf_;
-  std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_;
+  DeviceBuffer state_slots_buf_;  // hybrid models: each sequence's recurrent-state slot
+  std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_, state_slots_;
   std::vector<float> logits_host_;
 };
 

@@ -101,14 +101,24 @@ TEST(AsyncEngine, ConcurrentClientsGetTheSynchronousEnginesTokens) {
 }
 
 TEST(AsyncEngine, AbortEndsTheStreamAndParallelSamplingStreamsEveryCompletion) {
-  AsyncEngine engine(LLMEngine::from_model_dir(fixture_dir("qwen2"), small_config()));
-  std::shared_ptr<RequestStream> s = engine.add_request("long", prompt_for(3), greedy(100));
+  // The aborted request must still be running when the abort arrives: it asks for 250 tokens
+  // and runs beside 15 others as long, so that its natural end is far off even on a loaded
+  // machine that deschedules this thread for a while.
+  EngineConfig c = small_config();
+  c.max_model_len = 256;
+  c.num_kv_blocks = 16 * 256 / 16;
+  AsyncEngine engine(LLMEngine::from_model_dir(fixture_dir("qwen2"), c));
+  std::vector<std::shared_ptr<RequestStream>> ballast;
+  for (int i = 0; i < 15; ++i) ballast.push_back(engine.add_request(numbered("ballast", static_cast<size_t>(i)), prompt_for(3), greedy(250)));
+  std::shared_ptr<RequestStream> s = engine.add_request("long", prompt_for(3), greedy(250));
   std::optional<RequestOutput> first = s->next();
   ASSERT_TRUE(first.has_value());
   engine.abort("long");
   Drained rest = drain(*s);
   EXPECT_EQ(rest.finish[0], "abort");
-  EXPECT_LT(rest.tokens[0].size() + first->new_token_ids.size(), 100u);
+  EXPECT_LT(rest.tokens[0].size() + first->new_token_ids.size(), 250u);
+  for (int i = 0; i < 15; ++i) engine.abort(numbered("ballast", static_cast<size_t>(i)));
+  for (auto& b : ballast) drain(*b);
 
   SamplingParams p = greedy(5);
   p.n = 3;

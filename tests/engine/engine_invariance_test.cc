@@ -249,10 +249,16 @@ TEST_P(EngineInvariance, PrefixCacheHitsEqualAlone) {
   // finished requests, found in the LRU).
   RunResult batch = run(base_config(), jobs);
   expect_same_tokens(batch, alone, "shared prefixes");
-  EXPECT_GT(batch.stats.prefix_cache.hits, 0);
   int requests_with_hits = 0;
   for (const auto& [id, n] : batch.cached) requests_with_hits += n > 0;
-  EXPECT_GE(requests_with_hits, 40);
+  if (model_->num_state_slots() > 0) {
+    // Hybrid models run with prefix caching off (no per-block recurrent state to resume from).
+    EXPECT_EQ(batch.stats.prefix_cache.hits, 0);
+    EXPECT_EQ(requests_with_hits, 0);
+  } else {
+    EXPECT_GT(batch.stats.prefix_cache.hits, 0);
+    EXPECT_GE(requests_with_hits, 40);
+  }
 
   EngineConfig small = base_config();
   small.max_num_seqs = 8;
@@ -276,7 +282,8 @@ TEST_P(EngineInvariance, ParallelSamplingSharesThePromptAndMatchesAlone) {
     EXPECT_EQ(fan.finish.at(k), "length");
     hits += fan.cached.at(k);
   }
-  EXPECT_EQ(hits, 3 * 32);  // children 1..3 reuse child 0's two full prompt blocks
+  // Children 1..3 reuse child 0's two full prompt blocks (hybrid models: prefix caching is off).
+  EXPECT_EQ(hits, model_->num_state_slots() > 0 ? 0 : 3 * 32);
 }
 
 TEST_P(EngineInvariance, PreemptionByATinyKvPoolEqualsAlone) {
@@ -332,7 +339,7 @@ TEST_P(EngineInvariance, SeededSamplingIsReproducibleUnderEveryVariation) {
   expect_same_tokens(t, alone, "seeded, tiny KV pool");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EngineInvariance, ::testing::Values("qwen3", "qwen2", "llama3", "qwen3_moe"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineInvariance, ::testing::Values("qwen3", "qwen2", "llama3", "qwen3_moe", "qwen3_next"));
 
 TEST(LLMEngine, RejectsBadRequestsWithoutLeakingAnything) {
   std::unique_ptr<Backend> backend = make_cpu_backend();

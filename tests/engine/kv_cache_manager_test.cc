@@ -75,6 +75,48 @@ TEST(KvCacheManager, AllocationAndFreeReturnEveryBlock) {
   m.check_invariants();
 }
 
+// Hybrid models: each request holding blocks owns one recurrent-state slot of its own; a request
+// cannot be admitted without one, and free() gives it back.
+TEST(KvCacheManager, StateSlotsAreOwnedPerRequest) {
+  KvCacheConfig cfg;
+  cfg.num_blocks = 32;
+  cfg.enable_prefix_caching = false;
+  cfg.num_state_slots = 2;
+  KvCacheManager kv(cfg);
+  Request a = make_request("a", iota_tokens(20));
+  Request b = make_request("b", iota_tokens(3));
+  Request c = make_request("c", iota_tokens(3));
+  ASSERT_TRUE(kv.allocate_slots(a, 20));
+  ASSERT_TRUE(kv.allocate_slots(b, 3));
+  EXPECT_NE(kv.state_slot("a"), kv.state_slot("b"));
+  EXPECT_GE(kv.state_slot("a"), 0);
+  EXPECT_LT(kv.state_slot("a"), 2);
+  EXPECT_GE(kv.state_slot("b"), 0);
+  EXPECT_LT(kv.state_slot("b"), 2);
+  const int free_blocks = kv.num_free_blocks();
+  EXPECT_FALSE(kv.allocate_slots(c, 3));  // blocks to spare, but no slot: nothing taken
+  EXPECT_EQ(kv.num_free_blocks(), free_blocks);
+  EXPECT_EQ(kv.state_slot("c"), -1);
+  // Growing a request keeps its slot.
+  const int32_t slot_a = kv.state_slot("a");
+  a.num_computed_tokens = 20;
+  a.all_token_ids.push_back(7);
+  ASSERT_TRUE(kv.allocate_slots(a, 1));
+  EXPECT_EQ(kv.state_slot("a"), slot_a);
+  kv.free(a);
+  EXPECT_EQ(kv.state_slot("a"), -1);
+  EXPECT_EQ(kv.num_free_state_slots(), 1);
+  ASSERT_TRUE(kv.allocate_slots(c, 3));
+  EXPECT_EQ(kv.state_slot("c"), slot_a);
+  kv.free(b);
+  kv.free(c);
+  EXPECT_EQ(kv.num_free_state_slots(), 2);
+  EXPECT_EQ(kv.num_free_blocks(), 32);
+  // Prefix caching cannot be combined with recurrent state.
+  cfg.enable_prefix_caching = true;
+  EXPECT_THROW(KvCacheManager{cfg}, Error);
+}
+
 TEST(KvCacheManager, DecodeTakesANewBlockOnlyAtABlockBoundary) {
   KvCacheManager m(10, kBs);
   Request a = make_request("a", iota_tokens(31));
