@@ -367,7 +367,8 @@ void check_length(int prompt_len, const std::optional<int>& max_tokens, int max_
     throw ApiError(400, "This model's maximum context length is " + std::to_string(max_model_len) +
                             " tokens. However, your request has " + std::to_string(prompt_len) +
                             " input tokens. Please reduce the length of the input messages.");
-  if (max_tokens && prompt_len + *max_tokens > max_model_len)
+  // In int64: max_tokens may be up to INT32_MAX, and the int sum overflowed (UB, and a wrapped sum let it through).
+  if (max_tokens && static_cast<int64_t>(prompt_len) + *max_tokens > max_model_len)
     throw ApiError(400, "'max_tokens' or 'max_completion_tokens' is too large: " + std::to_string(*max_tokens) +
                             ". This model's maximum context length is " + std::to_string(max_model_len) +
                             " tokens and your request has " + std::to_string(prompt_len) + " input tokens (" +

@@ -206,6 +206,44 @@ TEST(OpenAiProtocol, ToolsAndToolChoice) {
   EXPECT_EQ(chat_error("{" + msgs + ", " + tools + R"(, "tool_choice": "sometimes"})").param(), "tool_choice");
 }
 
+// Found by bench/fuzz/openai_request_fuzz: a number outside double's range is an out_of_range
+// exception in nlohmann::json, not a parse_error, and escaped the parser as a non-ApiError (a 500).
+TEST(OpenAiProtocol, NumberOverflowIsABadRequest) {
+  ApiError e = completion_error(R"({"prompt": "x", "temperature": 1e309})");
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_NE(e.message().find("Invalid JSON"), std::string::npos) << e.message();
+  EXPECT_EQ(chat_error(R"({"messages": [{"role": "user", "content": "x"}], "seed": -1e999})").status(), 400);
+  e = chat_error(R"({"messages": [{"role": "user", "content": "x"}], "guided_json": "{\"maximum\": 1e400}"})");
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_EQ(e.param(), "guided_json");
+}
+
+// Found by bench/fuzz/openai_request_fuzz (with a long input): nlohmann::json copies values
+// recursively, so a deeply nested field (messages, chat_template_kwargs, tools) overflowed the
+// stack while the request was parsed, killing the server. Bodies past kMaxJsonDepth are a 400.
+TEST(OpenAiProtocol, DeeplyNestedJsonIsABadRequest) {
+  const std::string msgs = R"("messages": [{"role": "user", "content": "x"}])";
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  ApiError e = chat_error("{" + msgs + R"(, "chat_template_kwargs": {"a": )" + nested(200000) + "}}");
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_NE(e.message().find("nested too deeply"), std::string::npos) << e.message();
+  EXPECT_EQ(chat_error(R"({"messages": [{"role": "user", "content": "x", "x": )" + nested(200000) + "}]}").status(), 400);
+  EXPECT_EQ(completion_error(R"({"prompt": "x", "extra": )" + nested(200000) + "}").status(), 400);
+  // Depth counts the body's own object; brackets inside strings do not count.
+  EXPECT_EQ(chat_error("{" + msgs + R"(, "x": )" + nested(kMaxJsonDepth - 1) + "}").status(), 0);
+  EXPECT_EQ(chat_error("{" + msgs + R"(, "x": )" + nested(kMaxJsonDepth) + "}").status(), 400);
+  EXPECT_EQ(chat_error("{" + msgs + R"(, "x": ")" + std::string(100000, '[') + R"(\"["})").status(), 0);
+  // JSON carried inside strings is checked too.
+  e = chat_error("{" + msgs + R"(, "guided_json": ")" + std::string(100000, '[') + "\"}");
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_EQ(e.param(), "guided_json");
+  e = chat_error(R"({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", )"
+                 R"("function": {"name": "f", "arguments": ")" +
+                 nested(100000) + R"("}}]}]})");
+  EXPECT_EQ(e.status(), 400);
+  EXPECT_EQ(e.param(), "messages");
+}
+
 TEST(OpenAiProtocol, ErrorBodyHasTheOpenAiShape) {
   const ApiError e(404, "The model `x` does not exist.", "model");
   const nlohmann::json b = e.body();
