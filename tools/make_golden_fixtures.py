@@ -116,6 +116,36 @@ FIXTURES = {
                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                  "partial_rotary_factor": 0.25}),
                        dtype="bfloat16", prompts=[1, 9, 70]),
+    # Qwen3.5 dense text model, laid out like a real Qwen3.5 checkpoint (see nest_qwen3_5): config.json
+    # model_type "qwen3_5" with the language model's fields in text_config, tensors under
+    # model.language_model.*; the reference is Qwen3_5ForCausalLM (AutoModelForCausalLM maps qwen3_5
+    # to it and strips the language_model prefix). Split in_proj_qkv / z / b / a projections; layers
+    # 0-2 Gated DeltaNet and layer 3 gated full attention (the default full_attention_interval 4),
+    # 2 key heads, 6 value heads; dense MLP on every layer; interleaved mRoPE (sections [2, 1, 1] over
+    # the 8 rotary dims of partial RoPE 0.25), which with text-only positions is 1-D RoPE; tied embeddings.
+    "qwen3_5": dict(cls="Qwen3_5TextConfig",
+                    cfg=dict(num_hidden_layers=4, head_dim=32, tie_word_embeddings=True,
+                             layer_types=["linear_attention"] * 3 + ["full_attention"],
+                             linear_num_key_heads=2, linear_num_value_heads=6, linear_key_head_dim=16,
+                             linear_value_head_dim=16, linear_conv_kernel_dim=4,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000000.0,
+                                              "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
+                                              "mrope_interleaved": True}),
+                    dtype="bfloat16", prompts=[1, 9, 70], nest="qwen3_5"),
+    # Qwen3.5-MoE text model, nested the same way (model_type "qwen3_5_moe"): every layer MoE (8 experts,
+    # top-2, always renormalised) with a sigmoid-gated shared expert, no intermediate_size in the config;
+    # layers alternate Gated DeltaNet / gated full attention, 2 key heads, 4 value heads.
+    "qwen3_5_moe": dict(cls="Qwen3_5MoeTextConfig",
+                        cfg=dict(num_hidden_layers=4, head_dim=32,
+                                 layer_types=["linear_attention", "full_attention"] * 2,
+                                 linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+                                 linear_value_head_dim=16, linear_conv_kernel_dim=4,
+                                 num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                                 shared_expert_intermediate_size=48,
+                                 rope_parameters={"rope_type": "default", "rope_theta": 10000000.0,
+                                                  "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
+                                                  "mrope_interleaved": True}),
+                        drop=["intermediate_size"], dtype="bfloat16", prompts=[1, 9, 70], nest="qwen3_5_moe"),
 }
 
 # Smallest gap allowed between the k-th and (k+1)-th router probability of any token (MoE only):
@@ -153,9 +183,39 @@ def to_legacy_rope(config_path):
         f.write("\n")
 
 
+def nest_qwen3_5(out_dir, model_type):
+    """Rewrites a saved Qwen3_5(Moe)ForCausalLM (model_type qwen3_5[_moe]_text, tensors model.*) into the
+    layout of a released Qwen3.5 checkpoint: config.json {"model_type": "qwen3_5[_moe]", "text_config":
+    {...}, ...} and tensors model.language_model.* (lm_head.weight stays; no vision tower is stored)."""
+    from safetensors.torch import load_file, save_file
+    config_path = os.path.join(out_dir, "config.json")
+    with open(config_path) as f:
+        text = json.load(f)
+    top = {"architectures": ["Qwen3_5MoeForConditionalGeneration" if model_type == "qwen3_5_moe"
+                             else "Qwen3_5ForConditionalGeneration"],
+           "model_type": model_type,
+           "text_config": {k: v for k, v in text.items() if k not in ("architectures", "transformers_version")},
+           "tie_word_embeddings": text.get("tie_word_embeddings", False),
+           "transformers_version": text.get("transformers_version")}
+    if "dtype" in text:
+        top["dtype"] = text["dtype"]
+    with open(config_path, "w") as f:
+        json.dump(top, f, indent=2, sort_keys=True)
+        f.write("\n")
+    st_path = os.path.join(out_dir, "model.safetensors")
+    tensors = load_file(st_path)
+    renamed = {("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
+               for k, v in tensors.items()}
+    save_file(renamed, st_path, metadata={"format": "pt"})
+
+
 def reference(model_dir, prompt):
     """Float32 HF reference: prefill logits [len, V], greedy tokens, decode logits [n-1, V]."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager",
+                                                       output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if bad:
+        sys.exit(f"{model_dir}: checkpoint did not load cleanly: {bad}")
     model.eval()
     margins = []
     router_gaps = []
@@ -216,6 +276,8 @@ def make_fixture(name, spec, out_root, seed):
     cfg_cls = getattr(transformers, spec["cls"])
     cfg_kwargs = dict(BASE)
     cfg_kwargs.update(spec["cfg"])
+    for key in spec.get("drop", []):
+        cfg_kwargs.pop(key)
     config = cfg_cls(**cfg_kwargs)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     randomize(model, seed)
@@ -224,6 +286,8 @@ def make_fixture(name, spec, out_root, seed):
     model.save_pretrained(out_dir, safe_serialization=True)
     if spec.get("legacy_rope"):
         to_legacy_rope(os.path.join(out_dir, "config.json"))
+    if spec.get("nest"):
+        nest_qwen3_5(out_dir, spec["nest"])
 
     vocab = config.vocab_size
     g = torch.Generator().manual_seed(seed + 1000)

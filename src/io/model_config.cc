@@ -235,15 +235,20 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
 
   // The sizes that define the network are required: a transformers class default (4096 hidden,
   // 32 layers) silently standing in for a missing size would only fail later at weight loading.
-  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"})
+  // Qwen3_5MoeTextConfig has no intermediate_size (every layer is MoE): not required there.
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {
+    if (qwen3_5_moe && std::string(key) == "intermediate_size") continue;
     f.require(key);
+  }
   c.vocab_size = f.integer("vocab_size", 0);
   c.hidden_size = f.integer("hidden_size", 0);
   c.intermediate_size = f.integer("intermediate_size", 0);
   c.num_hidden_layers = f.integer("num_hidden_layers", 0);
   c.num_attention_heads = f.integer("num_attention_heads", 0);
-  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"})
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {
+    if (qwen3_5_moe && std::string(key) == "intermediate_size" && !f.has(key)) continue;
     check_positive(file_name, key, f.integer(key, 0));
+  }
 
   c.num_key_value_heads = f.integer("num_key_value_heads", c.num_attention_heads);
   check_positive(file_name, "num_key_value_heads", c.num_key_value_heads);
@@ -334,7 +339,9 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
                                                : f.integer("num_experts", def_experts);
     c.num_experts_per_tok = f.integer("num_experts_per_tok", qwen3_moe ? 8 : qwen3_next ? 10 : 8);
     c.moe_intermediate_size = f.integer("moe_intermediate_size", qwen3_moe ? 768 : 512);
-    c.decoder_sparse_step = f.integer("decoder_sparse_step", 1);
+    // Qwen3.5-MoE has every layer sparse: transformers reads neither decoder_sparse_step nor
+    // mlp_only_layers there, so neither do we.
+    c.decoder_sparse_step = qwen3_5_moe ? 1 : f.integer("decoder_sparse_step", 1);
     // Qwen3-Next defaults to renormalising; Qwen3.5-MoE always renormalises.
     c.norm_topk_prob = qwen3_5_moe ? true : f.boolean("norm_topk_prob", qwen3_next);
     if (!qwen3_moe) c.shared_expert_intermediate_size = f.integer("shared_expert_intermediate_size", 512);
@@ -346,7 +353,7 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
       PAGODA_CHECK(c.num_experts_per_tok <= c.num_experts, file_name, ": num_experts_per_tok (", c.num_experts_per_tok,
                    ") must not exceed num_experts (", c.num_experts, ")");
     }
-    if (const json* m = f.find("mlp_only_layers")) {
+    if (const json* m = qwen3_5_moe ? nullptr : f.find("mlp_only_layers")) {
       if (!m->is_array()) f.type_error("mlp_only_layers", "a list of integers", *m);
       for (const json& e : *m) {
         if (!e.is_number_integer()) f.type_error("mlp_only_layers", "a list of integers", *m);

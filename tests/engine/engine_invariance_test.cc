@@ -339,7 +339,8 @@ TEST_P(EngineInvariance, SeededSamplingIsReproducibleUnderEveryVariation) {
   expect_same_tokens(t, alone, "seeded, tiny KV pool");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, EngineInvariance, ::testing::Values("qwen3", "qwen2", "llama3", "qwen3_moe", "qwen3_next"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineInvariance, ::testing::Values("qwen3", "qwen2", "llama3", "qwen3_moe", "qwen3_next",
+                                                                          "qwen3_5", "qwen3_5_moe"));
 
 TEST(LLMEngine, RejectsBadRequestsWithoutLeakingAnything) {
   std::unique_ptr<Backend> backend = make_cpu_backend();

@@ -148,6 +148,26 @@ TEST(ModelConfig, HybridQwen3NextAndQwen35) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(d.is_linear_attention_layer(i), i % 2 == 0) << i;
   EXPECT_EQ(d.linear_num_value_heads, 4);
 
+  // Qwen3_5MoeTextConfig has no intermediate_size and makes every layer sparse (transformers reads
+  // neither decoder_sparse_step nor mlp_only_layers for it); the router always renormalises.
+  json moe_text = text;
+  moe_text.erase("intermediate_size");
+  moe_text["num_experts"] = 8;
+  moe_text["num_experts_per_tok"] = 2;
+  moe_text["decoder_sparse_step"] = 2;
+  moe_text["mlp_only_layers"] = json::array({0});
+  moe_text["norm_topk_prob"] = false;
+  const ModelConfig m = parse({{"model_type", "qwen3_5_moe"}, {"text_config", moe_text}});
+  EXPECT_EQ(m.model_type, "qwen3_5_moe");
+  EXPECT_EQ(m.num_experts, 8);
+  EXPECT_EQ(m.shared_expert_intermediate_size, 512);
+  EXPECT_TRUE(m.norm_topk_prob);
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(m.is_moe_layer(i)) << i;
+  json no_inter = base;
+  no_inter.erase("intermediate_size");
+  no_inter["model_type"] = "qwen3_next";
+  EXPECT_CONTAINS(parse_error(no_inter), "intermediate_size");  // still required elsewhere
+
   json bad = next;
   bad["layer_types"] = {"linear_attention", "sliding_attention", "full_attention", "full_attention",
                         "full_attention", "full_attention", "full_attention", "full_attention"};
@@ -406,7 +426,8 @@ TEST(ModelConfig, LoadsTransformersFixtures) {
     EXPECT_GT(c.hidden_size, 0);
     load_generation_config(entry.path().string());
     const Checkpoint ckpt(entry.path().string());  // safetensors written by the reference writer
-    EXPECT_TRUE(ckpt.has("model.embed_tokens.weight"));
+    // Qwen3.5 fixtures are laid out like released checkpoints: text model under model.language_model.
+    EXPECT_TRUE(ckpt.has(c.text_config_nested ? "model.language_model.embed_tokens.weight" : "model.embed_tokens.weight"));
     ++loaded;
   }
   EXPECT_GT(loaded, 0);

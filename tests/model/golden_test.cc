@@ -68,7 +68,8 @@ constexpr int kMaxSeqs = 4;
 constexpr int kMaxBlocksPerSeq = 8;  // 128 tokens per sequence
 
 const std::vector<std::string> kFixtures = {"qwen2",  "qwen3", "qwen3_yarn", "llama3", "llama_linear_f16",
-                                           "qwen2_dynamic_f32", "qwen2_sliding", "qwen3_moe", "qwen3_next"};
+                                           "qwen2_dynamic_f32", "qwen2_sliding", "qwen3_moe", "qwen3_next", "qwen3_5",
+                                           "qwen3_5_moe"};
 
 std::string fixture_dir(const std::string& name) {
   return std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + name;
@@ -159,6 +160,11 @@ struct RunOptions {
 // in one batch per step) and compares every logits row with the reference.
 Stats run(const Fixture& fx, const RunOptions& opt) {
   std::unique_ptr<Backend> backend = make_cpu_backend();
+  // The Qwen3.5 fixtures sit at transformers' own float32 noise floor: their float32 reference
+  // differs from a float64 run of the same transformers code by up to 4.2e-4 (qwen3_5, tied lm_head,
+  // logit std 17) and already exceeds kAbsTol + kRelTol on some rows; ours differs by up to 4e-4. Triple
+  // the bound there (still far below what any real mismatch gives).
+  const float tol_scale = fx.name.rfind("qwen3_5", 0) == 0 ? 3.0f : 1.0f;
   ModelLoadOptions lo;
   lo.max_num_tokens = 256;
   lo.max_num_logits = 256;
@@ -221,7 +227,7 @@ Stats run(const Fixture& fx, const RunOptions& opt) {
           const float d = std::fabs(ours[j] - ref[j]);
           row_max = std::max(row_max, d);
           st.max_abs = std::max(st.max_abs, d);
-          const float excess = d - (opt.abs_tol + opt.rel_tol * std::fabs(ref[j]));
+          const float excess = d - tol_scale * (opt.abs_tol + opt.rel_tol * std::fabs(ref[j]));
           if (excess > worst) {
             worst = excess;
             worst_j = j;
