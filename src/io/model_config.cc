@@ -196,6 +196,14 @@ void check_positive(const std::string& file, const char* key, int64_t v) {
 
 ModelConfig parse_model_config(const json& j, const std::string& file_name) {
   PAGODA_CHECK(j.is_object(), file_name, ": not a JSON object");
+  // The text-only classes of Qwen3.5 save a flat config under their own model_type; it is the
+  // same model.
+  if (const auto mt = j.find("model_type"); mt != j.end() && mt->is_string() &&
+                                            (*mt == "qwen3_5_text" || *mt == "qwen3_5_moe_text")) {
+    json flat = j;
+    flat["model_type"] = *mt == "qwen3_5_text" ? "qwen3_5" : "qwen3_5_moe";
+    return parse_model_config(flat, file_name);
+  }
   // Qwen3.5 (qwen3_5 / qwen3_5_moe) nests the language model's fields in text_config: parse those
   // under the top-level model_type; top-level architectures / tie_word_embeddings / dtype apply.
   if (const auto mt = j.find("model_type"); mt != j.end() && mt->is_string() &&

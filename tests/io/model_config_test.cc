@@ -163,6 +163,22 @@ TEST(ModelConfig, HybridQwen3NextAndQwen35) {
   EXPECT_EQ(m.shared_expert_intermediate_size, 512);
   EXPECT_TRUE(m.norm_topk_prob);
   for (int i = 0; i < 8; ++i) EXPECT_TRUE(m.is_moe_layer(i)) << i;
+  // What transformers' text-only classes save (Qwen3_5TextConfig.model_type == "qwen3_5_text",
+  // Qwen3_5MoeTextConfig's "qwen3_5_moe_text"): a flat config of the same model.
+  json flat = text;
+  flat["model_type"] = "qwen3_5_text";
+  const ModelConfig f = parse(flat);
+  EXPECT_EQ(f.model_type, "qwen3_5");
+  EXPECT_FALSE(f.text_config_nested);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(f.is_linear_attention_layer(i), d.is_linear_attention_layer(i)) << i;
+  EXPECT_EQ(f.linear_num_value_heads, d.linear_num_value_heads);
+  json flat_moe = moe_text;
+  flat_moe["model_type"] = "qwen3_5_moe_text";
+  const ModelConfig fm = parse(flat_moe);
+  EXPECT_EQ(fm.model_type, "qwen3_5_moe");
+  EXPECT_EQ(fm.num_experts, 8);
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(fm.is_moe_layer(i)) << i;
+
   json no_inter = base;
   no_inter.erase("intermediate_size");
   no_inter["model_type"] = "qwen3_next";
