@@ -1,4 +1,5 @@
 #include "model/decoder_lm.h"
+#include "model/weights.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,10 +34,7 @@ DecoderLM::DecoderLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint,
 }
 
 Tensor DecoderLM::weight(const std::string& name, std::initializer_list<int64_t> shape) {
-  const TensorInfo& info = checkpoint_->get(name, std::vector<int64_t>(shape));
-  PAGODA_CHECK(info.dtype == DType::kBF16 || info.dtype == DType::kF16 || info.dtype == DType::kF32, info.file,
-               ": tensor ", name, " has dtype ", dtype_name(info.dtype), "; supported: BF16, F16, F32");
-  return backend_.place_weight(info.view(), &weight_storage_);
+  return place_weight_checked(*checkpoint_, backend_, &weight_storage_, name, std::vector<int64_t>(shape));
 }
 
 void DecoderLM::load_weights() {
@@ -102,34 +100,12 @@ void DecoderLM::load_weights() {
   }
 }
 
-// Router mlp.gate.weight [E, H]; experts per expert (mlp.experts.{e}.{gate,up,down}_proj.weight,
-// what checkpoints and transformers' save_pretrained write) or fused (mlp.experts.gate_up_proj
-// [E, 2I, H] with the gate rows first, mlp.experts.down_proj [E, H, I]: transformers' in-memory
-// layout), which is viewed per expert without copying.
+// Router mlp.gate.weight [E, H] and the experts (per-expert or fused on disk; see load_moe_experts).
 void DecoderLM::load_experts(const std::string& p, Layer& l) {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.moe_intermediate_size, E = c.num_experts;
   l.router = weight(p + "gate.weight", {E, H});
-  l.experts.gate.resize(E);
-  l.experts.up.resize(E);
-  l.experts.down.resize(E);
-  if (checkpoint_->has(p + "experts.gate_up_proj")) {
-    const Tensor gate_up = weight(p + "experts.gate_up_proj", {E, 2 * I, H});
-    const Tensor down = weight(p + "experts.down_proj", {E, H, I});
-    for (int64_t e = 0; e < E; ++e) {
-      const Tensor gu = gate_up.slice_rows(e, e + 1).view({2 * I, H});
-      l.experts.gate[e] = gu.slice_rows(0, I);
-      l.experts.up[e] = gu.slice_rows(I, 2 * I);
-      l.experts.down[e] = down.slice_rows(e, e + 1).view({H, I});
-    }
-    return;
-  }
-  for (int64_t e = 0; e < E; ++e) {
-    const std::string q = p + "experts." + std::to_string(e) + ".";
-    l.experts.gate[e] = weight(q + "gate_proj.weight", {I, H});
-    l.experts.up[e] = weight(q + "up_proj.weight", {I, H});
-    l.experts.down[e] = weight(q + "down_proj.weight", {H, I});
-  }
+  l.experts = load_moe_experts(*checkpoint_, backend_, &weight_storage_, p, E, I, H);
 }
 
 void DecoderLM::allocate_workspace() {

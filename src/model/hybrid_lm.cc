@@ -1,4 +1,5 @@
 #include "model/hybrid_lm.h"
+#include "model/weights.h"
 
 #include <cmath>
 #include <cstring>
@@ -66,10 +67,7 @@ HybridLM::HybridLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint, B
 }
 
 Tensor HybridLM::weight(const std::string& name, std::vector<int64_t> shape) {
-  const TensorInfo& info = checkpoint_->get(name, shape);
-  PAGODA_CHECK(info.dtype == DType::kBF16 || info.dtype == DType::kF16 || info.dtype == DType::kF32, info.file,
-               ": tensor ", name, " has dtype ", dtype_name(info.dtype), "; supported: BF16, F16, F32");
-  return backend_.place_weight(info.view(), &weight_storage_);
+  return place_weight_checked(*checkpoint_, backend_, &weight_storage_, name, shape);
 }
 
 Tensor HybridLM::upload_f32(const std::vector<float>& v, std::initializer_list<int64_t> dims) {
@@ -185,26 +183,7 @@ void HybridLM::load_weights() {
     if (l.moe) {
       const int64_t E = c.num_experts, MI = c.moe_intermediate_size, SI = c.shared_expert_intermediate_size;
       l.router = weight(m + "gate.weight", {E, H});
-      l.experts.gate.resize(E);
-      l.experts.up.resize(E);
-      l.experts.down.resize(E);
-      if (checkpoint_->has(m + "experts.gate_up_proj")) {
-        const Tensor gate_up = weight(m + "experts.gate_up_proj", {E, 2 * MI, H});
-        const Tensor down = weight(m + "experts.down_proj", {E, H, MI});
-        for (int64_t e = 0; e < E; ++e) {
-          const Tensor gu = gate_up.slice_rows(e, e + 1).view({2 * MI, H});
-          l.experts.gate[e] = gu.slice_rows(0, MI);
-          l.experts.up[e] = gu.slice_rows(MI, 2 * MI);
-          l.experts.down[e] = down.slice_rows(e, e + 1).view({H, MI});
-        }
-      } else {
-        for (int64_t e = 0; e < E; ++e) {
-          const std::string q = m + "experts." + std::to_string(e) + ".";
-          l.experts.gate[e] = weight(q + "gate_proj.weight", {MI, H});
-          l.experts.up[e] = weight(q + "up_proj.weight", {MI, H});
-          l.experts.down[e] = weight(q + "down_proj.weight", {H, MI});
-        }
-      }
+      l.experts = load_moe_experts(*checkpoint_, backend_, &weight_storage_, m, E, MI, H);
       if (SI > 0 && checkpoint_->has(m + "shared_expert.gate_proj.weight")) {
         l.shared_gate = weight(m + "shared_expert.gate_proj.weight", {SI, H});
         l.shared_up = weight(m + "shared_expert.up_proj.weight", {SI, H});
