@@ -21,15 +21,30 @@ EngineConfig resolved(EngineConfig c, const CausalLM& model) {
                     " has linear-attention layers whose recurrent state is not cached per block");
     c.enable_prefix_caching = false;
   }
+  // Hybrid models: the recurrent-state pool (one slot per sequence that can run at once) is part
+  // of the KV cache memory, as in vLLM; the paged KV blocks get what is left.
+  const size_t state_bytes = static_cast<size_t>(model.num_state_slots()) * model.state_bytes_per_slot();
+  const auto gib = [](size_t bytes) { return static_cast<double>(bytes) / static_cast<double>(size_t{1} << 30); };
   if (c.num_kv_blocks <= 0) {
     const size_t per_block = ModelRunner::kv_bytes_per_block(model, c.block_size, c.kv_cache_dtype);
-    c.num_kv_blocks = static_cast<int>(std::min<size_t>(c.kv_cache_memory_bytes / per_block, size_t{1} << 30));
+    PAGODA_CHECK(per_block > 0, "the model has no paged attention layers to size a KV cache for");
+    PAGODA_CHECK(state_bytes < c.kv_cache_memory_bytes, "--kv-cache-memory ", gib(c.kv_cache_memory_bytes),
+                 " GiB is too small: the recurrent state of ", model.num_state_slots(), " sequences (--max-num-seqs, ",
+                 gib(model.state_bytes_per_slot()) * 1024.0, " MiB each) alone takes ", gib(state_bytes),
+                 " GiB; raise --kv-cache-memory or lower --max-num-seqs");
+    c.num_kv_blocks =
+        static_cast<int>(std::min<size_t>((c.kv_cache_memory_bytes - state_bytes) / per_block, size_t{1} << 30));
   }
+  if (state_bytes > 0)
+    log_info("recurrent-state pool: ", model.num_state_slots(), " slots x ", gib(model.state_bytes_per_slot()) * 1024.0,
+             " MiB = ", gib(state_bytes), " GiB; paged KV: ", c.num_kv_blocks, " blocks");
   // One request of max_model_len tokens must fit, or it would preempt itself forever.
   const int64_t needed = (int64_t{c.max_model_len} + c.block_size - 1) / c.block_size;
   PAGODA_CHECK(c.num_kv_blocks >= needed, "the KV cache holds ", c.num_kv_blocks, " blocks of ", c.block_size,
                " tokens, fewer than the ", needed, " that one sequence of --max-model-len ", c.max_model_len,
-               " needs; raise --kv-cache-memory or lower --max-model-len");
+               " needs; raise --kv-cache-memory or lower --max-model-len",
+               state_bytes > 0 ? " (the recurrent-state pool of --max-num-seqs sequences is counted in --kv-cache-memory)"
+                               : "");
   if (c.eos_token_ids.empty())
     for (int64_t id : mc.eos_token_ids) c.eos_token_ids.push_back(static_cast<int32_t>(id));
   return c;

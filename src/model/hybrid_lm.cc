@@ -216,6 +216,7 @@ void HybridLM::load_weights() {
     st.conv = state_storage_.back().as(DType::kF32, {S, conv_dim_, K - 1});
     state_storage_.push_back(backend_.allocate(rec_bytes));
     st.recurrent = state_storage_.back().as(DType::kF32, {S, nv, dk, dv});
+    state_bytes_per_slot_ += static_cast<size_t>(conv_dim_ * (K - 1) + nv * dk * dv) * sizeof(float);
   }
 }
 

@@ -36,6 +36,7 @@ class HybridLM : public CausalLM {
   int num_kv_heads() const override { return static_cast<int>(config_.num_key_value_heads); }
   int head_dim() const override { return static_cast<int>(config_.head_dim); }
   int num_state_slots() const override { return num_state_slots_; }
+  size_t state_bytes_per_slot() const override { return state_bytes_per_slot_; }
 
   void forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) override;
 
@@ -84,6 +85,7 @@ class HybridLM : public CausalLM {
   int64_t conv_dim_ = 0, value_dim_ = 0;
   int num_full_layers_ = 0;
   int num_state_slots_ = 0;
+  size_t state_bytes_per_slot_ = 0;
   int chunk_size_ = 64;
 
   std::vector<DeviceBuffer> weight_storage_;

@@ -41,6 +41,9 @@ class CausalLM {
   // and ignores attn.state_slots). A sequence's slot is overwritten when its chunk starts at
   // position 0, so a slot needs no reset between requests.
   virtual int num_state_slots() const { return 0; }
+  // Bytes of one state slot across all linear-attention layers (conv + recurrent state); the
+  // engine counts num_state_slots() of them inside its KV cache memory budget.
+  virtual size_t state_bytes_per_slot() const { return 0; }
 
   // Runs the batch, writes K/V of its tokens into `kv`, and writes F32 logits [L, vocab_size]
   // for the rows named by batch.logits_indices into `logits`.
