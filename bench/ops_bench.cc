@@ -5,7 +5,8 @@
 //  - paged_attention: decode (GB/s of K/V read) and prefill (GFLOP/s).
 // The kernels are those make_cpu_backend() picks (PAGODA_CPU_ISA overrides, PAGODA_NUM_THREADS
 // sets the threads).
-//   ops_bench [--quick] [--best]
+//  - gated_delta_rule (Gated DeltaNet recurrence) at decode, vs its memory roofline (--gdn: only that).
+//   ops_bench [--quick] [--best] [--gdn]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -168,6 +169,50 @@ void bench_attention(Backend& be, int S, int ctx, int q_len, DType cache_dtype, 
   }
 }
 
+// Gated DeltaNet recurrence (gated_delta_rule) at decode: S sequences, one token each, Qwen3.5-0.8B
+// head shapes (16 key / 16 value heads of 128). The op must read and write each sequence's F32
+// state [n_v, d_k, d_v] (1 MiB); that is its memory roofline: 2 x state bytes / read bandwidth
+// per token. The states are rotated over >= 256 MiB of copies (as in a decode step, where the
+// weights of the whole model pass through the caches between two visits to one layer), so every
+// call reads its state from DRAM.
+void bench_gdn_decode(Backend& be, int S, double membw, std::mt19937& rng) {
+  const int nk = 16, nv = 16, dk = 128, dv = 128, K = 4;
+  const int64_t conv_dim = 2 * nk * dk + nv * dv;
+  const size_t rec_floats = static_cast<size_t>(S) * nv * dk * dv;
+  const int copies = std::max<int>(2, static_cast<int>((size_t{256} << 20) / (rec_floats * 4)) + 1);
+  std::vector<std::vector<float>> rec(copies, std::vector<float>(rec_floats, 0.01f));
+  std::vector<std::vector<float>> conv(copies, std::vector<float>(static_cast<size_t>(S) * conv_dim * (K - 1), 0.f));
+  std::vector<float> qkv = random_f32(static_cast<size_t>(S) * conv_dim, rng), a = random_f32(static_cast<size_t>(S) * nv, rng),
+                     b = random_f32(static_cast<size_t>(S) * nv, rng), A_log(nv, 0.5f), dt_bias(nv, 1.0f),
+                     out(static_cast<size_t>(S) * nv * dv);
+  std::vector<int32_t> qsl(S + 1), lens(S, 100), slots(S);
+  for (int s = 0; s <= S; ++s) qsl[s] = s;
+  for (int s = 0; s < S; ++s) slots[s] = s;
+  pagoda::AttentionMetadata meta;
+  meta.query_start_loc = Tensor(qsl.data(), DType::kI32, {S + 1});
+  meta.seq_lens = Tensor(lens.data(), DType::kI32, {S});
+  meta.state_slots = Tensor(slots.data(), DType::kI32, {S});
+  meta.num_seqs = S;
+  meta.num_tokens = S;
+  meta.max_query_len = 1;
+  meta.max_seq_len = 100;
+  const pagoda::GdnShape shape{nk, nv, dk, dv};
+  const double s = time_op(40, [&](int r) {
+    pagoda::LinearAttnState st;
+    st.conv = Tensor(conv[r % copies].data(), DType::kF32, {S, conv_dim, K - 1});
+    st.recurrent = Tensor(rec[r % copies].data(), DType::kF32, {S, nv, dk, dv});
+    be.gated_delta_rule(Tensor(qkv.data(), DType::kF32, {S, conv_dim}), Tensor(a.data(), DType::kF32, {S, nv}),
+                        Tensor(b.data(), DType::kF32, {S, nv}), Tensor(A_log.data(), DType::kF32, {nv}),
+                        Tensor(dt_bias.data(), DType::kF32, {nv}), shape, meta, 64, st,
+                        Tensor(out.data(), DType::kF32, {S, nv * dv}));
+  });
+  const double bytes = 2.0 * rec_floats * 4;  // state read + written; q/k/v/a/b/out are < 3% more
+  const double roofline = bytes / (membw * 1e9);
+  std::printf("gdn recurrence decode seqs=%-3d (16x128x128 state): %8.3f ms = %7.1f us/token  %6.2f GB/s of state"
+              "  roofline %6.1f us/token -> %5.1f%% of roofline\n",
+              S, s * 1e3, s * 1e6 / S, bytes / s / 1e9, roofline * 1e6 / S, 100.0 * roofline / s);
+}
+
 double cpu_mhz() {
   FILE* f = std::fopen("/proc/cpuinfo", "r");
   if (f == nullptr) return 0;
@@ -186,11 +231,12 @@ double cpu_mhz() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, gdn_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     quick = quick || a == "--quick";
     g_best = g_best || a == "--best";
+    gdn_only = gdn_only || a == "--gdn";
   }
   auto be = pagoda::make_cpu_backend();
   const int threads = pagoda::ThreadPool::global().num_threads();
@@ -205,6 +251,7 @@ int main(int argc, char** argv) {
   // Qwen3-0.6B: hidden 1024, q 2048 + k/v 1024 (qkv 4096), MLP 3072 (gate+up 6144), vocab 151936.
   const int64_t decode_shapes[][2] = {{3072, 1024}, {4096, 1024}, {6144, 1024}, {1024, 3072}, {151936, 1024}};
   for (auto& nk : decode_shapes) {
+    if (gdn_only) break;
     for (int64_t T : {1, 4}) {
       if (quick && T == 4) continue;
       bench_linear_decode(*be, nk[0], nk[1], T, membw, rng);
@@ -212,12 +259,17 @@ int main(int argc, char** argv) {
   }
   const int64_t prefill_shapes[][2] = {{4096, 1024}, {6144, 1024}, {1024, 3072}};
   for (auto& nk : prefill_shapes) {
+    if (gdn_only) break;
     for (int64_t T : {64, 512}) {
       if (quick && T == 64) continue;
       bench_linear_prefill(*be, nk[0], nk[1], T, DType::kBF16, peak, rng);
     }
   }
-  if (!quick) bench_linear_prefill(*be, 1024, 1024, 512, DType::kF32, peak, rng);
+  if (!quick && !gdn_only) bench_linear_prefill(*be, 1024, 1024, 512, DType::kF32, peak, rng);
+  if (gdn_only) {
+    for (int S : {1, 8, 32}) bench_gdn_decode(*be, S, membw, rng);
+    return 0;
+  }
   for (DType cd : {DType::kBF16, DType::kF32}) {
     bench_attention(*be, 1, 1024, 1, cd, -1, rng);
     bench_attention(*be, 1, 4096, 1, cd, -1, rng);

@@ -216,17 +216,22 @@ void gated_delta_rule(ThreadPool& pool, const Tensor& qkv, const Tensor& a, cons
           const float decay = std::exp(g[t]);
           const float* k = &ks[t * dk];
           const float* q = &qs[t * dk];
-          for (int64_t i = 0; i < dk * dv; ++i) S[i] *= decay;
+          // Two passes over S instead of four: (decay S)^T k = decay (S^T k), and the decay, the
+          // rank-1 update and the read-out o = S^T q share the second pass.
           std::fill(tmp.begin(), tmp.end(), 0.0f);
           for (int64_t i = 0; i < dk; ++i)
             for (int64_t j = 0; j < dv; ++j) tmp[j] += S[i * dv + j] * k[i];
-          for (int64_t j = 0; j < dv; ++j) tmp[j] = (vs[t * dv + j] - tmp[j]) * beta[t];
-          for (int64_t i = 0; i < dk; ++i)
-            for (int64_t j = 0; j < dv; ++j) S[i * dv + j] += k[i] * tmp[j];
+          for (int64_t j = 0; j < dv; ++j) tmp[j] = (vs[t * dv + j] - decay * tmp[j]) * beta[t];
           float* o = out_base + (s.begin + t) * out_stride;
           std::fill(o, o + dv, 0.0f);
-          for (int64_t i = 0; i < dk; ++i)
-            for (int64_t j = 0; j < dv; ++j) o[j] += S[i * dv + j] * q[i];
+          for (int64_t i = 0; i < dk; ++i) {
+            float* Si = S + i * dv;
+            const float ki = k[i], qi = q[i];
+            for (int64_t j = 0; j < dv; ++j) {
+              Si[j] = decay * Si[j] + ki * tmp[j];
+              o[j] += Si[j] * qi;
+            }
+          }
         }
         continue;
       }
