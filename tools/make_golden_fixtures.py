@@ -9,6 +9,9 @@ generation_config.json, model.safetensors) plus the reference outputs of Hugging
   logits.bin      float32 little-endian rows of vocab_size logits:
                   for each prompt: one row per prompt position (prefill), then one row per
                   decode step (the logits after feeding generated token j, j = 0 .. n-2)
+  logits_bf16kv.bin  the same rows for the last prompt, with K/V rounded to bfloat16 as they
+                  enter the cache (what a BF16 KV cache computes), teacher-forced on the
+                  float32 greedy tokens
 
 The reference runs in float32 on exactly the weights stored on disk (the checkpoint is saved
 in its storage dtype first and then reloaded with dtype=float32), with the eager attention
@@ -251,6 +254,56 @@ def reference(model_dir, prompt):
     return prefill, tokens, decode, min(margins), min(router_gaps, default=None)
 
 
+def bf16_kv_reference(model_dir, prompt, generated):
+    """What a BF16 KV cache computes: the float32 reference with every K/V entry rounded to bfloat16
+    as it enters the cache (the attention reads the rounded values, also for the tokens of the
+    step that wrote them), teacher-forced on the float32 greedy tokens. Same row layout as the
+    float32 rows of that prompt: prefill rows, then one row per decode step."""
+    from transformers import cache_utils
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    originals = {}
+    for cls in (cache_utils.DynamicLayer, cache_utils.DynamicSlidingWindowLayer):
+        originals[cls] = cls.update
+
+        def rounded(self, key_states, value_states, *args, _orig=cls.update, **kwargs):
+            return _orig(self, key_states.to(torch.bfloat16).float(), value_states.to(torch.bfloat16).float(),
+                         *args, **kwargs)
+        cls.update = rounded
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([prompt], dtype=torch.long), use_cache=True)
+            rows = [out.logits[0].float().clone()]
+            past = out.past_key_values
+            for tok in generated[:-1]:
+                out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                rows.append(out.logits[0].float().clone())
+    finally:
+        for cls, fn in originals.items():
+            cls.update = fn
+    return torch.cat(rows)
+
+
+def add_bf16_kv_reference(name, out_root):
+    """Adds logits_bf16kv.bin (the last prompt, see bf16_kv_reference) to an existing fixture and
+    names it in expected.json; the rest of the fixture is left as it is."""
+    out_dir = os.path.join(out_root, name)
+    path = os.path.join(out_dir, "expected.json")
+    with open(path) as f:
+        expected = json.load(f)
+    index = len(expected["prompts"]) - 1
+    p = expected["prompts"][index]
+    logits = bf16_kv_reference(out_dir, p["tokens"], p["generated"]).contiguous()
+    assert logits.shape[0] == len(p["tokens"]) + p["num_decode_rows"]
+    with open(os.path.join(out_dir, "logits_bf16kv.bin"), "wb") as f:
+        f.write(struct.pack(f"<{logits.numel()}f", *logits.flatten().tolist()))
+    expected["bf16_kv"] = {"prompt": index, "logits_file": "logits_bf16kv.bin", "num_rows": logits.shape[0]}
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    print(f"  {name}: bf16 KV reference, prompt {index}, {logits.shape[0]} rows")
+
+
 def rope_reference(model_dir):
     """HF's inv_freq and attention scaling at load time; for dynamic NTK also at longer lengths."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -336,6 +389,7 @@ def make_fixture(name, spec, out_root, seed):
     with open(os.path.join(out_dir, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
         f.write("\n")
+    add_bf16_kv_reference(name, out_root)
 
 
 def main():
@@ -343,6 +397,8 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "model", "data"))
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--bf16-kv-only", action="store_true",
+                    help="only (re)write the BF16-KV reference of existing fixtures (logits_bf16kv.bin)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -353,7 +409,10 @@ def main():
         if args.only and name not in args.only:
             continue
         print(name)
-        make_fixture(name, spec, args.out, seed=1234 + 17 * i)
+        if args.bf16_kv_only:
+            add_bf16_kv_reference(name, args.out)
+        else:
+            make_fixture(name, spec, args.out, seed=1234 + 17 * i)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,13 @@ constexpr float kRelTol = 1e-4f;
 // measured max |diff| (where a flip would be a real bug; most steps, the count is printed).
 constexpr float kBf16KvAbsTol = 0.25f;
 constexpr float kBf16KvRelTol = 0.02f;
+// BF16 KV cache against transformers with K/V rounded to bfloat16 the same way: both round float32
+// values that agree to ~1e-5, so they differ only where an element sits that close to a rounding
+// boundary and lands on the neighbouring bfloat16 (2^-8 relative); measured max |diff| 5e-6 ..
+// 4.2e-3 over every fixture (qwen3_next 3.4e-3, where the float32 reference is 2.71 away). The bound
+// is about 2x that: 10-50x tighter than the bound against the float32 reference.
+constexpr float kBf16KvVsRoundedAbsTol = 1e-2f;
+constexpr float kBf16KvVsRoundedRelTol = 1e-3f;
 
 constexpr int kBlockSize = 16;
 constexpr int kMaxSeqs = 4;
@@ -99,7 +106,10 @@ struct Fixture {
   }
 };
 
-Fixture load_fixture(const std::string& name) {
+// bf16_kv: the reference rows are those of logits_bf16kv.bin (transformers with K/V rounded to
+// bfloat16 as they enter the cache, teacher-forced on the float32 greedy tokens) for the one prompt
+// it covers; the other prompts are dropped.
+Fixture load_fixture(const std::string& name, bool bf16_kv = false) {
   Fixture f;
   f.name = name;
   const std::string dir = fixture_dir(name);
@@ -120,6 +130,20 @@ Fixture load_fixture(const std::string& name) {
     q.decode_row = p.at("decode_logits_row").get<int64_t>();
     q.num_decode_rows = p.at("num_decode_rows").get<int64_t>();
     f.prompts.push_back(std::move(q));
+  }
+  if (bf16_kv) {
+    const json& b = f.expected.at("bf16_kv");
+    Prompt q = f.prompts.at(b.at("prompt").get<size_t>());
+    const int64_t n = static_cast<int64_t>(q.tokens.size());
+    const int64_t rows_bf16 = b.at("num_rows").get<int64_t>();
+    EXPECT_EQ(rows_bf16, n + q.num_decode_rows);
+    q.prefill_row = 0;
+    q.decode_row = n;
+    f.prompts = {q};
+    f.logits.assign(static_cast<size_t>(rows_bf16 * f.vocab), 0.0f);
+    std::ifstream bb(dir + "/" + b.at("logits_file").get<std::string>(), std::ios::binary);
+    bb.read(reinterpret_cast<char*>(f.logits.data()), static_cast<std::streamsize>(f.logits.size() * sizeof(float)));
+    EXPECT_EQ(bb.gcount(), static_cast<std::streamsize>(f.logits.size() * sizeof(float))) << "short bf16 KV logits file";
   }
   return f;
 }
@@ -242,9 +266,12 @@ Stats run(const Fixture& fx, const RunOptions& opt) {
       if (q.computed >= n) {
         // The last row of this chunk predicts generated token q.generated.
         const float* ours = host.data() + (r - 1) * V;
-        const int32_t want = q.p->generated[q.generated];
-        const int32_t got = argmax(ours, V);
+        // The reference's own greedy token at this row: the fixture's generated token for the
+        // float32 reference; for the BF16-KV reference (teacher-forced on the float32 tokens) it
+        // may differ from the token fed next.
         const float* ref = fx.row(*q.p, q.computed - 1);
+        const int32_t want = argmax(ref, V);
+        const int32_t got = argmax(ours, V);
         // With every logit within row_max of the reference, the argmax cannot move unless the
         // reference top-2 margin is <= 2 * row_max.
         if (opt.strict_tokens || margin(ref, V) > 2 * row_max) {
@@ -254,7 +281,7 @@ Stats run(const Fixture& fx, const RunOptions& opt) {
         }
         ++st.tokens;
         ++q.generated;
-        q.stream.push_back(opt.strict_tokens ? got : want);
+        q.stream.push_back(opt.strict_tokens ? got : q.p->generated[q.generated - 1]);
       }
     }
   }
@@ -318,21 +345,35 @@ TEST_P(GoldenTest, MixedBatch) {
 }
 
 TEST_P(GoldenTest, Bf16KvCache) {
+  // Against the float32 reference: within the stated BF16 bound. The tiny random hybrid Qwen3-Next
+  // is the exception: transformers itself, with the same K/V rounding, moves by up to 2.71 on this
+  // prompt (a top-2 MoE routing flip late in the decode), so only the comparison below applies.
   const Fixture fx = load_fixture(GetParam());
-  // The tiny random hybrid model amplifies BF16 rounding of its full-attention K/V through the
-  // recurrent state and top-2 MoE routing (max |diff| ~2.7 after 90 steps while the F32 run stays
-  // at 1e-4), so this tolerance test does not apply to it.
-  if (load_model_config(fixture_dir(fx.name)).is_hybrid()) GTEST_SKIP() << "BF16 KV drift on the tiny hybrid model";
+  if (GetParam() != "qwen3_next") {
+    RunOptions opt;
+    opt.prompts = {static_cast<int>(fx.prompts.size() - 1)};
+    opt.kv_dtype = DType::kBF16;
+    opt.abs_tol = kBf16KvAbsTol;
+    opt.rel_tol = kBf16KvRelTol;
+    opt.strict_tokens = false;
+    const Stats st = run(fx, opt);
+    std::printf("[ %s ] BF16 KV cache vs float32 reference: max |diff| %.3g, %lld of %lld greedy tokens compared\n",
+                fx.name.c_str(), st.max_abs, static_cast<long long>(st.tokens_checked),
+                static_cast<long long>(st.tokens));
+    EXPECT_GT(st.tokens_checked, st.tokens / 2);
+  }
+  // Against transformers with the same BF16 rounding of K/V (logits_bf16kv.bin): as close as the
+  // float32 comparison.
+  const Fixture fb = load_fixture(GetParam(), /*bf16_kv=*/true);
   RunOptions opt;
-  opt.prompts = {static_cast<int>(fx.prompts.size() - 1)};
+  opt.prompts = {0};
   opt.kv_dtype = DType::kBF16;
-  opt.abs_tol = kBf16KvAbsTol;
-  opt.rel_tol = kBf16KvRelTol;
+  opt.abs_tol = kBf16KvVsRoundedAbsTol;
+  opt.rel_tol = kBf16KvVsRoundedRelTol;
   opt.strict_tokens = false;
-  const Stats st = run(fx, opt);
-  std::printf("[ %s ] BF16 KV cache: max |diff| %.3g, %lld of %lld greedy tokens compared\n", fx.name.c_str(),
-              st.max_abs, static_cast<long long>(st.tokens_checked), static_cast<long long>(st.tokens));
-  EXPECT_GT(st.tokens_checked, st.tokens / 2);
+  const Stats st = run(fb, opt);
+  std::printf("[ %s ] BF16 KV cache vs transformers with bf16-rounded K/V: max |diff| %.3g over %lld rows\n",
+              fb.name.c_str(), st.max_abs, static_cast<long long>(st.rows));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(kFixtures),
