@@ -50,7 +50,8 @@ def decode_bytes(model_dir):
             total += b
             if ".mlp.experts." in key:
                 experts += b
-    E, k = cfg.get("num_experts", 0), cfg.get("num_experts_per_tok", 0)
+    E = cfg.get("num_experts", cfg.get("num_local_experts", 0))
+    k = cfg.get("num_experts_per_tok", 0)
     active = total - (experts * (E - k) / E if E else 0)
     n_linear = sum(1 for t in cfg.get("layer_types", []) if t == "linear_attention")
     state = 2 * 4 * n_linear * cfg.get("linear_num_value_heads", 0) * cfg.get("linear_key_head_dim", 0) * \
