@@ -22,6 +22,9 @@ which keeps writing ~11 GB fast; fresh values for the embeddings), RMSNorm weigh
 gated norm), DeltaNet A_log = log(uniform(1, 16)) and dt_bias = 1. BF16, one safetensors file, the real
 Qwen3 tokenizer files (its 151,669 tokens are all below either vocabulary size).
 
+  qwen3-8b, qwen3-0.6b, qwen2.5-0.5b   the dense models' released shapes (Qwen2.5-0.5B: q/k/v biases),
+                 for the GPU benchmarks and checks (tools/gpu_check.sh).
+
 Usage: python3 tools/make_bench_checkpoint.py --preset qwen3_5-0.8b --out models/qwen3_5-0.8b-random
        python3 tools/make_bench_checkpoint.py --preset qwen3-30b-a3b --layers 8 --out models/qwen3-30b-a3b-8l-random
 """
@@ -65,7 +68,32 @@ def qwen3_30b_a3b(args):
         bos_token_id=151643, eos_token_id=151645, dtype="bfloat16")
 
 
-PRESETS = {"qwen3_5-0.8b": qwen3_5_08b, "qwen3-30b-a3b": qwen3_30b_a3b}
+def qwen3_8b(args):
+    return transformers.Qwen3Config(
+        vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6,
+        tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        bos_token_id=151643, eos_token_id=151645, dtype="bfloat16")
+
+
+def qwen3_06b(args):
+    return transformers.Qwen3Config(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        bos_token_id=151643, eos_token_id=151645, dtype="bfloat16")
+
+
+def qwen2_5_05b(args):
+    return transformers.Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        bos_token_id=151643, eos_token_id=151645, dtype="bfloat16")
+
+
+PRESETS = {"qwen3_5-0.8b": qwen3_5_08b, "qwen3-30b-a3b": qwen3_30b_a3b, "qwen3-8b": qwen3_8b, "qwen3-0.6b": qwen3_06b,
+           "qwen2.5-0.5b": qwen2_5_05b}
 
 
 def stored_tensors(config):
@@ -104,6 +132,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--layers", type=int, default=8, help="qwen3-30b-a3b: layers kept of the 48 (default 8)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", choices=["hf", "golden"], default="hf",
+                    help="hf: normal(0, 0.02) matrices, as transformers initialises (near-uniform logits, fine for "
+                         "speed); golden: matrices normal(0, 1.5 / sqrt(fan_in)), embeddings normal(0, 1), norms "
+                         "1 + 0.2 normal, biases 0.2 normal: peaked logits with clear greedy margins, for comparing "
+                         "logits and greedy tokens against a reference")
     args = ap.parse_args()
 
     config = PRESETS[args.preset](args)
@@ -116,7 +149,24 @@ def main():
     rng = np.random.default_rng(args.seed)
     pool = np.frombuffer(bf16_bytes(rng.standard_normal(1 << 26, dtype=np.float32) * 0.02), dtype=np.uint16)
 
+    def golden_values(name, shape):
+        n = int(np.prod(shape))
+        if name.endswith("A_log"):
+            return bf16_bytes(np.log(rng.uniform(1.0, 16.0, n)))
+        if name.endswith("dt_bias"):
+            return bf16_bytes(np.ones(n))
+        if len(shape) == 1:
+            if name.endswith(".bias"):
+                return bf16_bytes(0.2 * rng.standard_normal(n, dtype=np.float32))
+            base = 0.0 if zero_centred and "linear_attn.norm" not in name else 1.0
+            return bf16_bytes(base + 0.2 * rng.standard_normal(n, dtype=np.float32))
+        if "embed_tokens" in name:
+            return bf16_bytes(rng.standard_normal(n, dtype=np.float32))
+        return bf16_bytes(rng.standard_normal(n, dtype=np.float32) * (1.5 / np.sqrt(shape[-1])))
+
     def values(name, shape):
+        if args.init == "golden":
+            return golden_values(name, shape)
         n = int(np.prod(shape))
         if name.endswith("A_log"):
             return bf16_bytes(np.log(rng.uniform(1.0, 16.0, n)))
