@@ -455,26 +455,31 @@ TEST(ModelLoad, Qwen3MoeLayers) {
 }
 
 // The fused expert layout (mlp.experts.gate_up_proj [E, 2I, H], gate rows first, and
-// mlp.experts.down_proj [E, H, I]) must give the per-expert checkpoint's logits.
-TEST(ModelLoad, Qwen3MoeFusedExperts) {
-  const Fixture fx = load_fixture("qwen3_moe");
+// mlp.experts.down_proj [E, H, I]; what released Qwen3.5-MoE checkpoints store) must give the
+// per-expert checkpoint's logits, for every MoE architecture.
+class FusedExperts : public ::testing::TestWithParam<std::pair<std::string, int>> {};
+
+TEST_P(FusedExperts, MatchPerExpertLogits) {
+  const auto& [name, want_layers] = GetParam();
+  const Fixture fx = load_fixture(name);
   const ModelConfig cfg = load_model_config(fixture_dir(fx.name));
   const Checkpoint ckpt(fixture_dir(fx.name));
   const int64_t E = cfg.num_experts, I = cfg.moe_intermediate_size, H = cfg.hidden_size;
   std::vector<TensorToWrite> tensors;
-  auto bytes_of = [&](const std::string& name) {
-    const TensorInfo& t = ckpt.get(name);
+  auto bytes_of = [&](const std::string& n) {
+    const TensorInfo& t = ckpt.get(n);
     return std::vector<uint8_t>(t.data, t.data + t.nbytes);
   };
-  int fused_layers = 0;
-  for (const std::string& name : ckpt.names()) {
-    if (name.find(".mlp.experts.") != std::string::npos) continue;
-    const TensorInfo& t = ckpt.get(name);
-    tensors.push_back({name, t.dtype, t.shape, bytes_of(name)});
+  const std::string first = ".mlp.experts.0.gate_proj.weight";
+  std::vector<std::string> prefixes;  // "<...>.layers.<l>.mlp.experts." of every MoE layer
+  for (const std::string& n : ckpt.names()) {
+    if (n.size() > first.size() && n.compare(n.size() - first.size(), first.size(), first) == 0)
+      prefixes.push_back(n.substr(0, n.size() - first.size()) + ".mlp.experts.");
+    if (n.find(".mlp.experts.") != std::string::npos) continue;
+    const TensorInfo& t = ckpt.get(n);
+    tensors.push_back({n, t.dtype, t.shape, bytes_of(n)});
   }
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".mlp.experts.";
-    if (!ckpt.has(p + "0.gate_proj.weight")) continue;
+  for (const std::string& p : prefixes) {
     const DType dt = ckpt.get(p + "0.gate_proj.weight").dtype;
     TensorToWrite gate_up{p + "gate_up_proj", dt, {E, 2 * I, H}, {}}, down{p + "down_proj", dt, {E, H, I}, {}};
     for (int64_t e = 0; e < E; ++e) {
@@ -488,9 +493,8 @@ TEST(ModelLoad, Qwen3MoeFusedExperts) {
     }
     tensors.push_back(std::move(gate_up));
     tensors.push_back(std::move(down));
-    ++fused_layers;
   }
-  EXPECT_EQ(fused_layers, 3);
+  EXPECT_EQ(static_cast<int>(prefixes.size()), want_layers);
   TempDir dir;
   std::filesystem::copy_file(fixture_dir(fx.name) + "/config.json", dir.str() + "/config.json");
   write_safetensors(dir.str() + "/model.safetensors", tensors);
@@ -499,8 +503,15 @@ TEST(ModelLoad, Qwen3MoeFusedExperts) {
   opt.chunk = 7;
   opt.model_dir = dir.str();
   const Stats st = run(fx, opt);
-  std::printf("[ qwen3_moe fused experts ] %lld rows, max |diff| %.3g\n", static_cast<long long>(st.rows), st.max_abs);
+  std::printf("[ %s fused experts ] %lld rows, max |diff| %.3g\n", name.c_str(), static_cast<long long>(st.rows),
+              st.max_abs);
 }
+
+INSTANTIATE_TEST_SUITE_P(Moe, FusedExperts,
+                         ::testing::Values(std::make_pair(std::string("qwen3_moe"), 3),
+                                           std::make_pair(std::string("qwen3_next"), 3),
+                                           std::make_pair(std::string("qwen3_5_moe"), 4)),
+                         [](const auto& info) { return info.param.first; });
 
 TEST(ModelLoad, Qwen3NextHybridLayers) {
   auto backend = make_cpu_backend();
