@@ -5,7 +5,8 @@ Each fixture is a tiny, randomly initialised Hugging Face checkpoint (config.jso
 generation_config.json, model.safetensors) plus the reference outputs of Hugging Face
 `transformers` for a few prompts of random token ids:
 
-  expected.json   prompts, greedy tokens, row offsets into logits.bin, margins
+  expected.json   prompts, greedy tokens, row offsets into logits.bin, margins, and
+                  reference_fp32_noise: max |float32 - float64| of transformers' own logits
   logits.bin      float32 little-endian rows of vocab_size logits:
                   for each prompt: one row per prompt position (prefill), then one row per
                   decode step (the logits after feeding generated token j, j = 0 .. n-2)
@@ -304,6 +305,36 @@ def add_bf16_kv_reference(name, out_root):
     print(f"  {name}: bf16 KV reference, prompt {index}, {logits.shape[0]} rows")
 
 
+def reference_noise(model_dir, prompts):
+    """transformers' own float32 rounding noise on this fixture: max |float32 logit - float64 logit|
+    over every reference row (prefill rows and the decode rows teacher-forced on the float32 greedy
+    tokens). The golden test adds twice this to its bound: where the reference itself is only this
+    accurate, nothing can be held closer to it."""
+    worst = 0.0
+    m32 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    m64 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64, attn_implementation="eager",
+                                               experts_implementation="eager").eval()
+    with torch.no_grad():
+        for p in prompts:
+            seq = torch.tensor([p["tokens"] + p["generated"][:-1]], dtype=torch.long)
+            a = m32(input_ids=seq).logits[0].double()
+            b = m64(input_ids=seq).logits[0]
+            worst = max(worst, float((a - b).abs().max()))
+    return worst
+
+
+def add_reference_noise(name, out_root):
+    out_dir = os.path.join(out_root, name)
+    path = os.path.join(out_dir, "expected.json")
+    with open(path) as f:
+        expected = json.load(f)
+    expected["reference_fp32_noise"] = float(f"{reference_noise(out_dir, expected['prompts']):.3g}")
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    print(f"  {name}: float32 vs float64 reference, max |diff| {expected['reference_fp32_noise']}")
+
+
 def rope_reference(model_dir):
     """HF's inv_freq and attention scaling at load time; for dynamic NTK also at longer lengths."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -390,6 +421,7 @@ def make_fixture(name, spec, out_root, seed):
         json.dump(expected, f, indent=1)
         f.write("\n")
     add_bf16_kv_reference(name, out_root)
+    add_reference_noise(name, out_root)
 
 
 def main():
@@ -399,6 +431,8 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--bf16-kv-only", action="store_true",
                     help="only (re)write the BF16-KV reference of existing fixtures (logits_bf16kv.bin)")
+    ap.add_argument("--noise-only", action="store_true",
+                    help="only (re)measure transformers' float32-vs-float64 noise of existing fixtures")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -411,6 +445,8 @@ def main():
         print(name)
         if args.bf16_kv_only:
             add_bf16_kv_reference(name, args.out)
+        elif args.noise_only:
+            add_reference_noise(name, args.out)
         else:
             make_fixture(name, spec, args.out, seed=1234 + 17 * i)
 

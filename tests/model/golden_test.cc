@@ -184,11 +184,12 @@ struct RunOptions {
 // in one batch per step) and compares every logits row with the reference.
 Stats run(const Fixture& fx, const RunOptions& opt) {
   std::unique_ptr<Backend> backend = make_cpu_backend();
-  // The Qwen3.5 fixtures sit at transformers' own float32 noise floor: their float32 reference
-  // differs from a float64 run of the same transformers code by up to 4.2e-4 (qwen3_5, tied lm_head,
-  // logit std 17) and already exceeds kAbsTol + kRelTol on some rows; ours differs by up to 4e-4. Triple
-  // the bound there (still far below what any real mismatch gives).
-  const float tol_scale = fx.name.rfind("qwen3_5", 0) == 0 ? 3.0f : 1.0f;
+  // The reference is only as accurate as transformers' own float32 run: expected.json records how
+  // far it is from a float64 run of the same code (reference_fp32_noise: ~1e-5 for most fixtures,
+  // up to 5e-4 for the Qwen3.5 ones, whose tied lm_head gives logits of std 17). Twice that is
+  // added to the bound of the float32 comparisons.
+  const float noise = fx.expected.value("reference_fp32_noise", 0.0f);
+  const float extra_abs = opt.kv_dtype == DType::kF32 ? 2.0f * noise : 0.0f;
   ModelLoadOptions lo;
   lo.max_num_tokens = 256;
   lo.max_num_logits = 256;
@@ -251,7 +252,7 @@ Stats run(const Fixture& fx, const RunOptions& opt) {
           const float d = std::fabs(ours[j] - ref[j]);
           row_max = std::max(row_max, d);
           st.max_abs = std::max(st.max_abs, d);
-          const float excess = d - tol_scale * (opt.abs_tol + opt.rel_tol * std::fabs(ref[j]));
+          const float excess = d - (opt.abs_tol + extra_abs + opt.rel_tol * std::fabs(ref[j]));
           if (excess > worst) {
             worst = excess;
             worst_j = j;
@@ -345,11 +346,24 @@ TEST_P(GoldenTest, MixedBatch) {
 }
 
 TEST_P(GoldenTest, Bf16KvCache) {
-  // Against the float32 reference: within the stated BF16 bound. The tiny random hybrid Qwen3-Next
-  // is the exception: transformers itself, with the same K/V rounding, moves by up to 2.71 on this
-  // prompt (a top-2 MoE routing flip late in the decode), so only the comparison below applies.
+  // Against the float32 reference: within the stated BF16 bound, where transformers itself stays
+  // within it under the same K/V rounding. It does not on two fixtures: qwen3_next (its BF16-KV run
+  // moves 2.71 from its float32 run, a top-2 routing flip late in the decode) and qwen3_5_moe
+  // (0.476); there only the comparison with the BF16-KV reference below applies.
   const Fixture fx = load_fixture(GetParam());
-  if (GetParam() != "qwen3_next") {
+  const Fixture fb = load_fixture(GetParam(), /*bf16_kv=*/true);
+  float reference_drift = 0;  // transformers: max |BF16-KV logits - float32 logits| on that prompt
+  {
+    const Prompt& p32 = fx.prompts.at(fx.expected.at("bf16_kv").at("prompt").get<size_t>());
+    const Prompt& p16 = fb.prompts.at(0);
+    const int64_t rows = static_cast<int64_t>(p16.tokens.size()) + p16.num_decode_rows;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* a = fx.row(p32, i);
+      const float* b = fb.row(p16, i);
+      for (int64_t j = 0; j < fx.vocab; ++j) reference_drift = std::max(reference_drift, std::fabs(a[j] - b[j]));
+    }
+  }
+  if (reference_drift <= kBf16KvAbsTol) {
     RunOptions opt;
     opt.prompts = {static_cast<int>(fx.prompts.size() - 1)};
     opt.kv_dtype = DType::kBF16;
@@ -362,9 +376,7 @@ TEST_P(GoldenTest, Bf16KvCache) {
                 static_cast<long long>(st.tokens));
     EXPECT_GT(st.tokens_checked, st.tokens / 2);
   }
-  // Against transformers with the same BF16 rounding of K/V (logits_bf16kv.bin): as close as the
-  // float32 comparison.
-  const Fixture fb = load_fixture(GetParam(), /*bf16_kv=*/true);
+  // Against transformers with the same BF16 rounding of K/V (logits_bf16kv.bin).
   RunOptions opt;
   opt.prompts = {0};
   opt.kv_dtype = DType::kBF16;
@@ -372,8 +384,9 @@ TEST_P(GoldenTest, Bf16KvCache) {
   opt.rel_tol = kBf16KvVsRoundedRelTol;
   opt.strict_tokens = false;
   const Stats st = run(fb, opt);
-  std::printf("[ %s ] BF16 KV cache vs transformers with bf16-rounded K/V: max |diff| %.3g over %lld rows\n",
-              fb.name.c_str(), st.max_abs, static_cast<long long>(st.rows));
+  std::printf("[ %s ] BF16 KV cache vs transformers with bf16-rounded K/V: max |diff| %.3g over %lld rows "
+              "(transformers' own BF16-KV drift from float32: %.3g)\n",
+              fb.name.c_str(), st.max_abs, static_cast<long long>(st.rows), reference_drift);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(kFixtures),
