@@ -229,4 +229,10 @@ class Backend {
 // The CPU backend (AVX-512 / AVX2 kernels chosen at run time, all cores).
 std::unique_ptr<Backend> make_cpu_backend();
 
+// The CUDA backend on GPU `device` (BF16 activations, one stream). Throws pagoda::Error when this
+// build has no CUDA or the device cannot be used.
+std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+// Number of usable CUDA devices: 0 when built without CUDA or without a driver / device. Never throws.
+int cuda_device_count();
+
 }  // namespace pagoda

@@ -37,6 +37,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "engine/llm_engine.h"
+#include "backend/device.h"
 #include "engine/output_processor.h"
 #include "io/model_config.h"
 #include "tokenizer/tokenizer.h"
@@ -48,7 +49,7 @@ using nlohmann::json;
 const std::set<std::string>& engine_value_flags() {
   static const std::set<std::string> flags = {"--max-num-seqs",  "--max-num-batched-tokens", "--max-model-len",
                                               "--block-size",    "--num-kv-blocks",          "--kv-cache-memory",
-                                              "--kv-cache-dtype"};
+                                              "--kv-cache-dtype", "--device"};
   return flags;
 }
 
@@ -62,6 +63,8 @@ void check_checkpoint_dir(const std::string& dir) {
 
 EngineConfig engine_config_from_args(const Args& args) {
   EngineConfig c;
+  c.device = args.get_or("--device", "cpu");
+  check_device_name(c.device);
   auto int_in = [&](const char* flag, long long lo, long long hi, int fallback) {
     const long long v = args.get_int(flag).value_or(fallback);
     PAGODA_CHECK(v >= lo && v <= hi, flag, " must be in [", lo, ", ", hi, "], got ", v);
@@ -84,6 +87,8 @@ EngineConfig engine_config_from_args(const Args& args) {
   } else {
     fail("--kv-cache-dtype must be auto, bfloat16 or float32 on the CPU, got '", dt, "'");
   }
+  PAGODA_CHECK(c.device == "cpu" || c.kv_cache_dtype == DType::kBF16, "--kv-cache-dtype ", dt,
+               " is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   c.enable_prefix_caching = !args.flag("--no-enable-prefix-caching");
   return c;
 }

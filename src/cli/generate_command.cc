@@ -17,6 +17,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "engine/llm_engine.h"
+#include "backend/device.h"
 #include "engine/output_processor.h"
 #include "io/model_config.h"
 #include "tokenizer/tokenizer.h"
@@ -40,7 +41,7 @@ int generate_command(int argc, char** argv) {
   }
   Args args(argc, argv,
             {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--output-format",
-             "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop"},
+             "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop", "--device"},
             {"--ignore-eos", "--no-add-special-tokens"});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: pagoda generate MODEL_DIR --prompt TEXT [options]");
   const std::string model_dir = args.positionals()[0];
@@ -99,6 +100,10 @@ int generate_command(int argc, char** argv) {
   ec.num_kv_blocks = (ec.max_model_len + ec.block_size - 1) / ec.block_size;
   ec.enable_prefix_caching = false;
   ec.kv_cache_dtype = parse_kv_dtype(args.get_or("--kv-cache-dtype", "auto"));
+  ec.device = args.get_or("--device", "cpu");
+  check_device_name(ec.device);
+  PAGODA_CHECK(ec.device == "cpu" || ec.kv_cache_dtype == DType::kBF16,
+               "--kv-cache-dtype float32 is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   ec.eos_token_ids = eos;
   std::unique_ptr<LLMEngine> engine = LLMEngine::from_model_dir(model_dir, ec);
 

@@ -27,6 +27,7 @@
 namespace pagoda {
 
 struct EngineConfig {
+  std::string device = "cpu";  // --device: cpu, cuda or cuda:N (LLMEngine::from_model_dir makes the backend)
   int max_num_seqs = 256;
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0: the model's max_position_embeddings

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "backend/device.h"
 #include "base/error.h"
 #include "io/model_config.h"
 
@@ -22,7 +23,7 @@ std::unique_ptr<LLMEngine> LLMEngine::from_model_dir(const std::string& model_di
         if (std::ranges::find(config.eos_token_ids, static_cast<int32_t>(id)) == config.eos_token_ids.end())
           config.eos_token_ids.push_back(static_cast<int32_t>(id));
   }
-  std::unique_ptr<Backend> backend = make_cpu_backend();
+  std::unique_ptr<Backend> backend = make_backend(config.device);
   std::unique_ptr<CausalLM> model = load_model(model_dir, *backend, engine_load_options(config));
   auto engine = std::make_unique<LLMEngine>(*model, *backend, config);
   engine->owned_backend_ = std::move(backend);

@@ -1,0 +1,481 @@
+// The CUDA backend: BF16 activations, one non-default stream, cuBLASLt GEMMs and the kernels of
+// cuda_kernels.cu. Everything an op needs (cuBLASLt workspace, attention workspace) is allocated
+// at construction, so ops only enqueue work: they never allocate device memory and never
+// synchronise (a decode step can be captured as a CUDA graph). The one host-side allocation
+// after warm-up is a new GEMM plan the first time a (T, N, K, ...) shape is seen.
+//
+// Checks that need device data on the host (token ids in range, slots inside the cache) cannot
+// be done without synchronising; the kernels instead never read or write out of bounds (see
+// cuda_kernels.h for what a bad id / index / slot does).
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_attention.h"
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "base/error.h"
+
+#define PAGODA_CUBLAS_CHECK(expr)                                                                     \
+  do {                                                                                                \
+    const cublasStatus_t pagoda_cublas_st_ = (expr);                                                  \
+    if (pagoda_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
+      ::pagoda::fail("cuBLASLt error ", cublasLtGetStatusName(pagoda_cublas_st_), " (",               \
+                     cublasLtGetStatusString(pagoda_cublas_st_), ") in ", #expr, " at ", __FILE__, ":", \
+                     __LINE__);                                                                       \
+  } while (0)
+
+namespace pagoda {
+namespace {
+
+constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
+// The attention workspace is sized for this many tokens x query heads x head_dim.
+constexpr int kAttentionMaxTokens = 8192, kAttentionMaxHeads = 64, kAttentionMaxHeadDim = 256;
+
+void cuda_free(void* p) { (void)cudaFree(p); }  // a deleter cannot throw; errors surface on the next call
+
+bool is_float_weight(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
+bool is_act(DType d) { return d == DType::kBF16 || d == DType::kF32; }
+
+void check_act(const Tensor& t, const char* op, const char* what) {
+  PAGODA_CHECK(is_act(t.dtype), op, ": ", what, " must be BF16 (or F32) on the CUDA backend, got ", dtype_name(t.dtype));
+}
+void check_dtype(const Tensor& t, DType want, const char* op, const char* what) {
+  PAGODA_CHECK(t.dtype == want, op, ": ", what, " must be ", dtype_name(want), ", got ", dtype_name(t.dtype));
+}
+
+// Largest power of two (at most 256) that divides the address: what cuBLASLt may assume.
+uint32_t pointer_alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+cudaDataType_t cuda_type(DType d) {
+  switch (d) {
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+  }
+}
+
+// A cuBLASLt matmul set up for one GEMM shape: descriptors + the heuristic's algorithm. ok is
+// false when cuBLASLt offers no algorithm (then the fallback kernel runs).
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    try {
+      PAGODA_CUDA_CHECK(cudaSetDevice(device_));
+      cudaDeviceProp prop{};
+      PAGODA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+      name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ", sm_" + std::to_string(prop.major) +
+              std::to_string(prop.minor) + ")";
+      PAGODA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      PAGODA_CUBLAS_CHECK(cublasLtCreate(&lt_));
+      gemm_ws_ = allocate(kGemmWorkspaceBytes);
+      const size_t attn_bytes =
+          cuda::paged_attention_workspace_bytes(kAttentionMaxTokens, kAttentionMaxHeads, kAttentionMaxHeadDim);
+      if (attn_bytes > 0) attn_ws_ = allocate(attn_bytes);
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~CudaBackend() override {
+    if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+    release();
+  }
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return name_; }
+  DType activation_dtype() const override { return DType::kBF16; }
+
+  // ---- memory ------------------------------------------------------------------------------
+  DeviceBuffer allocate(size_t bytes) override {
+    use_device();
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      size_t free_bytes = 0, total_bytes = 0;
+      (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+      fail("CUDA backend: cannot allocate ", bytes, " bytes on ", name_, " (", cudaGetErrorString(err), "; ",
+           free_bytes >> 20, " MiB free of ", total_bytes >> 20, " MiB)");
+    }
+    return DeviceBuffer(p, bytes, &cuda_free);
+  }
+
+  // Enqueued on the stream. From pageable host memory (what callers use) the source is copied
+  // out before this returns; a caller passing pinned memory must keep it unchanged until the
+  // stream has reached the copy.
+  void copy_from_host(void* dst, const void* src, size_t bytes) override {
+    use_device();
+    if (bytes == 0) return;
+    PAGODA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  // Waits for everything enqueued before it (the result is needed on the host).
+  void copy_to_host(void* dst, const void* src, size_t bytes) override {
+    use_device();
+    if (bytes == 0) return;
+    PAGODA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // Copies the host weight into a new device buffer, dtype unchanged (BF16 / F16 / F32 / any):
+  // F32 weights such as A_log or norm weights must stay F32, and linear handles non-BF16 weights
+  // itself (fallback kernel, see linear()).
+  Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>* storage) override {
+    PAGODA_CHECK(storage != nullptr, "CUDA backend: place_weight needs a storage vector");
+    DeviceBuffer buf = allocate(host.nbytes());
+    if (host.nbytes() > 0) {
+      PAGODA_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data, host.nbytes(), cudaMemcpyHostToDevice, stream_));
+      PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // load time only: the host view may go away
+    }
+    Tensor t = host;
+    t.data = buf.data();
+    storage->push_back(std::move(buf));
+    return t;
+  }
+
+  // Layout: k and v [num_blocks, block_size, num_kv_heads, head_dim] BF16 (cuda_attention.h),
+  // zero-filled.
+  KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim,
+                            DType dtype) override {
+    PAGODA_CHECK(dtype == DType::kBF16, "CUDA backend: KV cache dtype must be BF16, got ", dtype_name(dtype));
+    PAGODA_CHECK(num_layers >= 0 && num_blocks > 0 && block_size > 0 && num_kv_heads > 0 && head_dim > 0,
+                 "CUDA backend: bad KV cache shape");
+    use_device();
+    KvCache cache;
+    const size_t elems = static_cast<size_t>(num_blocks) * block_size * num_kv_heads * head_dim;
+    const size_t half = (elems * dtype_size(dtype) + 255) / 256 * 256;
+    for (int l = 0; l < num_layers; ++l) {
+      DeviceBuffer buf = allocate(2 * half);
+      PAGODA_CUDA_CHECK(cudaMemsetAsync(buf.data(), 0, 2 * half, stream_));
+      KvCacheLayer layer;
+      layer.k = Tensor(buf.data(), dtype, {num_blocks, block_size, num_kv_heads, head_dim});
+      layer.v = Tensor(static_cast<char*>(buf.data()) + half, dtype, {num_blocks, block_size, num_kv_heads, head_dim});
+      layer.num_blocks = num_blocks;
+      layer.block_size = block_size;
+      layer.num_kv_heads = num_kv_heads;
+      layer.head_dim = head_dim;
+      cache.layers.push_back(layer);
+      cache.storage.push_back(std::move(buf));
+    }
+    PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return cache;
+  }
+
+  void synchronize() override {
+    use_device();
+    PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // ---- ops ---------------------------------------------------------------------------------
+  void embedding(const Tensor& ids, const Tensor& table, Tensor out) override {
+    use_device();
+    check_dtype(ids, DType::kI32, "embedding", "ids");
+    check_act(out, "embedding", "out");
+    PAGODA_CHECK(is_float_weight(table.dtype), "embedding: unsupported table dtype ", dtype_name(table.dtype));
+    const int64_t T = ids.numel(), H = table.cols(), V = table.rows();
+    PAGODA_CHECK(out.rows() == T && out.cols() == H, "embedding: out ", out.shape_string(), " vs ids ",
+                 ids.shape_string(), " table ", table.shape_string());
+    cuda::launch_embedding(ids.ptr<int32_t>(), T, table.data, table.dtype, V, H, out.data, out.dtype, stream_);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+    use_device();
+    check_norm("rms_norm", x, weight, out);
+    cuda::launch_rms_norm(nullptr, x.data, weight.data, weight.dtype, eps, x.rows(), x.cols(), out.data, x.dtype,
+                          stream_);
+  }
+
+  void add_rms_norm(Tensor residual, const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+    use_device();
+    check_norm("add_rms_norm", x, weight, out);
+    PAGODA_CHECK(residual.numel() == x.numel() && residual.dtype == x.dtype, "add_rms_norm: residual ",
+                 dtype_name(residual.dtype), " ", residual.shape_string(), " vs x ", dtype_name(x.dtype), " ",
+                 x.shape_string());
+    cuda::launch_rms_norm(residual.data, x.data, weight.data, weight.dtype, eps, x.rows(), x.cols(), out.data,
+                          x.dtype, stream_);
+  }
+
+  // BF16 x BF16 weights: cuBLASLt, FP32 compute (CUBLAS_COMPUTE_32F), out BF16 or F32 (logits,
+  // router logits). Other weight dtypes (F16 / F32 checkpoints; rare) are NOT converted at
+  // place_weight time (F32 tensors must stay F32 for other ops): they run the simple tiled
+  // fallback kernel, FP32 accumulation, correct but slow. The fallback also covers shapes /
+  // alignments (e.g. N not a multiple of 8 with odd pointers) cuBLASLt has no algorithm for.
+  // A bias is written into out first and the GEMM runs with beta = 1 (one final rounding).
+  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) override {
+    use_device();
+    check_act(x, "linear", "x");
+    check_act(out, "linear", "out");
+    PAGODA_CHECK(weight.ndim == 2 && is_float_weight(weight.dtype),
+                 "linear: weight must be a 2-D F32/BF16/F16 matrix, got ", dtype_name(weight.dtype), " ",
+                 weight.shape_string());
+    const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
+    PAGODA_CHECK(weight.dim(1) == K && K > 0, "linear: x ", x.shape_string(), " vs weight ", weight.shape_string());
+    PAGODA_CHECK(out.rows() == T && out.cols() == N, "linear: out ", out.shape_string(), ", expected [", T, ", ", N,
+                 "]");
+    const bool has_bias = bias != nullptr && bias->data != nullptr;
+    if (has_bias)
+      PAGODA_CHECK(bias->numel() == N && is_float_weight(bias->dtype), "linear: bias ", dtype_name(bias->dtype), " ",
+                   bias->shape_string(), " vs N = ", N);
+    if (T == 0 || N == 0) return;
+    if (x.dtype == DType::kBF16 && weight.dtype == DType::kBF16) {
+      const GemmPlan& plan = gemm_plan(T, N, K, out.dtype, has_bias, pointer_alignment(weight.data),
+                                       pointer_alignment(x.data), pointer_alignment(out.data));
+      if (plan.ok) {
+        if (has_bias) cuda::launch_fill_bias_rows(bias->data, bias->dtype, T, N, out.data, out.dtype, stream_);
+        const float alpha = 1.0f, beta = has_bias ? 1.0f : 0.0f;
+        // Column-major view: out^T [N, T] = W[N, K] (stored as K x N, transposed) * x^T [K, T].
+        PAGODA_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, weight.data, plan.a, x.data, plan.b, &beta, out.data,
+                                           plan.c, out.data, plan.c, &plan.algo, gemm_ws_.data(), gemm_ws_.size(),
+                                           stream_));
+        return;
+      }
+    }
+    cuda::launch_gemm_fallback(x.data, x.dtype, weight.data, weight.dtype, has_bias ? bias->data : nullptr,
+                               has_bias ? bias->dtype : DType::kF32, out.data, out.dtype, T, N, K, stream_);
+  }
+
+  void rope_cos_sin(const Tensor& positions, const Tensor& inv_freq, float attention_factor, Tensor cos_sin) override {
+    use_device();
+    check_dtype(cos_sin, DType::kF32, "rope_cos_sin", "cos_sin");
+    check_dtype(inv_freq, DType::kF32, "rope_cos_sin", "inv_freq");
+    PAGODA_CHECK(positions.dtype == DType::kI32 || positions.dtype == DType::kI64,
+                 "rope_cos_sin: positions must be I32/I64");
+    const int64_t T = positions.numel(), R = cos_sin.cols(), half = R / 2;
+    PAGODA_CHECK(cos_sin.rows() == T && R % 2 == 0 && inv_freq.numel() == half, "rope_cos_sin: cos_sin ",
+                 cos_sin.shape_string(), " inv_freq ", inv_freq.shape_string(), " positions ", positions.shape_string());
+    cuda::launch_rope_cos_sin(positions.data, positions.dtype == DType::kI64, T, inv_freq.ptr<float>(), half,
+                              attention_factor, cos_sin.ptr<float>(), stream_);
+  }
+
+  void rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& cos_sin, int rotary_dim,
+                      const Tensor& slot_mapping, KvCacheLayer& cache) override {
+    use_device();
+    check_act(q, "rope_and_cache", "q");
+    PAGODA_CHECK(k.dtype == q.dtype && v.dtype == q.dtype, "rope_and_cache: q, k and v must share a dtype");
+    check_dtype(cos_sin, DType::kF32, "rope_and_cache", "cos_sin");
+    check_dtype(cache.k, DType::kBF16, "rope_and_cache", "cache.k");
+    check_dtype(cache.v, DType::kBF16, "rope_and_cache", "cache.v");
+    const int64_t D = cache.head_dim, Hk = cache.num_kv_heads;
+    const int64_t T = q.ndim == 3 ? q.dim(0) : q.rows();
+    PAGODA_CHECK(T * D > 0 || q.numel() == 0, "rope_and_cache: bad q ", q.shape_string());
+    const int64_t Hq = T * D > 0 ? q.numel() / (T * D) : 0;
+    PAGODA_CHECK(q.numel() == T * Hq * D && k.numel() == T * Hk * D && v.numel() == T * Hk * D, "rope_and_cache: q ",
+                 q.shape_string(), " k ", k.shape_string(), " v ", v.shape_string(), " vs cache heads ", Hk,
+                 " head_dim ", D);
+    PAGODA_CHECK(rotary_dim >= 0 && rotary_dim % 2 == 0 && rotary_dim <= D && cos_sin.rows() == T &&
+                     cos_sin.cols() == rotary_dim,
+                 "rope_and_cache: rotary_dim ", rotary_dim, " cos_sin ", cos_sin.shape_string());
+    PAGODA_CHECK(slot_mapping.dtype == DType::kI32 && slot_mapping.numel() == T, "rope_and_cache: slot_mapping ",
+                 slot_mapping.shape_string());
+    cuda::launch_rope_and_cache(q.data, k.data, v.data, q.dtype, cos_sin.ptr<float>(), rotary_dim,
+                                slot_mapping.ptr<int32_t>(), T, Hq, Hk, D, cache.k.data, cache.v.data,
+                                cache.num_blocks, cache.block_size, stream_);
+  }
+
+  void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionMetadata& meta, float scale,
+                       Tensor out) override {
+    use_device();
+    check_dtype(q, DType::kBF16, "paged_attention", "q");
+    check_dtype(out, DType::kBF16, "paged_attention", "out");
+    check_dtype(cache.k, DType::kBF16, "paged_attention", "cache.k");
+    cuda::paged_attention(q, cache, meta, scale, out, attn_ws_.data(), attn_ws_.size(), stream_);
+  }
+
+  void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) override {
+    use_device();
+    check_act(gate, "silu_and_mul", "gate");
+    PAGODA_CHECK(up.dtype == gate.dtype && out.dtype == gate.dtype, "silu_and_mul: gate, up and out must share a dtype");
+    PAGODA_CHECK(gate.numel() == up.numel() && out.numel() == gate.numel(), "silu_and_mul: gate ",
+                 gate.shape_string(), " up ", up.shape_string(), " out ", out.shape_string());
+    cuda::launch_silu_and_mul(gate.data, up.data, out.data, gate.numel(), gate.dtype, stream_);
+  }
+
+  void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) override {
+    use_device();
+    check_dtype(indices, DType::kI32, "gather_rows", "indices");
+    const int64_t n = indices.numel(), R = x.rows();
+    const size_t row_bytes = static_cast<size_t>(x.cols()) * dtype_size(x.dtype);
+    PAGODA_CHECK(out.dtype == x.dtype && out.rows() == n && out.cols() == x.cols(), "gather_rows: x ",
+                 x.shape_string(), " out ", out.shape_string());
+    cuda::launch_gather_rows(x.data, R, row_bytes, indices.ptr<int32_t>(), n, out.data, stream_);
+  }
+
+  void add(Tensor a, const Tensor& b) override {
+    use_device();
+    check_act(a, "add", "a");
+    PAGODA_CHECK(b.dtype == a.dtype && a.numel() == b.numel(), "add: a ", dtype_name(a.dtype), " ", a.shape_string(),
+                 " b ", dtype_name(b.dtype), " ", b.shape_string());
+    cuda::launch_add(a.data, b.data, a.numel(), a.dtype, stream_);
+  }
+
+  // TODO(issue 5): MoE routing + grouped expert GEMMs on CUDA.
+  void moe_route(const Tensor&, bool, Tensor, Tensor) override {
+    fail("moe_route is not implemented on the CUDA backend yet");
+  }
+  void moe_experts(const Tensor&, const Tensor&, const Tensor&, const MoeExpertWeights&, const MoeScratch&,
+                   Tensor) override {
+    fail("moe_experts is not implemented on the CUDA backend yet");
+  }
+
+  void sigmoid_mul(Tensor x, const Tensor& gate) override {
+    use_device();
+    check_act(x, "sigmoid_mul", "x");
+    PAGODA_CHECK(is_float_weight(gate.dtype), "sigmoid_mul: gate dtype ", dtype_name(gate.dtype));
+    const int64_t R = x.rows(), N = x.cols();
+    const bool broadcast = gate.cols() == 1 && N != 1;
+    PAGODA_CHECK(gate.rows() == R && (broadcast || gate.cols() == N), "sigmoid_mul: x ", x.shape_string(), " gate ",
+                 gate.shape_string());
+    cuda::launch_sigmoid_mul(x.data, gate.data, gate.dtype, broadcast, R, N, x.dtype, stream_);
+  }
+
+  void rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, float eps, Tensor out) override {
+    use_device();
+    check_act(x, "rms_norm_gated", "x");
+    PAGODA_CHECK(z.dtype == x.dtype && out.dtype == x.dtype, "rms_norm_gated: x, z and out must share a dtype");
+    PAGODA_CHECK(is_float_weight(weight.dtype), "rms_norm_gated: weight dtype ", dtype_name(weight.dtype));
+    const int64_t R = x.rows(), d = x.cols();
+    PAGODA_CHECK(z.rows() == R && z.cols() == d && out.rows() == R && out.cols() == d && weight.numel() == d,
+                 "rms_norm_gated: x ", x.shape_string(), " z ", z.shape_string(), " weight ", weight.shape_string(),
+                 " out ", out.shape_string());
+    cuda::launch_rms_norm_gated(x.data, z.data, weight.data, weight.dtype, eps, R, d, out.data, x.dtype, stream_);
+  }
+
+  // TODO(issue 5): Gated DeltaNet (causal conv1d + gated delta rule) on CUDA.
+  void causal_conv1d(const Tensor&, const Tensor&, const AttentionMetadata&, LinearAttnState&, Tensor) override {
+    fail("causal_conv1d is not implemented on the CUDA backend yet");
+  }
+  void gated_delta_rule(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const GdnShape&,
+                        const AttentionMetadata&, int, LinearAttnState&, Tensor) override {
+    fail("gated_delta_rule is not implemented on the CUDA backend yet");
+  }
+
+ private:
+  // Ops may be called from a thread other than the constructing one: make our device current
+  // (cudaGetDevice / cudaSetDevice are allowed during stream capture).
+  void use_device() {
+    int cur = -1;
+    PAGODA_CUDA_CHECK(cudaGetDevice(&cur));
+    if (cur != device_) PAGODA_CUDA_CHECK(cudaSetDevice(device_));
+  }
+
+  void check_norm(const char* op, const Tensor& x, const Tensor& weight, const Tensor& out) {
+    check_act(x, op, "x");
+    PAGODA_CHECK(out.dtype == x.dtype, op, ": out dtype ", dtype_name(out.dtype), " vs x ", dtype_name(x.dtype));
+    PAGODA_CHECK(weight.numel() == x.cols() && is_float_weight(weight.dtype), op, ": weight ",
+                 dtype_name(weight.dtype), " ", weight.shape_string(), " vs x ", x.shape_string());
+    PAGODA_CHECK(out.numel() == x.numel(), op, ": out ", out.shape_string(), " vs x ", x.shape_string());
+  }
+
+  // The cuBLASLt plan for out[T, N] (out_dtype) = x[T, K] (BF16) * W[N, K]^T (BF16), built on first
+  // use and cached. Pointer alignments are part of the key: cuBLASLt's default assumes 256-byte
+  // aligned operands, row slices of a workspace may be less aligned.
+  const GemmPlan& gemm_plan(int64_t T, int64_t N, int64_t K, DType out_dtype, bool has_bias, uint32_t align_w,
+                            uint32_t align_x, uint32_t align_out) {
+    const std::array<int64_t, 8> key = {T, N, K, static_cast<int64_t>(out_dtype), has_bias ? 1 : 0, align_w, align_x,
+                                        align_out};
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return it->second;
+    GemmPlan& plan = plans_[key];
+    const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    PAGODA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    PAGODA_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+    PAGODA_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+    // Column-major: A = W as K x N (ld K), op(A) = N x K; B = x as K x T (ld K); C = D = out as N x T (ld N).
+    const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+    PAGODA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16BF, u(K), u(N), K));
+    PAGODA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16BF, u(K), u(T), K));
+    PAGODA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.c, cuda_type(out_dtype), u(N), u(T), N));
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    PAGODA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t ws = gemm_ws_.size();
+    bool ok = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)) ==
+              CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_w,
+                                                    sizeof(align_w)) == CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_x,
+                                                    sizeof(align_x)) == CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_out,
+                                                    sizeof(align_out)) == CUBLAS_STATUS_SUCCESS;
+    ok = ok && cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_out,
+                                                    sizeof(align_out)) == CUBLAS_STATUS_SUCCESS;
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    if (ok) {
+      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1,
+                                                               &result, &returned);
+      ok = st == CUBLAS_STATUS_SUCCESS && returned > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    }
+    (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (ok) plan.algo = result.algo;
+    plan.ok = ok;  // false: linear() runs the fallback kernel for this shape
+    return plan;
+  }
+
+  void release() {
+    for (auto& [key, plan] : plans_) {
+      if (plan.a != nullptr) (void)cublasLtMatrixLayoutDestroy(plan.a);
+      if (plan.b != nullptr) (void)cublasLtMatrixLayoutDestroy(plan.b);
+      if (plan.c != nullptr) (void)cublasLtMatrixLayoutDestroy(plan.c);
+      if (plan.desc != nullptr) (void)cublasLtMatmulDescDestroy(plan.desc);
+    }
+    plans_.clear();
+    gemm_ws_ = DeviceBuffer();
+    attn_ws_ = DeviceBuffer();
+    if (lt_ != nullptr) (void)cublasLtDestroy(lt_);
+    lt_ = nullptr;
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    stream_ = nullptr;
+  }
+
+  int device_;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  DeviceBuffer gemm_ws_;
+  DeviceBuffer attn_ws_;
+  std::map<std::array<int64_t, 8>, GemmPlan> plans_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+  const int n = cuda_device_count();
+  PAGODA_CHECK(n > 0, "CUDA backend: no CUDA device is visible (or the driver is missing)");
+  PAGODA_CHECK(device >= 0 && device < n, "CUDA backend: device ", device, " does not exist (", n, " visible)");
+  return std::make_unique<CudaBackend>(device);
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the error; no driver / no device means "0 devices"
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace pagoda

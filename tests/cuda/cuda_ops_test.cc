@@ -1,0 +1,544 @@
+// The CUDA backend's ops (all but paged attention, MoE and Gated DeltaNet) against the CPU
+// backend on the same inputs. Every test skips when no CUDA device is visible (and on builds
+// without CUDA, where cuda_device_count() is 0).
+//
+// Inputs are random and rounded to BF16 first, so both backends see exactly the same values
+// (the CPU backend gets them as F32 activations, the CUDA backend as BF16). Outputs on the GPU
+// are poisoned with NaN before every run, and every comparison fails on NaN / Inf.
+// Bounds (|gpu - cpu| <= rel * |cpu| + abs):
+//  - copies (embedding, gather_rows, round trips): exact;
+//  - BF16 outputs of elementwise / row-wise ops: rel 1e-2 (BF16 rounding is 2^-9 relative) plus
+//    abs 1e-5 .. 1e-3 of the row scale (FP32 summation order, rounded residual of add_rms_norm);
+//  - GEMM: rel 1e-2 plus abs 2e-3 * sqrt(K) (inputs in [-1, 1]: a dot product has standard
+//    deviation ~ sqrt(K) / 3, so this is ~0.6 % of its typical size; FP32 summation order alone
+//    is orders of magnitude below);
+//  - rope_cos_sin (F32): abs 1e-6 (same F32 angle, cos / sin in double on both).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../backend/test_util.h"
+#include "backend/backend.h"
+#include "base/dtype.h"
+#include "base/error.h"
+
+namespace pagoda::testing {
+namespace {
+
+constexpr uint16_t kBf16NaN = 0x7fc0;
+
+// Random floats in [lo, hi] rounded to BF16 (exactly representable in both backends).
+std::vector<float> rand_bf16(int64_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = bf16_to_f32(f32_to_bf16(dist(rng)));
+  return v;
+}
+
+// A device tensor that owns its buffer.
+struct Dev {
+  DeviceBuffer buf;
+  Tensor t;
+};
+
+Dev dev_alloc(Backend& b, DType dtype, std::initializer_list<int64_t> dims) {
+  Tensor shape(nullptr, dtype, dims);
+  Dev d;
+  d.buf = b.allocate(shape.nbytes());
+  d.t = shape;
+  d.t.data = d.buf.data();
+  return d;
+}
+
+// Uploads float values as dtype (BF16 / F32).
+Dev upload(Backend& b, const std::vector<float>& v, DType dtype, std::initializer_list<int64_t> dims) {
+  Dev d = dev_alloc(b, dtype, dims);
+  EXPECT_EQ(static_cast<size_t>(d.t.numel()), v.size());
+  if (dtype == DType::kBF16) {
+    std::vector<uint16_t> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = f32_to_bf16(v[i]);
+    b.copy_from_host(d.t.data, h.data(), h.size() * 2);
+  } else {
+    b.copy_from_host(d.t.data, v.data(), v.size() * 4);
+  }
+  return d;
+}
+
+Dev upload_i32(Backend& b, const std::vector<int32_t>& v) {
+  Dev d = dev_alloc(b, DType::kI32, {static_cast<int64_t>(v.size())});
+  b.copy_from_host(d.t.data, v.data(), v.size() * 4);
+  return d;
+}
+
+// Fills a BF16 / F32 device tensor with NaN.
+void poison(Backend& b, const Tensor& t) {
+  if (t.dtype == DType::kBF16) {
+    std::vector<uint16_t> h(t.numel(), kBf16NaN);
+    b.copy_from_host(t.data, h.data(), h.size() * 2);
+  } else {
+    std::vector<float> h(t.numel(), std::numeric_limits<float>::quiet_NaN());
+    b.copy_from_host(t.data, h.data(), h.size() * 4);
+  }
+}
+
+std::vector<float> download(Backend& b, const Tensor& t) {
+  std::vector<float> out(t.numel());
+  if (t.dtype == DType::kBF16) {
+    std::vector<uint16_t> h(t.numel());
+    b.copy_to_host(h.data(), t.data, h.size() * 2);
+    for (size_t i = 0; i < h.size(); ++i) out[i] = bf16_to_f32(h[i]);
+  } else {
+    b.copy_to_host(out.data(), t.data, out.size() * 4);
+  }
+  return out;
+}
+
+// |got - ref| <= rel * |ref| + abs everywhere; NaN / Inf in got never pass.
+::testing::AssertionResult close(const std::vector<float>& got, const std::vector<float>& ref, double rel, double abs) {
+  if (got.size() != ref.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = got[i], r = ref[i];
+    if (!std::isfinite(g) || !(std::abs(g - r) <= rel * std::abs(r) + abs))
+      return ::testing::AssertionFailure() << "at " << i << ": got " << g << ", expected " << r << " (rel " << rel
+                                           << ", abs " << abs << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class CudaOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+    gpu_ = make_cuda_backend(0);
+    cpu_ = make_cpu_backend();
+  }
+  std::unique_ptr<Backend> gpu_, cpu_;
+  std::vector<DeviceBuffer> weights_;  // place_weight storage
+};
+
+// Runs everywhere: a CUDA build must link the real backend, not a stub (a stub would make every
+// other test skip, even on a GPU machine).
+TEST(CudaBuildTest, CudaBuildLinksTheCudaBackend) {
+#ifdef PAGODA_HAVE_CUDA
+  if (cuda_device_count() > 0) return;  // the fixture tests below exercise it
+  try {
+    make_cuda_backend(0);
+    FAIL() << "make_cuda_backend succeeded without a device";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find("built without CUDA"), std::string::npos)
+        << "PAGODA_HAVE_CUDA is defined but make_cuda_backend is a stub: " << e.what();
+  }
+#else
+  EXPECT_EQ(cuda_device_count(), 0);
+  EXPECT_THROW(make_cuda_backend(0), Error);
+#endif
+}
+
+const int64_t kRows[] = {1, 37};
+const int64_t kHidden[] = {64, 1024, 4096, 37};
+
+TEST_F(CudaOpsTest, NameAndDtype) {
+  EXPECT_EQ(gpu_->activation_dtype(), DType::kBF16);
+  EXPECT_NE(gpu_->name().find("cuda:0"), std::string::npos) << gpu_->name();
+}
+
+TEST_F(CudaOpsTest, CopiesRoundTripExactly) {
+  std::vector<uint8_t> h(1000);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<uint8_t>(i * 7 + 3);
+  DeviceBuffer buf = gpu_->allocate(h.size());
+  gpu_->copy_from_host(buf.data(), h.data(), h.size());
+  std::vector<uint8_t> back(h.size(), 0);
+  gpu_->copy_to_host(back.data(), buf.data(), back.size());
+  EXPECT_EQ(back, h);
+  gpu_->synchronize();
+
+  std::mt19937 rng(11);
+  RandomTensor w(DType::kF16, {5, 7}, rng);
+  Tensor placed = gpu_->place_weight(w.tensor(), &weights_);
+  EXPECT_EQ(placed.dtype, DType::kF16);
+  EXPECT_EQ(placed.shape_string(), "[5, 7]");
+  std::vector<uint16_t> hw(35);
+  gpu_->copy_to_host(hw.data(), placed.data, 70);
+  EXPECT_EQ(std::memcmp(hw.data(), w.tensor().data, 70), 0);
+}
+
+TEST_F(CudaOpsTest, KvCacheLayoutAndDtypeCheck) {
+  KvCache kv = gpu_->allocate_kv_cache(2, 3, 16, 4, 128, DType::kBF16);
+  ASSERT_EQ(kv.layers.size(), 2u);
+  EXPECT_EQ(kv.layers[0].k.shape_string(), "[3, 16, 4, 128]");
+  EXPECT_EQ(kv.layers[1].v.dtype, DType::kBF16);
+  try {
+    gpu_->allocate_kv_cache(1, 3, 16, 4, 128, DType::kF32);
+    FAIL() << "F32 KV cache accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("F32"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CudaOpsTest, UnimplementedOpsThrowClearErrors) {
+  Tensor none;
+  LinearAttnState st;
+  AttentionMetadata meta;
+  MoeExpertWeights ew;
+  MoeScratch ms;
+  auto expect_msg = [](auto&& f, const std::string& op) {
+    try {
+      f();
+      ADD_FAILURE() << op << " did not throw";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(op + " is not implemented on the CUDA backend"), std::string::npos)
+          << e.what();
+    }
+  };
+  expect_msg([&] { gpu_->moe_route(none, true, none, none); }, "moe_route");
+  expect_msg([&] { gpu_->moe_experts(none, none, none, ew, ms, none); }, "moe_experts");
+  expect_msg([&] { gpu_->causal_conv1d(none, none, meta, st, none); }, "causal_conv1d");
+  expect_msg([&] { gpu_->gated_delta_rule(none, none, none, none, none, GdnShape{}, meta, 0, st, none); },
+             "gated_delta_rule");
+}
+
+TEST_F(CudaOpsTest, EmbeddingMatchesCpu) {
+  std::mt19937 rng(1);
+  for (DType d : {DType::kBF16, DType::kF16, DType::kF32}) {
+    for (int64_t H : kHidden) {
+      for (int64_t T : kRows) {
+        const int64_t V = 301;
+        RandomTensor table(d, {V, H}, rng);
+        Tensor gtable = gpu_->place_weight(table.tensor(), &weights_);
+        std::vector<int32_t> ids(T);
+        for (int64_t t = 0; t < T; ++t) ids[t] = static_cast<int32_t>((t * 97 + 13) % V);
+        std::vector<float> ref(T * H);
+        cpu_->embedding(Tensor(ids.data(), DType::kI32, {T}), table.tensor(), Tensor(ref.data(), DType::kF32, {T, H}));
+        for (float& x : ref) x = bf16_to_f32(f32_to_bf16(x));  // the GPU stores BF16
+        Dev gids = upload_i32(*gpu_, ids);
+        Dev out = dev_alloc(*gpu_, DType::kBF16, {T, H});
+        poison(*gpu_, out.t);
+        gpu_->embedding(gids.t, gtable, out.t);
+        EXPECT_TRUE(close(download(*gpu_, out.t), ref, 0, 0)) << dtype_str(d) << " T=" << T << " H=" << H;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, RmsNormMatchesCpu) {
+  std::mt19937 rng(2);
+  for (DType wd : {DType::kBF16, DType::kF32}) {
+    for (int64_t H : kHidden) {
+      for (int64_t T : kRows) {
+        const std::string what = dtype_str(wd) + " T=" + std::to_string(T) + " H=" + std::to_string(H);
+        std::vector<float> x = rand_bf16(T * H, rng, -3, 3);
+        RandomTensor w(wd, {H}, rng, 0.5f, 1.5f);
+        Tensor gw = gpu_->place_weight(w.tensor(), &weights_);
+        std::vector<float> ref(T * H);
+        cpu_->rms_norm(Tensor(x.data(), DType::kF32, {T, H}), w.tensor(), 1e-6f, Tensor(ref.data(), DType::kF32, {T, H}));
+        Dev gx = upload(*gpu_, x, DType::kBF16, {T, H});
+        Dev out = dev_alloc(*gpu_, DType::kBF16, {T, H});
+        poison(*gpu_, out.t);
+        gpu_->rms_norm(gx.t, gw, 1e-6f, out.t);
+        EXPECT_TRUE(close(download(*gpu_, out.t), ref, 1e-2, 1e-5)) << what;
+        // In place (per-head q/k norm).
+        gpu_->rms_norm(gx.t, gw, 1e-6f, gx.t);
+        EXPECT_TRUE(close(download(*gpu_, gx.t), ref, 1e-2, 1e-5)) << what << " in place";
+      }
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, AddRmsNormMatchesCpu) {
+  std::mt19937 rng(3);
+  for (DType wd : {DType::kBF16, DType::kF32}) {
+    for (int64_t H : kHidden) {
+      for (int64_t T : kRows) {
+        const std::string what = dtype_str(wd) + " T=" + std::to_string(T) + " H=" + std::to_string(H);
+        std::vector<float> x = rand_bf16(T * H, rng, -2, 2), res = rand_bf16(T * H, rng, -2, 2);
+        RandomTensor w(wd, {H}, rng, 0.5f, 1.5f);
+        Tensor gw = gpu_->place_weight(w.tensor(), &weights_);
+        Dev gx = upload(*gpu_, x, DType::kBF16, {T, H});
+        Dev gres = upload(*gpu_, res, DType::kBF16, {T, H});
+        std::vector<float> ref(T * H);
+        cpu_->add_rms_norm(Tensor(res.data(), DType::kF32, {T, H}), Tensor(x.data(), DType::kF32, {T, H}), w.tensor(),
+                           1e-6f, Tensor(ref.data(), DType::kF32, {T, H}));
+        Dev out = dev_alloc(*gpu_, DType::kBF16, {T, H});
+        poison(*gpu_, out.t);
+        gpu_->add_rms_norm(gres.t, gx.t, gw, 1e-6f, out.t);
+        // residual: one BF16 rounding of the F32 sum (abs: sums that cancel to ~0).
+        EXPECT_TRUE(close(download(*gpu_, gres.t), res, 1e-2, 1e-2)) << what << " residual";
+        // out: normalised from the rounded residual (as vLLM): the 1e-2 absolute slack covers the
+        // rounding of a cancelled sum (~2^-9 of |x| + |residual| <= 4, times ~1 after the norm).
+        EXPECT_TRUE(close(download(*gpu_, out.t), ref, 1e-2, 1e-2)) << what << " out";
+      }
+    }
+  }
+}
+
+void linear_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng, int64_t T,
+                 int64_t N, int64_t K, DType wd, DType bias_dtype, DType out_dtype) {
+  const std::string what = "T=" + std::to_string(T) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + " w " +
+                           dtype_str(wd) + (bias_dtype == DType::kU8 ? "" : " bias " + dtype_str(bias_dtype)) +
+                           " out " + dtype_str(out_dtype);
+  std::vector<float> x = rand_bf16(T * K, rng);
+  RandomTensor w(wd, {N, K}, rng);
+  const bool has_bias = bias_dtype != DType::kU8;
+  RandomTensor b(has_bias ? bias_dtype : DType::kF32, {N}, rng);
+  Tensor gw = gpu.place_weight(w.tensor(), &storage);
+  Tensor gb = has_bias ? gpu.place_weight(b.tensor(), &storage) : Tensor();
+  Tensor cb = has_bias ? b.tensor() : Tensor();
+  std::vector<float> ref(T * N);
+  cpu.linear(Tensor(x.data(), DType::kF32, {T, K}), w.tensor(), has_bias ? &cb : nullptr,
+             Tensor(ref.data(), DType::kF32, {T, N}));
+  Dev gx = upload(gpu, x, DType::kBF16, {T, K});
+  Dev out = dev_alloc(gpu, out_dtype, {T, N});
+  // Twice: the second run uses the cached plan.
+  for (int run = 0; run < 2; ++run) {
+    poison(gpu, out.t);
+    gpu.linear(gx.t, gw, has_bias ? &gb : nullptr, out.t);
+    EXPECT_TRUE(close(download(gpu, out.t), ref, 1e-2, 2e-3 * std::sqrt(static_cast<double>(K))))
+        << what << " run " << run;
+  }
+}
+
+TEST_F(CudaOpsTest, LinearBf16MatchesCpu) {
+  std::mt19937 rng(4);
+  for (int64_t T : kRows)
+    for (int64_t N : {64, 1024, 4096})
+      for (int64_t K : {64, 1024, 4096}) linear_case(*gpu_, *cpu_, weights_, rng, T, N, K, DType::kBF16, DType::kU8, DType::kBF16);
+}
+
+TEST_F(CudaOpsTest, LinearOddShapesBiasAndF32Out) {
+  std::mt19937 rng(5);
+  const std::pair<int64_t, int64_t> kOddShapes[] = {{37, 64}, {64, 37}, {37, 37}, {1000, 136}};  // (N, K)
+  // N, K not multiples of 8 (cuBLASLt or the fallback kernel, whichever the heuristic allows).
+  for (int64_t T : {1, 37, 300})
+    for (const auto& [N, K] : kOddShapes)
+      linear_case(*gpu_, *cpu_, weights_, rng, T, N, K, DType::kBF16, DType::kU8, DType::kBF16);
+  for (int64_t T : kRows) {
+    linear_case(*gpu_, *cpu_, weights_, rng, T, 1024, 256, DType::kBF16, DType::kBF16, DType::kBF16);
+    linear_case(*gpu_, *cpu_, weights_, rng, T, 1000, 256, DType::kBF16, DType::kF32, DType::kBF16);
+    linear_case(*gpu_, *cpu_, weights_, rng, T, 1000, 512, DType::kBF16, DType::kU8, DType::kF32);  // logits
+    linear_case(*gpu_, *cpu_, weights_, rng, T, 64, 512, DType::kBF16, DType::kF32, DType::kF32);
+  }
+}
+
+TEST_F(CudaOpsTest, LinearF16AndF32WeightsUseFallback) {
+  std::mt19937 rng(6);
+  for (DType wd : {DType::kF16, DType::kF32})
+    for (int64_t T : kRows) {
+      linear_case(*gpu_, *cpu_, weights_, rng, T, 256, 1024, wd, DType::kU8, DType::kBF16);
+      linear_case(*gpu_, *cpu_, weights_, rng, T, 37, 64, wd, DType::kF16, DType::kF32);
+    }
+}
+
+TEST_F(CudaOpsTest, LinearsOnRowSlicesMatchCpu) {
+  std::mt19937 rng(7);
+  // K, N1, N2 multiples of 8 but rows 3.. start 16-byte (not 256-byte) aligned.
+  const int64_t T = 37, K = 520, N1 = 392, N2 = 136;
+  std::vector<float> x = rand_bf16(T * K, rng);
+  RandomTensor w1(DType::kBF16, {N1, K}, rng), w2(DType::kBF16, {N2, K}, rng);
+  Tensor g1 = gpu_->place_weight(w1.tensor(), &weights_), g2 = gpu_->place_weight(w2.tensor(), &weights_);
+  Dev gx = upload(*gpu_, x, DType::kBF16, {T, K});
+  Dev o1 = dev_alloc(*gpu_, DType::kBF16, {T, N1}), o2 = dev_alloc(*gpu_, DType::kBF16, {T, N2});
+  // Rows [3, 20): operands that start off a 256-byte boundary (MoE expert slices do that).
+  const int64_t r0 = 3, r1 = 20, R = r1 - r0;
+  std::vector<float> ref1(R * N1), ref2(R * N2);
+  const Tensor c1 = w1.tensor(), c2 = w2.tensor();
+  cpu_->linears(Tensor(x.data() + r0 * K, DType::kF32, {R, K}), {&c1, &c2}, {nullptr, nullptr},
+                {Tensor(ref1.data(), DType::kF32, {R, N1}), Tensor(ref2.data(), DType::kF32, {R, N2})});
+  Tensor s1 = o1.t.slice_rows(r0, r1), s2 = o2.t.slice_rows(r0, r1);
+  poison(*gpu_, s1);
+  poison(*gpu_, s2);
+  gpu_->linears(gx.t.slice_rows(r0, r1), {&g1, &g2}, {nullptr, nullptr}, {s1, s2});
+  const double abs = 2e-3 * std::sqrt(static_cast<double>(K));
+  EXPECT_TRUE(close(download(*gpu_, s1), ref1, 1e-2, abs));
+  EXPECT_TRUE(close(download(*gpu_, s2), ref2, 1e-2, abs));
+}
+
+TEST_F(CudaOpsTest, RopeCosSinMatchesCpu) {
+  std::mt19937 rng(8);
+  for (int64_t T : {1, 37, 300}) {
+    for (int64_t R : {64, 128, 32}) {
+      std::vector<int32_t> pos(T);
+      for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>((t * 7919 + 5) % 40000);
+      std::vector<float> inv(R / 2);
+      for (int64_t i = 0; i < R / 2; ++i) inv[i] = static_cast<float>(std::pow(1e6, -2.0 * i / R));
+      std::vector<float> ref(T * R);
+      cpu_->rope_cos_sin(Tensor(pos.data(), DType::kI32, {T}), Tensor(inv.data(), DType::kF32, {R / 2}), 1.0f,
+                         Tensor(ref.data(), DType::kF32, {T, R}));
+      Dev gpos = upload_i32(*gpu_, pos);
+      Dev ginv = upload(*gpu_, inv, DType::kF32, {R / 2});
+      Dev out = dev_alloc(*gpu_, DType::kF32, {T, R});
+      poison(*gpu_, out.t);
+      gpu_->rope_cos_sin(gpos.t, ginv.t, 1.0f, out.t);
+      EXPECT_TRUE(close(download(*gpu_, out.t), ref, 0, 1e-6)) << "T=" << T << " R=" << R;
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, RopeAndCacheMatchesCpu) {
+  std::mt19937 rng(9);
+  const int64_t Hq = 8, Hk = 2, num_blocks = 8, block_size = 16;
+  for (int64_t D : {64, 128, 256}) {
+    for (int64_t rotary : {D, D / 2}) {
+      for (int64_t T : kRows) {
+        const std::string what = "D=" + std::to_string(D) + " rotary=" + std::to_string(rotary) + " T=" + std::to_string(T);
+        std::vector<float> q = rand_bf16(T * Hq * D, rng), k = rand_bf16(T * Hk * D, rng), v = rand_bf16(T * Hk * D, rng);
+        std::vector<float> cs(T * rotary);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = 0; i < rotary / 2; ++i) {
+            const double a = (t + 3) * std::pow(1e4, -2.0 * i / rotary);
+            cs[t * rotary + i] = static_cast<float>(std::cos(a));
+            cs[t * rotary + rotary / 2 + i] = static_cast<float>(std::sin(a));
+          }
+        // Distinct slots, a skipped token (-1) when T > 1.
+        std::vector<int32_t> slots(T);
+        for (int64_t t = 0; t < T; ++t) slots[t] = static_cast<int32_t>((t * 37 + 5) % (num_blocks * block_size));
+        if (T > 1) slots[T / 2] = -1;
+
+        // CPU (BF16 cache: K/V rounded once, as on the GPU).
+        KvCache ckv = cpu_->allocate_kv_cache(1, num_blocks, block_size, Hk, D, DType::kBF16);
+        std::vector<float> cq = q, ck = k;
+        cpu_->rope_and_cache(Tensor(cq.data(), DType::kF32, {T, Hq, D}), Tensor(ck.data(), DType::kF32, {T, Hk, D}),
+                             Tensor(v.data(), DType::kF32, {T, Hk, D}), Tensor(cs.data(), DType::kF32, {T, rotary}),
+                             static_cast<int>(rotary), Tensor(slots.data(), DType::kI32, {T}), ckv.layers[0]);
+        // GPU.
+        KvCache gkv = gpu_->allocate_kv_cache(1, num_blocks, block_size, Hk, D, DType::kBF16);
+        Dev gq = upload(*gpu_, q, DType::kBF16, {T, Hq, D}), gk = upload(*gpu_, k, DType::kBF16, {T, Hk, D});
+        Dev gv = upload(*gpu_, v, DType::kBF16, {T, Hk, D});
+        Dev gcs = upload(*gpu_, cs, DType::kF32, {T, rotary});
+        Dev gslots = upload_i32(*gpu_, slots);
+        gpu_->rope_and_cache(gq.t, gk.t, gv.t, gcs.t, static_cast<int>(rotary), gslots.t, gkv.layers[0]);
+        EXPECT_TRUE(close(download(*gpu_, gq.t), cq, 1e-2, 1e-3)) << what << " q";
+        EXPECT_TRUE(close(download(*gpu_, gk.t), ck, 1e-2, 1e-3)) << what << " k";
+        // Cache: CPU [blocks, Hk, bs, D] vs GPU [blocks, bs, Hk, D], written slots only.
+        std::vector<float> gkc = download(*gpu_, gkv.layers[0].k), gvc = download(*gpu_, gkv.layers[0].v);
+        const uint16_t* ckc = ckv.layers[0].k.ptr<uint16_t>();
+        const uint16_t* cvc = ckv.layers[0].v.ptr<uint16_t>();
+        std::vector<float> got_k, ref_k, got_v, ref_v;
+        for (int64_t t = 0; t < T; ++t) {
+          if (slots[t] < 0) continue;
+          const int64_t blk = slots[t] / block_size, off = slots[t] % block_size;
+          for (int64_t h = 0; h < Hk; ++h)
+            for (int64_t d = 0; d < D; ++d) {
+              const int64_t c = ((blk * Hk + h) * block_size + off) * D + d;
+              const int64_t g = ((blk * block_size + off) * Hk + h) * D + d;
+              got_k.push_back(gkc[g]);
+              ref_k.push_back(bf16_to_f32(ckc[c]));
+              got_v.push_back(gvc[g]);
+              ref_v.push_back(bf16_to_f32(cvc[c]));
+            }
+        }
+        EXPECT_TRUE(close(got_k, ref_k, 1e-2, 1e-3)) << what << " k cache";
+        EXPECT_TRUE(close(got_v, ref_v, 0, 0)) << what << " v cache";
+        // Slots nobody wrote (the skipped token's included) stay as allocated: zero.
+        std::vector<bool> used(num_blocks * block_size, false);
+        for (int32_t s : slots)
+          if (s >= 0) used[s] = true;
+        for (int64_t s = 0; s < num_blocks * block_size; ++s)
+          if (!used[s])
+            for (int64_t i = 0; i < Hk * D; ++i) {
+              ASSERT_EQ(gkc[s * Hk * D + i], 0.0f) << what << " slot " << s;
+              ASSERT_EQ(gvc[s * Hk * D + i], 0.0f) << what << " slot " << s;
+            }
+      }
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, SiluAndMulMatchesCpu) {
+  std::mt19937 rng(10);
+  for (int64_t I : {37, 1024, 4096})
+    for (int64_t T : kRows) {
+      std::vector<float> g = rand_bf16(T * I, rng, -6, 6), u = rand_bf16(T * I, rng, -2, 2);
+      std::vector<float> ref(T * I);
+      cpu_->silu_and_mul(Tensor(g.data(), DType::kF32, {T, I}), Tensor(u.data(), DType::kF32, {T, I}),
+                         Tensor(ref.data(), DType::kF32, {T, I}));
+      Dev gg = upload(*gpu_, g, DType::kBF16, {T, I}), gu = upload(*gpu_, u, DType::kBF16, {T, I});
+      Dev out = dev_alloc(*gpu_, DType::kBF16, {T, I});
+      poison(*gpu_, out.t);
+      gpu_->silu_and_mul(gg.t, gu.t, out.t);
+      EXPECT_TRUE(close(download(*gpu_, out.t), ref, 1e-2, 1e-5)) << "I=" << I << " T=" << T;
+      gpu_->silu_and_mul(gg.t, gu.t, gg.t);  // out aliases gate
+      EXPECT_TRUE(close(download(*gpu_, gg.t), ref, 1e-2, 1e-5)) << "in place I=" << I << " T=" << T;
+    }
+}
+
+TEST_F(CudaOpsTest, GatherRowsCopiesExactly) {
+  std::mt19937 rng(11);
+  for (DType d : {DType::kBF16, DType::kF32}) {
+    for (int64_t H : kHidden) {
+      const int64_t R = 37;
+      std::vector<float> x = rand_bf16(R * H, rng);
+      std::vector<int32_t> idx = {36, 0, 5, 5, 17};
+      const int64_t n = static_cast<int64_t>(idx.size());
+      std::vector<float> ref;
+      for (int32_t i : idx) ref.insert(ref.end(), x.begin() + i * H, x.begin() + (i + 1) * H);
+      Dev gx = upload(*gpu_, x, d, {R, H});
+      Dev gi = upload_i32(*gpu_, idx);
+      Dev out = dev_alloc(*gpu_, d, {n, H});
+      poison(*gpu_, out.t);
+      gpu_->gather_rows(gx.t, gi.t, out.t);
+      EXPECT_TRUE(close(download(*gpu_, out.t), ref, 0, 0)) << dtype_str(d) << " H=" << H;
+    }
+  }
+}
+
+TEST_F(CudaOpsTest, AddMatchesCpu) {
+  std::mt19937 rng(12);
+  for (int64_t H : kHidden)
+    for (int64_t T : kRows) {
+      std::vector<float> a = rand_bf16(T * H, rng), b = rand_bf16(T * H, rng);
+      std::vector<float> ref = a;
+      cpu_->add(Tensor(ref.data(), DType::kF32, {T, H}), Tensor(b.data(), DType::kF32, {T, H}));
+      Dev ga = upload(*gpu_, a, DType::kBF16, {T, H}), gb = upload(*gpu_, b, DType::kBF16, {T, H});
+      gpu_->add(ga.t, gb.t);
+      EXPECT_TRUE(close(download(*gpu_, ga.t), ref, 1e-2, 1e-6)) << "H=" << H << " T=" << T;
+    }
+}
+
+TEST_F(CudaOpsTest, SigmoidMulMatchesCpu) {
+  std::mt19937 rng(13);
+  for (int64_t N : {37, 1024, 4096})
+    for (int64_t T : kRows) {
+      for (bool broadcast : {false, true}) {
+        const int64_t G = broadcast ? 1 : N;
+        std::vector<float> x = rand_bf16(T * N, rng, -3, 3), g = rand_bf16(T * G, rng, -5, 5);
+        std::vector<float> ref = x;
+        cpu_->sigmoid_mul(Tensor(ref.data(), DType::kF32, {T, N}), Tensor(g.data(), DType::kF32, {T, G}));
+        Dev gx = upload(*gpu_, x, DType::kBF16, {T, N});
+        // The shared-expert gate logit is F32 [T, 1]; elementwise gates are activations (BF16).
+        Dev gg = upload(*gpu_, g, broadcast ? DType::kF32 : DType::kBF16, {T, G});
+        gpu_->sigmoid_mul(gx.t, gg.t);
+        EXPECT_TRUE(close(download(*gpu_, gx.t), ref, 1e-2, 1e-5)) << "N=" << N << " T=" << T << " bc=" << broadcast;
+      }
+    }
+}
+
+TEST_F(CudaOpsTest, RmsNormGatedMatchesCpu) {
+  std::mt19937 rng(14);
+  for (int64_t d : {64, 128, 37})
+    for (int64_t R : {1, 37, 37 * 32}) {
+      std::vector<float> x = rand_bf16(R * d, rng, -2, 2), z = rand_bf16(R * d, rng, -4, 4);
+      RandomTensor w(DType::kF32, {d}, rng, 0.5f, 1.5f);
+      std::vector<float> ref(R * d);
+      cpu_->rms_norm_gated(Tensor(x.data(), DType::kF32, {R, d}), Tensor(z.data(), DType::kF32, {R, d}), w.tensor(),
+                           1e-6f, Tensor(ref.data(), DType::kF32, {R, d}));
+      Tensor gw = gpu_->place_weight(w.tensor(), &weights_);
+      Dev gx = upload(*gpu_, x, DType::kBF16, {R, d}), gz = upload(*gpu_, z, DType::kBF16, {R, d});
+      Dev out = dev_alloc(*gpu_, DType::kBF16, {R, d});
+      poison(*gpu_, out.t);
+      gpu_->rms_norm_gated(gx.t, gz.t, gw, 1e-6f, out.t);
+      EXPECT_TRUE(close(download(*gpu_, out.t), ref, 1e-2, 1e-4)) << "d=" << d << " R=" << R;
+    }
+}
+
+}  // namespace
+}  // namespace pagoda::testing
