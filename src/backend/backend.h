@@ -151,6 +151,14 @@ class Backend {
   virtual KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads,
                                     int head_dim, DType dtype) = 0;
   virtual void synchronize() = 0;
+  // Device memory (GPU backends): free and total bytes of the device right now. false when the
+  // backend has no separate device memory (the CPU backend), whose KV pool is sized by
+  // --kv-cache-memory instead.
+  virtual bool memory_info(size_t* free_bytes, size_t* total_bytes) {
+    (void)free_bytes;
+    (void)total_bytes;
+    return false;
+  }
 
   // ---- ops -----------------------------------------------------------------------------
   // out[t, :] = table[ids[t], :]   (ids I32 [T], table [V, H], out [T, H])

@@ -49,7 +49,7 @@ using nlohmann::json;
 const std::set<std::string>& engine_value_flags() {
   static const std::set<std::string> flags = {"--max-num-seqs",  "--max-num-batched-tokens", "--max-model-len",
                                               "--block-size",    "--num-kv-blocks",          "--kv-cache-memory",
-                                              "--kv-cache-dtype", "--device"};
+                                              "--kv-cache-dtype", "--device", "--gpu-memory-utilization"};
   return flags;
 }
 
@@ -78,6 +78,10 @@ EngineConfig engine_config_from_args(const Args& args) {
   if (auto gib = args.get_double("--kv-cache-memory")) {
     PAGODA_CHECK(*gib > 0 && *gib <= 4096, "--kv-cache-memory must be in (0, 4096] GiB, got ", *gib);
     c.kv_cache_memory_bytes = static_cast<size_t>(*gib * static_cast<double>(size_t{1} << 30));
+  }
+  if (auto u = args.get_double("--gpu-memory-utilization")) {
+    PAGODA_CHECK(*u > 0 && *u <= 1, "--gpu-memory-utilization must be in (0, 1], got ", *u);
+    c.gpu_memory_utilization = *u;
   }
   const std::string dt = args.get_or("--kv-cache-dtype", "auto");
   if (dt == "auto" || dt == "bf16" || dt == "bfloat16") {

@@ -9,7 +9,12 @@
 namespace pagoda {
 namespace {
 
-EngineConfig resolved(EngineConfig c, const CausalLM& model) {
+constexpr size_t kCpuDefaultKvBytes = size_t{4} << 30;
+// Left free on a GPU besides the utilization margin: cuBLASLt plans, CUDA graphs, the CUDA
+// context's own growth.
+constexpr size_t kGpuReserveBytes = size_t{512} << 20;
+
+EngineConfig resolved(EngineConfig c, const CausalLM& model, Backend& backend) {
   const ModelConfig& mc = model.config();
   if (c.max_model_len <= 0) c.max_model_len = static_cast<int>(mc.max_position_embeddings);
   PAGODA_CHECK(c.max_model_len > 0, "--max-model-len must be positive");
@@ -25,6 +30,27 @@ EngineConfig resolved(EngineConfig c, const CausalLM& model) {
   // of the KV cache memory, as in vLLM; the paged KV blocks get what is left.
   const size_t state_bytes = static_cast<size_t>(model.num_state_slots()) * model.state_bytes_per_slot();
   const auto gib = [](size_t bytes) { return static_cast<double>(bytes) / static_cast<double>(size_t{1} << 30); };
+  if (c.num_kv_blocks <= 0 && c.kv_cache_memory_bytes == 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (backend.memory_info(&free_bytes, &total_bytes)) {
+      PAGODA_CHECK(c.gpu_memory_utilization > 0 && c.gpu_memory_utilization <= 1,
+                   "--gpu-memory-utilization must be in (0, 1], got ", c.gpu_memory_utilization);
+      const size_t used = total_bytes - free_bytes;  // weights + workspaces (+ anything else on the GPU)
+      const auto allowed = static_cast<size_t>(c.gpu_memory_utilization * static_cast<double>(total_bytes));
+      PAGODA_CHECK(allowed > used + kGpuReserveBytes, "--gpu-memory-utilization ", c.gpu_memory_utilization,
+                   " allows ", gib(allowed), " GiB of the GPU's ", gib(total_bytes), " GiB, but ", gib(used),
+                   " GiB are already in use after loading the model (+ ", gib(kGpuReserveBytes),
+                   " GiB reserve): no room for a KV cache; raise --gpu-memory-utilization or lower "
+                   "--max-num-batched-tokens / --max-num-seqs");
+      // The recurrent-state pool of hybrid models is already allocated (in `used`); it is
+      // subtracted from the budget again below, so add it back here.
+      c.kv_cache_memory_bytes = allowed - used - kGpuReserveBytes + state_bytes;
+      log_info("GPU memory: ", gib(total_bytes), " GiB total, ", gib(used), " GiB in use after loading, KV cache ",
+               gib(c.kv_cache_memory_bytes - state_bytes), " GiB (--gpu-memory-utilization ", c.gpu_memory_utilization, ")");
+    } else {
+      c.kv_cache_memory_bytes = kCpuDefaultKvBytes;
+    }
+  }
   if (c.num_kv_blocks <= 0) {
     const size_t per_block = ModelRunner::kv_bytes_per_block(model, c.block_size, c.kv_cache_dtype);
     PAGODA_CHECK(per_block > 0, "the model has no paged attention layers to size a KV cache for");
@@ -61,7 +87,7 @@ ModelLoadOptions engine_load_options(const EngineConfig& config) {
 }
 
 EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& config)
-    : config_(resolved(config, model)) {
+    : config_(resolved(config, model, backend)) {
   KvCacheConfig kc;
   kc.num_blocks = config_.num_kv_blocks;
   kc.groups = {KvCacheSpec{KvCacheKind::kFullAttention, config_.block_size, {}}};

@@ -5,7 +5,11 @@
 // AsyncEngine's engine thread) calls add_request / abort / step from one thread.
 //
 // The KV pool is sized by EngineConfig::num_kv_blocks, or, when that is 0, by
-// kv_cache_memory_bytes / (bytes of one block across all layers).
+// kv_cache_memory_bytes / (bytes of one block across all layers). When kv_cache_memory_bytes is
+// 0 (the default): 4 GiB on the CPU; on a GPU, gpu_memory_utilization of the device's memory
+// minus what is in use once the model is loaded (weights, the model's activation workspaces
+// and the backend's GEMM / attention workspaces: ops never allocate, so that is the peak) and
+// a fixed reserve, as vLLM's --gpu-memory-utilization.
 #pragma once
 
 #include <cstddef>
@@ -33,7 +37,8 @@ struct EngineConfig {
   int max_model_len = 0;  // 0: the model's max_position_embeddings
   int block_size = 16;
   int num_kv_blocks = 0;  // 0: from kv_cache_memory_bytes
-  size_t kv_cache_memory_bytes = size_t{4} << 30;
+  size_t kv_cache_memory_bytes = 0;  // --kv-cache-memory; 0: 4 GiB on the CPU, gpu_memory_utilization on a GPU
+  double gpu_memory_utilization = 0.9;  // --gpu-memory-utilization: fraction of the GPU's memory pagoda may use
   bool enable_prefix_caching = true;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
   DType kv_cache_dtype = DType::kBF16;
