@@ -1,8 +1,10 @@
 // The CUDA backend: BF16 activations, one non-default stream, cuBLASLt GEMMs and the kernels of
 // cuda_kernels.cu. Everything an op needs (cuBLASLt workspace, attention workspace) is allocated
 // at construction, so ops only enqueue work: they never allocate device memory and never
-// synchronise (a decode step can be captured as a CUDA graph). The one host-side allocation
-// after warm-up is a new GEMM plan the first time a (T, N, K, ...) shape is seen.
+// synchronise (a decode step can be captured as a CUDA graph). What is built on first use and
+// cached: a GEMM plan the first time a (T, N, K, ...) shape is seen, and a device table of the
+// per-expert weight pointers of each MoE layer (its first moe_experts call): run one step of
+// every shape before capturing a graph.
 //
 // Checks that need device data on the host (token ids in range, slots inside the cache) cannot
 // be done without synchronising; the kernels instead never read or write out of bounds (see
@@ -21,7 +23,9 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_attention.h"
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_gdn.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_moe.h"
 #include "base/error.h"
 
 #define PAGODA_CUBLAS_CHECK(expr)                                                                     \
@@ -187,6 +191,12 @@ class CudaBackend final : public Backend {
     PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
+  bool memory_info(size_t* free_bytes, size_t* total_bytes) override {
+    use_device();
+    PAGODA_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+    return true;
+  }
+
   // ---- ops ---------------------------------------------------------------------------------
   void embedding(const Tensor& ids, const Tensor& table, Tensor out) override {
     use_device();
@@ -329,13 +339,75 @@ class CudaBackend final : public Backend {
     cuda::launch_add(a.data, b.data, a.numel(), a.dtype, stream_);
   }
 
-  // TODO(issue 5): MoE routing + grouped expert GEMMs on CUDA.
-  void moe_route(const Tensor&, bool, Tensor, Tensor) override {
-    fail("moe_route is not implemented on the CUDA backend yet");
+  // Top-k routing on the device, one block per token (cuda_moe.cu). router_logits F32 [T, E].
+  void moe_route(const Tensor& router_logits, bool renormalize, Tensor ids, Tensor weights) override {
+    use_device();
+    check_dtype(router_logits, DType::kF32, "moe_route", "router_logits");
+    check_dtype(ids, DType::kI32, "moe_route", "ids");
+    check_dtype(weights, DType::kF32, "moe_route", "weights");
+    const int64_t T = router_logits.rows(), E = router_logits.cols(), k = ids.cols();
+    PAGODA_CHECK(ids.rows() == T && weights.rows() == T && weights.cols() == k && k > 0 && k <= E,
+                 "moe_route: router_logits ", router_logits.shape_string(), " ids ", ids.shape_string(), " weights ",
+                 weights.shape_string());
+    PAGODA_CHECK(E <= cuda::kMoeRouteMaxExperts && k <= cuda::kMoeMaxTopK, "moe_route: ", E, " experts / top-", k,
+                 " not supported on the CUDA backend (at most ", cuda::kMoeRouteMaxExperts, " experts, top-",
+                 cuda::kMoeMaxTopK, ")");
+    cuda::launch_moe_route(router_logits.ptr<float>(), T, E, k, renormalize, ids.ptr<int32_t>(),
+                           weights.ptr<float>(), stream_);
   }
-  void moe_experts(const Tensor&, const Tensor&, const Tensor&, const MoeExpertWeights&, const MoeScratch&,
-                   Tensor) override {
-    fail("moe_experts is not implemented on the CUDA backend yet");
+
+  // Sort by expert + grouped GEMMs + weighted scatter, all on the device (cuda_moe.cu). Expert ids
+  // cannot be range-checked on the host; an id outside [0, E) makes its token's row NaN.
+  // MoeScratch::x and ::up are not used (the gather is fused into the gate/up GEMM, which also
+  // applies silu_and_mul and writes MoeScratch::gate).
+  void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const MoeExpertWeights& experts,
+                   const MoeScratch& scratch, Tensor out) override {
+    use_device();
+    const char* op = "moe_experts";
+    check_act(x, op, "x");
+    PAGODA_CHECK(out.dtype == x.dtype, "moe_experts: out dtype ", dtype_name(out.dtype), " vs x ",
+                 dtype_name(x.dtype));
+    check_dtype(ids, DType::kI32, op, "ids");
+    check_dtype(weights, DType::kF32, op, "weights");
+    const int64_t T = x.rows(), H = x.cols(), k = ids.cols(), R = T * k;
+    const int64_t E = static_cast<int64_t>(experts.gate.size());
+    PAGODA_CHECK(E > 0 && experts.up.size() == experts.gate.size() && experts.down.size() == experts.gate.size(),
+                 "moe_experts: gate, up and down must list the same number of experts");
+    PAGODA_CHECK(E <= cuda::kMoeMaxExperts && k > 0 && k <= cuda::kMoeMaxTopK, "moe_experts: ", E,
+                 " experts / top-", k, " not supported on the CUDA backend (at most ", cuda::kMoeMaxExperts,
+                 " experts, top-", cuda::kMoeMaxTopK, ")");
+    const int64_t I = experts.gate[0].dim(0);
+    PAGODA_CHECK(out.rows() == T && out.cols() == H && ids.rows() == T && weights.rows() == T && weights.cols() == k,
+                 "moe_experts: x ", x.shape_string(), " ids ", ids.shape_string(), " weights ", weights.shape_string(),
+                 " out ", out.shape_string());
+    PAGODA_CHECK(scratch.y.rows() >= R && scratch.y.cols() == H && scratch.y.dtype == x.dtype &&
+                     scratch.gate.rows() >= R && scratch.gate.cols() == I && scratch.gate.dtype == x.dtype &&
+                     scratch.row_of_pair.numel() >= R && scratch.pair_of_row.numel() >= R &&
+                     scratch.expert_offsets.numel() >= E + 1 && scratch.row_of_pair.dtype == DType::kI32 &&
+                     scratch.pair_of_row.dtype == DType::kI32 && scratch.expert_offsets.dtype == DType::kI32,
+                 "moe_experts: scratch too small or of the wrong dtype for ", T, " tokens x top-", k, " (H ", H,
+                 ", I ", I, ", ", E, " experts, activations ", dtype_name(x.dtype), ")");
+    const void* const* table = expert_table(experts, H, I);
+    if (T == 0) return;
+    cuda::MoeExpertsArgs args;
+    args.x = x.data;
+    args.ids = ids.ptr<int32_t>();
+    args.weights = weights.ptr<float>();
+    args.expert_ptrs = table;
+    args.weight_dtype = experts.gate[0].dtype;
+    args.T = T;
+    args.H = H;
+    args.I = I;
+    args.E = E;
+    args.top_k = k;
+    args.h_scratch = scratch.gate.data;
+    args.y_scratch = scratch.y.data;
+    args.row_of_pair = scratch.row_of_pair.ptr<int32_t>();
+    args.pair_of_row = scratch.pair_of_row.ptr<int32_t>();
+    args.expert_offsets = scratch.expert_offsets.ptr<int32_t>();
+    args.out = out.data;
+    args.act = x.dtype;
+    cuda::launch_moe_experts(args, stream_);
   }
 
   void sigmoid_mul(Tensor x, const Tensor& gate) override {
@@ -361,13 +433,67 @@ class CudaBackend final : public Backend {
     cuda::launch_rms_norm_gated(x.data, z.data, weight.data, weight.dtype, eps, R, d, out.data, x.dtype, stream_);
   }
 
-  // TODO(issue 5): Gated DeltaNet (causal conv1d + gated delta rule) on CUDA.
-  void causal_conv1d(const Tensor&, const Tensor&, const AttentionMetadata&, LinearAttnState&, Tensor) override {
-    fail("causal_conv1d is not implemented on the CUDA backend yet");
+  // Causal depthwise conv1d + SiLU per sequence (cuda_gdn.cu): x, out [T, C] activations,
+  // weight [C, K] (F32, or BF16 / F16), state.conv F32 [slots, C, K - 1].
+  void causal_conv1d(const Tensor& x, const Tensor& weight, const AttentionMetadata& meta, LinearAttnState& state,
+                     Tensor out) override {
+    use_device();
+    const char* op = "causal_conv1d";
+    check_act(x, op, "x");
+    PAGODA_CHECK(out.dtype == x.dtype, "causal_conv1d: out dtype ", dtype_name(out.dtype), " vs x ",
+                 dtype_name(x.dtype));
+    PAGODA_CHECK(is_float_weight(weight.dtype), "causal_conv1d: weight dtype ", dtype_name(weight.dtype));
+    check_dtype(state.conv, DType::kF32, op, "state.conv");
+    const int64_t T = x.rows(), C = x.cols(), K = weight.cols();
+    PAGODA_CHECK(weight.rows() == C && out.rows() == T && out.cols() == C && state.conv.ndim == 3 &&
+                     state.conv.dim(1) == C && state.conv.dim(2) == K - 1 && K >= 1,
+                 "causal_conv1d: x ", x.shape_string(), " weight ", weight.shape_string(), " state ",
+                 state.conv.shape_string(), " out ", out.shape_string());
+    PAGODA_CHECK(K <= cuda::kMaxConvWidth, "causal_conv1d: kernel width ", K,
+                 " not supported on the CUDA backend (at most ", cuda::kMaxConvWidth, ")");
+    check_state_meta(meta, T, op);
+    cuda::launch_causal_conv1d(x.data, weight.data, weight.dtype, meta.query_start_loc.ptr<int32_t>(),
+                               meta.seq_lens.ptr<int32_t>(), meta.state_slots.ptr<int32_t>(), meta.num_seqs, T, C,
+                               static_cast<int>(K), state.conv.ptr<float>(), state.conv.dim(0), out.data, x.dtype,
+                               stream_);
   }
-  void gated_delta_rule(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const GdnShape&,
-                        const AttentionMetadata&, int, LinearAttnState&, Tensor) override {
-    fail("gated_delta_rule is not implemented on the CUDA backend yet");
+
+  // Gated delta rule (cuda_gdn.cu), token by token in every case: chunk_size only selects the
+  // chunked (WY) form on the CPU, which gives the same result up to rounding; this first CUDA
+  // version ignores it (the recurrent state stays in registers across a chunk's tokens).
+  void gated_delta_rule(const Tensor& qkv, const Tensor& a, const Tensor& b, const Tensor& A_log, const Tensor& dt_bias,
+                        const GdnShape& shape, const AttentionMetadata& meta, int chunk_size, LinearAttnState& state,
+                        Tensor out) override {
+    use_device();
+    const char* op = "gated_delta_rule";
+    check_act(qkv, op, "qkv");
+    PAGODA_CHECK(a.dtype == qkv.dtype && b.dtype == qkv.dtype && out.dtype == qkv.dtype,
+                 "gated_delta_rule: qkv, a, b and out must share the activation dtype (qkv ", dtype_name(qkv.dtype),
+                 ", a ", dtype_name(a.dtype), ", b ", dtype_name(b.dtype), ", out ", dtype_name(out.dtype), ")");
+    check_dtype(A_log, DType::kF32, op, "A_log");
+    check_dtype(dt_bias, DType::kF32, op, "dt_bias");
+    check_dtype(state.recurrent, DType::kF32, op, "state.recurrent");
+    const int64_t nk = shape.num_k_heads, nv = shape.num_v_heads, dk = shape.k_head_dim, dv = shape.v_head_dim;
+    PAGODA_CHECK(nk > 0 && nv > 0 && dk > 0 && dv > 0 && nv % nk == 0, "gated_delta_rule: bad head shape (", nk,
+                 " key heads, ", nv, " value heads, dims ", dk, " / ", dv, ")");
+    PAGODA_CHECK(dk <= cuda::kMaxGdnKeyHeadDim, "gated_delta_rule: key head dim ", dk,
+                 " not supported on the CUDA backend (at most ", cuda::kMaxGdnKeyHeadDim, ")");
+    const int64_t T = qkv.rows(), conv_dim = 2 * nk * dk + nv * dv;
+    PAGODA_CHECK(qkv.cols() == conv_dim && a.rows() == T && a.cols() == nv && b.rows() == T && b.cols() == nv &&
+                     A_log.numel() == nv && dt_bias.numel() == nv && out.rows() == T && out.cols() == nv * dv,
+                 "gated_delta_rule: qkv ", qkv.shape_string(), " a ", a.shape_string(), " b ", b.shape_string(),
+                 " A_log ", A_log.shape_string(), " dt_bias ", dt_bias.shape_string(), " out ", out.shape_string());
+    const Tensor& rs = state.recurrent;
+    PAGODA_CHECK(rs.ndim == 4 && rs.dim(1) == nv && rs.dim(2) == dk && rs.dim(3) == dv,
+                 "gated_delta_rule: state.recurrent ", rs.shape_string(), " does not match [slots, ", nv, ", ", dk,
+                 ", ", dv, "]");
+    PAGODA_CHECK(chunk_size >= 0, "gated_delta_rule: negative chunk_size");
+    check_state_meta(meta, T, op);
+    cuda::launch_gated_delta_rule(qkv.data, a.data, b.data, A_log.ptr<float>(), dt_bias.ptr<float>(),
+                                  meta.query_start_loc.ptr<int32_t>(), meta.seq_lens.ptr<int32_t>(),
+                                  meta.state_slots.ptr<int32_t>(), meta.num_seqs, T, static_cast<int>(nk),
+                                  static_cast<int>(nv), static_cast<int>(dk), static_cast<int>(dv), rs.ptr<float>(),
+                                  rs.dim(0), out.data, qkv.dtype, stream_);
   }
 
  private:
@@ -435,6 +561,63 @@ class CudaBackend final : public Backend {
     return plan;
   }
 
+  // The per-sequence metadata the GDN ops read on the device (sizes only: values cannot be
+  // checked without synchronising; see cuda_gdn.h for what bad values do).
+  static void check_state_meta(const AttentionMetadata& meta, int64_t T, const char* op) {
+    PAGODA_CHECK(meta.num_seqs >= 0 && meta.state_slots.data != nullptr && meta.state_slots.dtype == DType::kI32 &&
+                     meta.state_slots.numel() >= meta.num_seqs,
+                 op, ": attention metadata carries no state slot per sequence (AttentionMetadata::state_slots)");
+    PAGODA_CHECK(meta.query_start_loc.dtype == DType::kI32 && meta.query_start_loc.numel() >= meta.num_seqs + 1 &&
+                     (meta.num_seqs == 0 || meta.query_start_loc.data != nullptr),
+                 op, ": attention metadata query_start_loc ", meta.query_start_loc.shape_string(), " for ",
+                 meta.num_seqs, " sequences");
+    PAGODA_CHECK(meta.seq_lens.dtype == DType::kI32 && meta.seq_lens.numel() >= meta.num_seqs &&
+                     (meta.num_seqs == 0 || meta.seq_lens.data != nullptr),
+                 op, ": attention metadata seq_lens ", meta.seq_lens.shape_string(), " for ", meta.num_seqs,
+                 " sequences");
+    PAGODA_CHECK(T < (int64_t{1} << 31), op, ": too many tokens (", T, ")");
+  }
+
+  // Device table of the experts' weight pointers [gate 0..E | up 0..E | down 0..E], built on the
+  // first call for a set of experts and cached, keyed by the first gate pointer. This one-time
+  // allocation + upload (at warm-up, before any CUDA graph capture) is the only allocation of
+  // moe_experts; later calls compare the cached host copy with the current pointers (host-only
+  // work) and rebuild only if the experts changed (e.g. a freed and reused address).
+  const void* const* expert_table(const MoeExpertWeights& experts, int64_t H, int64_t I) {
+    const size_t E = experts.gate.size();
+    std::vector<const void*> ptrs(3 * E);
+    const DType wd = experts.gate[0].dtype;
+    PAGODA_CHECK(is_float_weight(wd), "moe_experts: expert weights must be BF16, F16 or F32, got ", dtype_name(wd));
+    for (size_t e = 0; e < E; ++e) {
+      const Tensor& g = experts.gate[e];
+      const Tensor& u = experts.up[e];
+      const Tensor& d = experts.down[e];
+      PAGODA_CHECK(g.dtype == wd && u.dtype == wd && d.dtype == wd, "moe_experts: expert ", e,
+                   " weights must all have dtype ", dtype_name(wd), " (gate ", dtype_name(g.dtype), ", up ",
+                   dtype_name(u.dtype), ", down ", dtype_name(d.dtype), ")");
+      PAGODA_CHECK(g.ndim == 2 && u.ndim == 2 && d.ndim == 2 && g.dim(0) == I && g.dim(1) == H && u.dim(0) == I &&
+                       u.dim(1) == H && d.dim(0) == H && d.dim(1) == I,
+                   "moe_experts: expert ", e, " gate ", g.shape_string(), " up ", u.shape_string(), " down ",
+                   d.shape_string(), ", expected [", I, ", ", H, "] / [", H, ", ", I, "]");
+      ptrs[e] = g.data;
+      ptrs[E + e] = u.data;
+      ptrs[2 * E + e] = d.data;
+    }
+    for (size_t i = 0; i < ptrs.size(); ++i)
+      PAGODA_CHECK(ptrs[i] != nullptr, "moe_experts: expert ", i % E, " has a null ",
+                   i < E ? "gate" : (i < 2 * E ? "up" : "down"), " weight");
+    const void* key = experts.gate[0].data;
+    auto it = expert_tables_.find(key);
+    if (it != expert_tables_.end() && it->second.host == ptrs) return static_cast<const void* const*>(it->second.dev.data());
+    ExpertTable& tab = expert_tables_[key];
+    tab.host = std::move(ptrs);
+    tab.dev = allocate(tab.host.size() * sizeof(void*));
+    // Pageable source: the copy is staged before cudaMemcpyAsync returns; tab.host stays alive anyway.
+    PAGODA_CUDA_CHECK(cudaMemcpyAsync(tab.dev.data(), tab.host.data(), tab.host.size() * sizeof(void*),
+                                      cudaMemcpyHostToDevice, stream_));
+    return static_cast<const void* const*>(tab.dev.data());
+  }
+
   void release() {
     for (auto& [key, plan] : plans_) {
       if (plan.a != nullptr) (void)cublasLtMatrixLayoutDestroy(plan.a);
@@ -443,6 +626,7 @@ class CudaBackend final : public Backend {
       if (plan.desc != nullptr) (void)cublasLtMatmulDescDestroy(plan.desc);
     }
     plans_.clear();
+    expert_tables_.clear();
     gemm_ws_ = DeviceBuffer();
     attn_ws_ = DeviceBuffer();
     if (lt_ != nullptr) (void)cublasLtDestroy(lt_);
@@ -458,6 +642,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer gemm_ws_;
   DeviceBuffer attn_ws_;
   std::map<std::array<int64_t, 8>, GemmPlan> plans_;
+  struct ExpertTable {
+    std::vector<const void*> host;  // what dev holds
+    DeviceBuffer dev;
+  };
+  std::map<const void*, ExpertTable> expert_tables_;  // see expert_table()
 };
 
 }  // namespace

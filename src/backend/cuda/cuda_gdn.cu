@@ -1,0 +1,322 @@
+// Gated DeltaNet on CUDA: causal depthwise conv1d and the gated delta rule (contracts: backend.h,
+// launchers: cuda_gdn.h). All math in FP32; activations are converted on load and rounded once
+// on store; states stay F32 in device memory.
+//
+// causal_conv1d: one thread per (sequence, channel), blocks of 128 channels, grid (channel
+// blocks, sequences). The thread walks the tokens of its sequence in order with the last K inputs
+// in registers (a shift register), so every x[t, c] is read by the thread that writes out[t, c]
+// before it is written (out may alias x), and the thread that read the slot's history is the one
+// that writes it back (no race between chunks of one sequence). Decode (one token per sequence)
+// is one step per thread; a long prefill chunk is sequential per channel (C >= a few thousand
+// threads per sequence keep the GPU busy enough for this first version).
+//
+// gated_delta_rule: one block per (sequence, value head, tile of 32 value columns): grid
+// (num_v_heads * ceil(d_v / 32), num_seqs), 8 warps. Lane l of every warp owns value column
+// j = tile * 32 + l; warp w owns key rows i = w, w + 8, w + 16, ... of the state S [d_k, d_v], so
+// the block holds its [d_k, 32] slice of S in registers (d_k / 8 floats per thread) for the
+// whole chunk: the slice is read from the slot once and written back once, and each warp's
+// loads / stores of one row are 128 contiguous bytes. Per token:
+//   1. the block loads q, k of its key head into shared memory and reduces their squared norms;
+//   2. kv[j] = sum_i S[i, j] k[i]: per-thread partial over its rows, summed over the 8 warps in
+//      shared memory (every warp sums the 8 partials in the same order, so all agree on kv);
+//   3. delta[j] = beta (v[j] - exp(g) kv[j]); S[i, j] = exp(g) S[i, j] + k[i] delta[j] and the
+//      partial o[j] = sum_i S[i, j] q[i] in the same pass; warp 0 sums the partials and stores o.
+// Decode therefore streams the whole recurrent state once (read + write) with
+// num_seqs * n_v * d_v / 32 blocks. Prefill runs the same recurrence token by token (the state
+// stays in registers across the tokens of the chunk; three block barriers per token): the
+// chunked (WY) form of the contract (chunk_size > 0) gives the same result up to rounding, so
+// chunk_size is ignored in this first version.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_gdn.h"
+
+namespace pagoda::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+
+template <class T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float load_any(const void* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kBF16: return __bfloat162float(static_cast<const bf16*>(p)[i]);
+    case DType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+__device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }  // torch's threshold
+
+template <class F>
+void dispatch_act(DType act, const char* op, F&& f) {
+  switch (act) {
+    case DType::kBF16: f(bf16{}); break;
+    case DType::kF32: f(float{}); break;
+    default: fail(op, ": activation dtype must be BF16 or F32, got ", dtype_name(act));
+  }
+}
+
+// ---- causal conv1d ---------------------------------------------------------------------------
+constexpr int kConvThreads = 128;
+
+// KMAX >= K: the window w[0 .. KMAX) holds inputs right-aligned (the newest at KMAX - 1), so all
+// register indices are compile-time constants; entries left of KMAX - K are never used.
+template <class T, int KMAX>
+__global__ void __launch_bounds__(kConvThreads)
+    causal_conv1d_kernel(const T* x, const void* weight, DType weight_dtype, const int32_t* qsl,
+                         const int32_t* seq_lens, const int32_t* slots, int64_t T_total, int64_t C, int K,
+                         float* conv_state, int64_t num_slots, T* out) {
+  const int s = blockIdx.y;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (c >= C) return;
+  const int64_t begin = qsl[s], end = qsl[s + 1];
+  if (begin < 0 || end < begin || end > T_total || begin == end) return;
+  const int64_t len = end - begin;
+  const int64_t slot = slots[s];
+  if (slot < 0 || slot >= num_slots) {
+    for (int64_t t = begin; t < end; ++t) out[t * C + c] = from_f<T>(nan_f());
+    return;
+  }
+  const bool fresh = seq_lens[s] == len;
+  const int H = K - 1;
+  float* hist = conv_state + (slot * C + c) * H;
+  float wt[KMAX], win[KMAX];
+#pragma unroll
+  for (int j = 0; j < KMAX; ++j) {
+    const int m = j - (KMAX - K);  // tap m of weight[c, :]
+    wt[j] = m >= 0 ? load_any(weight, weight_dtype, c * K + m) : 0.0f;
+    const int hm = j - (KMAX - H);  // history entry hm (oldest first)
+    win[j] = (hm >= 0 && !fresh) ? hist[hm] : 0.0f;
+  }
+  for (int64_t t = begin; t < end; ++t) {
+#pragma unroll
+    for (int j = 0; j + 1 < KMAX; ++j) win[j] = win[j + 1];
+    win[KMAX - 1] = to_f(x[t * C + c]);
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < KMAX; ++j)
+      if (j >= KMAX - K) acc += wt[j] * win[j];
+    out[t * C + c] = from_f<T>(silu(acc));
+  }
+#pragma unroll
+  for (int j = 0; j < KMAX; ++j) {
+    const int hm = j - (KMAX - H);
+    if (hm >= 0) hist[hm] = win[j];
+  }
+}
+
+// ---- gated delta rule ------------------------------------------------------------------------
+constexpr int kGdnWarps = 8;    // warps per block: the split of the d_k rows of S
+constexpr int kGdnColumns = 32;  // value columns per block (one per lane)
+
+template <class T, int MAXR>  // MAXR: rows of S per thread, d_k <= kGdnWarps * MAXR
+__global__ void __launch_bounds__(kGdnWarps * 32)
+    gated_delta_rule_kernel(const T* qkv, const T* a, const T* b, const float* A_log, const float* dt_bias,
+                            const int32_t* qsl, const int32_t* seq_lens, const int32_t* slots, int64_t T_total,
+                            int nk, int nv, int dk, int dv, float* states, int64_t num_slots, T* out) {
+  __shared__ float qs[kGdnWarps * MAXR], ks[kGdnWarps * MAXR];
+  __shared__ float norm_part[2][kGdnWarps];
+  __shared__ float kv_part[kGdnWarps][kGdnColumns];
+  __shared__ float o_part[kGdnWarps][kGdnColumns];
+
+  const int s = blockIdx.y;
+  const int tiles = (dv + kGdnColumns - 1) / kGdnColumns;
+  const int h = blockIdx.x / tiles, tile = blockIdx.x % tiles;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int j = tile * kGdnColumns + lane;
+  const bool col_ok = j < dv;
+  const int64_t begin = qsl[s], end = qsl[s + 1];
+  if (begin < 0 || end < begin || end > T_total || begin == end) return;  // uniform over the block
+  const int64_t len = end - begin;
+  const int64_t out_stride = static_cast<int64_t>(nv) * dv;
+  const int64_t slot = slots[s];
+  if (slot < 0 || slot >= num_slots) {
+    if (warp == 0 && col_ok)
+      for (int64_t t = begin; t < end; ++t) out[t * out_stride + static_cast<int64_t>(h) * dv + j] = from_f<T>(nan_f());
+    return;
+  }
+  const bool fresh = seq_lens[s] == len;
+  float* S = states + (slot * nv + h) * static_cast<int64_t>(dk) * dv;
+
+  float st[MAXR];
+#pragma unroll
+  for (int r = 0; r < MAXR; ++r) {
+    const int i = warp + kGdnWarps * r;
+    st[r] = (!fresh && col_ok && i < dk) ? S[static_cast<int64_t>(i) * dv + j] : 0.0f;
+  }
+
+  const int kh = h / (nv / nk);
+  const int64_t conv_dim = 2 * static_cast<int64_t>(nk) * dk + static_cast<int64_t>(nv) * dv;
+  const float A = -expf(A_log[h]);
+  const float bias = dt_bias[h];
+  const float qscale = 1.0f / sqrtf(static_cast<float>(dk));
+
+  for (int64_t t = begin; t < end; ++t) {
+    const T* row = qkv + t * conv_dim;
+    // 1. q, k of key head kh into shared memory, squared norms.
+    float qq = 0.0f, kk = 0.0f;
+    for (int i = threadIdx.x; i < dk; i += kGdnWarps * 32) {
+      const float qv = to_f(row[static_cast<int64_t>(kh) * dk + i]);
+      const float kv = to_f(row[static_cast<int64_t>(nk) * dk + static_cast<int64_t>(kh) * dk + i]);
+      qs[i] = qv;
+      ks[i] = kv;
+      qq += qv * qv;
+      kk += kv * kv;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      qq += __shfl_xor_sync(0xffffffffu, qq, o);
+      kk += __shfl_xor_sync(0xffffffffu, kk, o);
+    }
+    if (lane == 0) {
+      norm_part[0][warp] = qq;
+      norm_part[1][warp] = kk;
+    }
+    __syncthreads();  // A
+    qq = 0.0f;
+    kk = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGdnWarps; ++w) {
+      qq += norm_part[0][w];
+      kk += norm_part[1][w];
+    }
+    const float qn = qscale / sqrtf(qq + 1e-6f), kn = 1.0f / sqrtf(kk + 1e-6f);
+    const float g = A * softplus(to_f(a[t * nv + h]) + bias);
+    const float decay = expf(g);
+    const float beta = sigmoid(to_f(b[t * nv + h]));
+    const float v = col_ok ? to_f(row[2 * static_cast<int64_t>(nk) * dk + static_cast<int64_t>(h) * dv + j]) : 0.0f;
+
+    // 2. kv = S^T k (normalised k).
+    float p = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MAXR; ++r) {
+      const int i = warp + kGdnWarps * r;
+      if (i < dk) p += st[r] * (ks[i] * kn);
+    }
+    kv_part[warp][lane] = p;
+    __syncthreads();  // B
+    float kvs = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGdnWarps; ++w) kvs += kv_part[w][lane];
+
+    // 3. Decay + rank-1 update, o = S^T q (scaled, normalised q) in the same pass.
+    const float delta = (v - decay * kvs) * beta;
+    float po = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MAXR; ++r) {
+      const int i = warp + kGdnWarps * r;
+      if (i < dk) {
+        st[r] = decay * st[r] + (ks[i] * kn) * delta;
+        po += st[r] * (qs[i] * qn);
+      }
+    }
+    o_part[warp][lane] = po;
+    __syncthreads();  // C (also: every thread is done with qs / ks / norm_part of this token)
+    if (warp == 0 && col_ok) {
+      float o = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kGdnWarps; ++w) o += o_part[w][lane];
+      out[t * out_stride + static_cast<int64_t>(h) * dv + j] = from_f<T>(o);
+    }
+  }
+
+  if (col_ok) {
+#pragma unroll
+    for (int r = 0; r < MAXR; ++r) {
+      const int i = warp + kGdnWarps * r;
+      if (i < dk) S[static_cast<int64_t>(i) * dv + j] = st[r];
+    }
+  }
+}
+
+}  // namespace
+
+// ---- host launchers ----------------------------------------------------------------------------
+namespace {
+
+template <class T, int MAXR>
+void launch_gdn_typed(const void* qkv, const void* a, const void* b, const float* A_log, const float* dt_bias,
+                      const int32_t* qsl, const int32_t* seq_lens, const int32_t* slots, int num_seqs, int64_t tokens,
+                      int nk, int nv, int dk, int dv, float* state, int64_t num_slots, void* out,
+                      cudaStream_t stream) {
+  const int64_t tiles = (dv + kGdnColumns - 1) / kGdnColumns;
+  const int64_t gx = tiles * nv;
+  PAGODA_CHECK(gx <= 0x7fffffff && num_seqs <= 65535, "gated_delta_rule: too many heads / sequences for one launch (",
+               nv, " value heads, ", num_seqs, " sequences)");
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(num_seqs));
+  gated_delta_rule_kernel<T, MAXR><<<grid, kGdnWarps * 32, 0, stream>>>(
+      static_cast<const T*>(qkv), static_cast<const T*>(a), static_cast<const T*>(b), A_log, dt_bias, qsl, seq_lens,
+      slots, tokens, nk, nv, dk, dv, state, num_slots, static_cast<T*>(out));
+  PAGODA_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_causal_conv1d(const void* x, const void* weight, DType weight_dtype, const int32_t* query_start_loc,
+                          const int32_t* seq_lens, const int32_t* state_slots, int num_seqs, int64_t T, int64_t C,
+                          int K, float* conv_state, int64_t num_slots, void* out, DType act, cudaStream_t stream) {
+  if (num_seqs == 0 || T == 0 || C == 0) return;
+  PAGODA_CHECK(K >= 1 && K <= kMaxConvWidth, "causal_conv1d: kernel width ", K, " not supported (1 .. ",
+               kMaxConvWidth, ")");
+  const int64_t blocks = (C + kConvThreads - 1) / kConvThreads;
+  PAGODA_CHECK(blocks <= 0x7fffffff && num_seqs <= 65535, "causal_conv1d: too many channels / sequences");
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(num_seqs));
+  dispatch_act(act, "causal_conv1d", [&](auto tag) {
+    using T_ = decltype(tag);
+    const auto* xp = static_cast<const T_*>(x);
+    auto* op = static_cast<T_*>(out);
+    if (K <= 4) {
+      causal_conv1d_kernel<T_, 4><<<grid, kConvThreads, 0, stream>>>(xp, weight, weight_dtype, query_start_loc, seq_lens,
+                                                                     state_slots, T, C, K, conv_state, num_slots, op);
+    } else {
+      causal_conv1d_kernel<T_, 8><<<grid, kConvThreads, 0, stream>>>(xp, weight, weight_dtype, query_start_loc, seq_lens,
+                                                                     state_slots, T, C, K, conv_state, num_slots, op);
+    }
+    PAGODA_CUDA_CHECK_LAUNCH();
+  });
+}
+
+void launch_gated_delta_rule(const void* qkv, const void* a, const void* b, const float* A_log, const float* dt_bias,
+                             const int32_t* query_start_loc, const int32_t* seq_lens, const int32_t* state_slots,
+                             int num_seqs, int64_t T, int nk, int nv, int dk, int dv, float* state, int64_t num_slots,
+                             void* out, DType act, cudaStream_t stream) {
+  if (num_seqs == 0 || T == 0) return;
+  PAGODA_CHECK(nk > 0 && nv > 0 && dk > 0 && dv > 0 && nv % nk == 0, "gated_delta_rule: bad head shape");
+  PAGODA_CHECK(dk <= kMaxGdnKeyHeadDim, "gated_delta_rule: key head dim ", dk, " not supported (at most ",
+               kMaxGdnKeyHeadDim, ")");
+  dispatch_act(act, "gated_delta_rule", [&](auto tag) {
+    using T_ = decltype(tag);
+    const int rows = (dk + kGdnWarps - 1) / kGdnWarps;  // rows of S per thread
+#define PAGODA_GDN_LAUNCH(R)                                                                                      \
+  launch_gdn_typed<T_, R>(qkv, a, b, A_log, dt_bias, query_start_loc, seq_lens, state_slots, num_seqs, T, nk, nv, \
+                          dk, dv, state, num_slots, out, stream)
+    if (rows <= 4) {
+      PAGODA_GDN_LAUNCH(4);
+    } else if (rows <= 8) {
+      PAGODA_GDN_LAUNCH(8);
+    } else if (rows <= 16) {
+      PAGODA_GDN_LAUNCH(16);
+    } else {
+      PAGODA_GDN_LAUNCH(32);
+    }
+#undef PAGODA_GDN_LAUNCH
+  });
+}
+
+}  // namespace pagoda::cuda
