@@ -36,10 +36,19 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
+DEVICE = "cpu"  # --device (cuda: the GPU machine's run, tools/gpu_run.sh)
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def random_prompt(n: int, seed: int, vocab_limit: int) -> torch.Tensor:
     # Same ids as llamacpp_bench.py (numpy default_rng with the same seed).
     rng = np.random.default_rng(seed)
-    return torch.tensor([[int(t) for t in rng.integers(0, vocab_limit, size=n)]], dtype=torch.long)
+    return torch.tensor([[int(t) for t in rng.integers(0, vocab_limit, size=n)]], dtype=torch.long,
+                        device=DEVICE)
 
 
 def prefill_once(model, ids: torch.Tensor) -> float:
@@ -47,7 +56,7 @@ def prefill_once(model, ids: torch.Tensor) -> float:
         t0 = time.perf_counter()
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
                     logits_to_keep=1)
-        _ = out.logits[0, -1].argmax().item()
+        _ = out.logits[0, -1].argmax().item()  # synchronises on a GPU too
         return time.perf_counter() - t0
 
 
@@ -58,6 +67,7 @@ def generate_once(model, ids: torch.Tensor, n_new: int) -> tuple[float, list[int
     with torch.inference_mode():
         t0 = time.perf_counter()
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc)
+        sync()
         dt = time.perf_counter() - t0
     return dt, out[0, ids.shape[1]:].tolist()
 
@@ -72,9 +82,10 @@ def loop_once(model, ids: torch.Tensor, n_new: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n_new):
             out = model(input_ids=tok, past_key_values=cache, use_cache=True,
-                        cache_position=torch.tensor([pos]), logits_to_keep=1)
+                        cache_position=torch.tensor([pos], device=DEVICE), logits_to_keep=1)
             tok = out.logits[0, -1].argmax().view(1, 1)
             pos += 1
+        sync()
         return time.perf_counter() - t0
 
 
@@ -82,7 +93,7 @@ def bench_dtype(args, dtype_name: str) -> dict:
     dtype = DTYPES[dtype_name]
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype,
-                                                 attn_implementation=args.attn).eval()
+                                                 attn_implementation=args.attn).to(DEVICE).eval()
     load_s = time.perf_counter() - t0
     vocab_limit = min(model.config.vocab_size, 151643)
     res = {"engine": "hf-transformers", "dtype": dtype_name,
@@ -147,10 +158,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa, eager)")
+    ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     ap.add_argument("--loop", action="store_true", help="also time a hand-written decode loop")
     ap.add_argument("--skip-prefill", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
 
     torch.set_num_threads(args.threads)
     try:
