@@ -2,7 +2,7 @@
 // random and rounded to BF16 (both caches BF16, filled with identical values in each backend's
 // own layout: CPU [blocks, Hk, block_size, D], CUDA [blocks, block_size, Hk, D]), block tables a
 // random permutation of the pool. Batches mix prefill chunks from position 0, chunks continuing a
-// prior context and decode tokens, over head_dim 64 / 128 / 256, GQA groups 1 / 4 / 7 / 16, block
+// prior context and decode tokens, over head_dim 16 / 32 (the test fixtures) / 64 / 128 / 256, GQA groups 1 / 4 / 7 / 16, block
 // sizes 16 / 32, with and without a sliding window, and decode batches with long contexts (the
 // split-KV path and its merge). Skipped without a CUDA device.
 //
@@ -187,7 +187,7 @@ const std::pair<int, int> kHeads[] = {{4, 4}, {8, 2}, {14, 2}, {16, 1}};
 
 TEST_F(CudaAttentionTest, MixedPrefillAndDecodeMatchesCpu) {
   uint32_t seed = 1;
-  for (int D : {64, 128, 256})
+  for (int D : {16, 32, 64, 128, 256})
     for (auto [Hq, Hk] : kHeads)
       for (int bs : {16, 32})
         for (int window : {-1, 48}) {
@@ -224,7 +224,7 @@ TEST_F(CudaAttentionTest, LongPrefillChunkMatchesCpu) {
 }
 
 TEST_F(CudaAttentionTest, RejectsUnsupportedShapes) {
-  KvCache kv = gpu_->allocate_kv_cache(1, 4, 16, 1, 96, DType::kBF16);
+  KvCache kv = gpu_->allocate_kv_cache(1, 4, 16, 1, 96, DType::kBF16);  // head_dim 96: unsupported
   DeviceBuffer q = gpu_->allocate(96 * 2), out = gpu_->allocate(96 * 2), i32 = gpu_->allocate(64);
   AttentionMetadata m;
   m.query_start_loc = Tensor(i32.data(), DType::kI32, {2});

@@ -79,16 +79,19 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params p) {
-  static_assert(D % 64 == 0, "head_dim must be a multiple of 64");
+  static_assert(D % 16 == 0 && D <= 256, "head_dim must be a multiple of 16, at most 256");
   constexpr int kPad = 2;          // K rows padded by 4 bytes: lane-per-key reads hit distinct banks
   constexpr int kStride = D + kPad;
-  constexpr int kPairs = D / 64;   // each lane owns dims 2 * lane + 64 * i (+1), i < kPairs
+  // Each lane owns output dims 2 * (lane + 32 * i) and the next, i < kPairs; below D = 64 only the
+  // first D / 2 lanes own a pair.
+  constexpr int kPairs = D >= 64 ? D / 64 : 1;
   constexpr int kChunks = D / 8;   // 16-byte chunks per key row
   __shared__ __align__(16) bf16 k_s[kKeys * kStride];
   __shared__ __align__(16) bf16 v_s[kKeys * D];
   __shared__ __align__(16) bf16 q_s[kRows * D];  // q is BF16 in memory: exact, and it fits 48 KiB at D 256
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const bool owns = D >= 64 || lane < D / 2;  // this lane owns output dims
   const int tile = blockIdx.x, hk = blockIdx.y, split = blockIdx.z, num_splits = gridDim.z;
 
   // The sequence owning this tile: the largest s with query_start_loc[s] / tpt + s <= tile.
@@ -191,6 +194,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params p) {
         const float w = __shfl_sync(0xffffffffu, pk, key);
         if (w == 0.0f) continue;  // uniform: the same broadcast value on every lane
         const __nv_bfloat162* vr = reinterpret_cast<const __nv_bfloat162*>(v_s + key * D);
+        if (!owns) continue;
 #pragma unroll
         for (int i = 0; i < kPairs; ++i) {
           const float2 vf = __bfloat1622float2(vr[lane + 32 * i]);
@@ -208,16 +212,16 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params p) {
     if (r >= rows) break;
     const int64_t t = q0 + i0 + r / p.G, h = static_cast<int64_t>(hk) * p.G + r % p.G;
     const float inv = l[j] > 0.0f ? 1.0f / l[j] : 0.0f;
-    if (num_splits == 1) {
+    if (owns && num_splits == 1) {
       __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + (t * p.Hq + h) * D);
 #pragma unroll
       for (int i = 0; i < kPairs; ++i)
         o[lane + 32 * i] = __floats2bfloat162_rn(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
-    } else {
+    } else if (num_splits > 1) {
       const int64_t row = (static_cast<int64_t>(split) * p.num_tokens + t) * p.Hq + h;
       float2* o = reinterpret_cast<float2*>(p.ws_out + row * D);
 #pragma unroll
-      for (int i = 0; i < kPairs; ++i) o[lane + 32 * i] = make_float2(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
+      for (int i = 0; i < kPairs && owns; ++i) o[lane + 32 * i] = make_float2(acc[j][2 * i] * inv, acc[j][2 * i + 1] * inv);
       if (lane == 0) p.ws_lse[row] = l[j] > 0.0f ? m[j] + log2f(l[j]) : -INFINITY;
     }
   }
@@ -230,9 +234,10 @@ __global__ void __launch_bounds__(kThreads) merge_splits_kernel(const float* ws_
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const int lane = threadIdx.x & 31;
+  const bool owns = D >= 64 || lane < D / 2;
   float M = -INFINITY;
   for (int z = 0; z < num_splits; ++z) M = fmaxf(M, ws_lse[z * rows + row]);
-  constexpr int kPairs = D / 64;
+  constexpr int kPairs = D >= 64 ? D / 64 : 1;
   float acc[2 * kPairs] = {};
   float total = 0.0f;
   if (M != -INFINITY) {
@@ -242,7 +247,7 @@ __global__ void __launch_bounds__(kThreads) merge_splits_kernel(const float* ws_
       total += w;
       const float2* o = reinterpret_cast<const float2*>(ws_out + (z * rows + row) * D);
 #pragma unroll
-      for (int i = 0; i < kPairs; ++i) {
+      for (int i = 0; i < kPairs && owns; ++i) {
         const float2 v = o[lane + 32 * i];
         acc[2 * i] = fmaf(w, v.x, acc[2 * i]);
         acc[2 * i + 1] = fmaf(w, v.y, acc[2 * i + 1]);
@@ -250,6 +255,7 @@ __global__ void __launch_bounds__(kThreads) merge_splits_kernel(const float* ws_
     }
   }
   const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+  if (!owns) return;
   __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + row * D);
 #pragma unroll
   for (int i = 0; i < kPairs; ++i) o[lane + 32 * i] = __floats2bfloat162_rn(acc[2 * i] * inv, acc[2 * i + 1] * inv);
@@ -285,7 +291,8 @@ void paged_attention(const Tensor& q, const KvCacheLayer& cache, const Attention
                      Tensor out, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const int64_t D = cache.head_dim, Hk = cache.num_kv_heads;
   const int64_t T = meta.num_tokens;
-  PAGODA_CHECK(D == 64 || D == 128 || D == 256, "paged_attention (CUDA): head_dim must be 64, 128 or 256, got ", D);
+  PAGODA_CHECK(D == 16 || D == 32 || D == 64 || D == 128 || D == 256,
+               "paged_attention (CUDA): head_dim must be 16, 32, 64, 128 or 256, got ", D);
   PAGODA_CHECK(T >= 0 && meta.num_seqs >= 0 && (T == 0 || meta.num_seqs > 0),
                "paged_attention (CUDA): bad metadata: num_tokens ", T, ", num_seqs ", meta.num_seqs);
   if (T == 0) return;
@@ -348,6 +355,8 @@ void paged_attention(const Tensor& q, const KvCacheLayer& cache, const Attention
     p.ws_lse = p.ws_out + static_cast<int64_t>(num_splits) * rows * D;
   }
   switch (D) {
+    case 16: launch<16>(p, static_cast<int>(num_tiles), num_splits, stream); break;
+    case 32: launch<32>(p, static_cast<int>(num_tiles), num_splits, stream); break;
     case 64: launch<64>(p, static_cast<int>(num_tiles), num_splits, stream); break;
     case 128: launch<128>(p, static_cast<int>(num_tiles), num_splits, stream); break;
     default: launch<256>(p, static_cast<int>(num_tiles), num_splits, stream); break;
