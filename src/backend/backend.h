@@ -142,6 +142,10 @@ class Backend {
 
   // ---- memory --------------------------------------------------------------------------
   virtual DeviceBuffer allocate(size_t bytes) = 0;
+  // Host memory for staging copies to / from this backend: page-locked on a GPU, so that copies
+  // run at full speed and asynchronously (a buffer handed to copy_from_host must then stay
+  // unchanged until the backend has synchronised). The CPU backend: plain host memory.
+  virtual DeviceBuffer allocate_host(size_t bytes) { return allocate(bytes); }
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   // Makes a host weight (e.g. an mmapped checkpoint tensor) usable by ops. The CPU backend

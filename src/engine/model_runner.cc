@@ -51,7 +51,9 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   seq_lens_.reserve(seqs);
   tables_.reserve(seqs * static_cast<size_t>(max_blocks_per_seq_));
   logits_idx_.reserve(rows);
-  logits_host_.resize(rows * static_cast<size_t>(vocab_));
+  const size_t staged = 3 * T + (seqs + 1) + seqs + seqs * static_cast<size_t>(max_blocks_per_seq_) + rows + seqs;
+  staging_ = backend.allocate_host(staged * sizeof(int32_t));
+  logits_host_ = backend.allocate_host(rows * static_cast<size_t>(vocab_) * sizeof(float));
 }
 
 std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache) {
@@ -112,8 +114,15 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   const int L = static_cast<int>(logits_idx_.size());
   PAGODA_ASSERT(T == output.total_num_scheduled_tokens && L == output.num_logits_rows && L <= config_.max_num_logits);
 
+  if (staging_in_flight_) backend_.synchronize();  // the last step's copies may still read staging_
+  int32_t* stage = static_cast<int32_t*>(staging_.data());
+  size_t staged = 0;
   auto upload = [&](const DeviceBuffer& buf, const std::vector<int32_t>& v) {
-    if (!v.empty()) backend_.copy_from_host(buf.data(), v.data(), v.size() * sizeof(int32_t));
+    if (v.empty()) return;
+    PAGODA_ASSERT((staged + v.size()) * sizeof(int32_t) <= staging_.size());
+    std::copy(v.begin(), v.end(), stage + staged);
+    backend_.copy_from_host(buf.data(), stage + staged, v.size() * sizeof(int32_t));
+    staged += v.size();
   };
   upload(ids_buf_, ids_);
   upload(pos_buf_, pos_);
@@ -141,10 +150,12 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
 
   Tensor logits = logits_buf_.as(DType::kF32, {std::max(L, 1), vocab_});
   model_.forward(batch, kv_, logits);
+  staging_in_flight_ = true;
   if (L == 0) return {};
   const size_t n = static_cast<size_t>(L) * static_cast<size_t>(vocab_);
-  backend_.copy_to_host(logits_host_.data(), logits_buf_.data(), n * sizeof(float));
-  return {logits_host_.data(), n};
+  backend_.copy_to_host(logits_host_.data(), logits_buf_.data(), n * sizeof(float));  // waits for the step
+  staging_in_flight_ = false;
+  return {static_cast<float*>(logits_host_.data()), n};
 }
 
 }  // namespace pagoda

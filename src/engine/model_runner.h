@@ -52,11 +52,16 @@ class ModelRunner {
   int64_t vocab_ = 0;
   int max_blocks_per_seq_ = 0;
   KvCache kv_;
-  // Backend buffers and their host staging copies.
+  // Backend buffers, built on the host in the vectors, then staged through one host buffer
+  // (page-locked on a GPU: the copies run asynchronously) into the backend buffers.
   DeviceBuffer ids_buf_, pos_buf_, slot_buf_, qsl_buf_, seq_lens_buf_, tables_buf_, logits_idx_buf_, logits_buf_;
   DeviceBuffer state_slots_buf_;  // hybrid models: each sequence's recurrent-state slot
   std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_, state_slots_;
-  std::vector<float> logits_host_;
+  DeviceBuffer staging_;      // host: the int32 inputs of one step
+  DeviceBuffer logits_host_;  // host: the logits rows of one step
+  // Copies were enqueued from staging_ since the backend last synchronised (a step without
+  // logits returns without waiting); the next step synchronises before reusing staging_.
+  bool staging_in_flight_ = false;
 };
 
 }  // namespace pagoda

@@ -45,6 +45,7 @@ constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
 constexpr int kAttentionMaxTokens = 8192, kAttentionMaxHeads = 64, kAttentionMaxHeadDim = 256;
 
 void cuda_free(void* p) { (void)cudaFree(p); }  // a deleter cannot throw; errors surface on the next call
+void cuda_free_host(void* p) { (void)cudaFreeHost(p); }
 
 bool is_float_weight(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
 bool is_act(DType d) { return d == DType::kBF16 || d == DType::kF32; }
@@ -124,6 +125,18 @@ class CudaBackend final : public Backend {
            free_bytes >> 20, " MiB free of ", total_bytes >> 20, " MiB)");
     }
     return DeviceBuffer(p, bytes, &cuda_free);
+  }
+
+  DeviceBuffer allocate_host(size_t bytes) override {
+    use_device();
+    void* p = nullptr;
+    const cudaError_t err = cudaHostAlloc(&p, bytes == 0 ? 1 : bytes, cudaHostAllocDefault);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      fail("CUDA backend: cannot allocate ", bytes, " bytes of page-locked host memory (", cudaGetErrorString(err),
+           ")");
+    }
+    return DeviceBuffer(p, bytes, &cuda_free_host);
   }
 
   // Enqueued on the stream. From pageable host memory (what callers use) the source is copied
