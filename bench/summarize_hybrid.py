@@ -31,12 +31,14 @@ def pagoda_tok_s(path):
 
 def decode_bytes(model_dir):
     """Bytes one batch-1 decode step reads: every weight except the experts a token is not routed
-    to ((E - k) / E of the expert weights), the tied embedding once (as the LM head), plus the
-    Gated DeltaNet states (F32, read and written)."""
+    to ((E - k) / E of the expert weights) and an untied input embedding (one row is gathered; a
+    tied one is read in full as the LM head), plus the Gated DeltaNet states (F32, read and
+    written)."""
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     cfg = {**cfg, **cfg.get("text_config", {})}
-    total = experts = 0
+    total = experts = embed = 0
+    tied = cfg.get("tie_word_embeddings", False)
     for name in sorted(os.listdir(model_dir)):
         if not name.endswith(".safetensors"):
             continue
@@ -50,9 +52,11 @@ def decode_bytes(model_dir):
             total += b
             if ".mlp.experts." in key:
                 experts += b
+            if key.endswith("embed_tokens.weight") and not tied:
+                embed += b  # untied: a decode step gathers one row of it; the LM head is read in full
     E = cfg.get("num_experts", cfg.get("num_local_experts", 0))
     k = cfg.get("num_experts_per_tok", 0)
-    active = total - (experts * (E - k) / E if E else 0)
+    active = total - embed - (experts * (E - k) / E if E else 0)
     n_linear = sum(1 for t in cfg.get("layer_types", []) if t == "linear_attention")
     state = 2 * 4 * n_linear * cfg.get("linear_num_value_heads", 0) * cfg.get("linear_key_head_dim", 0) * \
         cfg.get("linear_value_head_dim", 0)

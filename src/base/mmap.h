@@ -10,8 +10,11 @@ namespace pagoda {
 class MappedFile {
  public:
   MappedFile() = default;
-  // Maps `path` read-only; throws pagoda::Error naming the path on failure.
-  explicit MappedFile(const std::string& path);
+  // Maps `path` read-only; throws pagoda::Error naming the path on failure. populate: fault the
+  // whole file in now (MAP_POPULATE), so that the first pass over it (a checkpoint's first
+  // forward) does not pay millions of page faults inside the timed / served path; pages the
+  // kernel cannot keep are simply faulted in later.
+  explicit MappedFile(const std::string& path, bool populate = false);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&& other) noexcept;

@@ -145,7 +145,9 @@ std::map<std::string, TensorInfo> parse_safetensors(const uint8_t* bytes, size_t
   return tensors;
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+// Weights are read in full by the first forward (CPU: in place, zero-copy) or right away (a GPU
+// backend copies them): populate the mapping at load time, as vLLM / HF load weights before serving.
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path, /*populate=*/true) {
   tensors_ = parse_safetensors(file_.data(), file_.size(), path);
 }
 

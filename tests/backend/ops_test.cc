@@ -213,7 +213,8 @@ TEST_P(OpsTest, GatherRowsAndAdd) {
 
 // MoE routing (softmax top-k, optional renormalisation, ties to the lower id) and the grouped
 // expert SwiGLU against a per-token double reference. T = 13 tokens x top-3 of 5 experts: some
-// experts get > 8 rows (GEMM path), some few (GEMV path), possibly none.
+// experts get > 8 rows (the per-expert GEMM path); then the first 2 tokens alone (every expert
+// <= 8 rows: all experts' GEMVs in one region).
 TEST_P(OpsTest, MoeRouteAndExperts) {
   std::mt19937 rng(11);
   const int64_t T = 13, E = 5, K = 3, H = 24, I = 16;
@@ -259,7 +260,9 @@ TEST_P(OpsTest, MoeRouteAndExperts) {
     experts.up.push_back(up[e].tensor());
     experts.down.push_back(down[e].tensor());
   }
-  const int64_t R = T * K;
+  for (const int64_t Tn : {T, int64_t{2}}) {
+  SCOPED_TRACE("tokens " + std::to_string(Tn));
+  const int64_t R = Tn * K;
   std::vector<float> xs(R * H), g(R * I), u(R * I);
   std::vector<int32_t> idx(2 * R + E + 1);
   MoeScratch scratch;
@@ -270,11 +273,12 @@ TEST_P(OpsTest, MoeRouteAndExperts) {
   scratch.row_of_pair = Tensor(idx.data(), DType::kI32, {R});
   scratch.pair_of_row = Tensor(idx.data() + R, DType::kI32, {R});
   scratch.expert_offsets = Tensor(idx.data() + 2 * R, DType::kI32, {E + 1});
-  std::vector<float> out = nan_filled(T * H);
-  backend_->moe_experts(x.tensor(), Tensor(ids.data(), DType::kI32, {T, K}), Tensor(w.data(), DType::kF32, {T, K}),
-                        experts, scratch, Tensor(out.data(), DType::kF32, {T, H}));
-  std::vector<double> ref(T * H, 0.0);
-  for (int64_t t = 0; t < T; ++t) {
+  std::vector<float> out = nan_filled(Tn * H);
+  backend_->moe_experts(Tensor(x.tensor().data, DType::kF32, {Tn, H}), Tensor(ids.data(), DType::kI32, {Tn, K}),
+                        Tensor(w.data(), DType::kF32, {Tn, K}), experts, scratch,
+                        Tensor(out.data(), DType::kF32, {Tn, H}));
+  std::vector<double> ref(Tn * H, 0.0);
+  for (int64_t t = 0; t < Tn; ++t) {
     for (int64_t j = 0; j < K; ++j) {
       const int32_t e = ids[t * K + j];
       std::vector<double> act(I);
@@ -294,6 +298,7 @@ TEST_P(OpsTest, MoeRouteAndExperts) {
     }
   }
   EXPECT_LT(scaled_error(out, ref), 1e-5) << "moe_experts";
+  }
 }
 
 TEST_P(OpsTest, AllocateIsAlignedAndPlaceWeightIsZeroCopy) {

@@ -214,14 +214,17 @@ class CpuBackend final : public Backend {
     return {nullptr, DType::kF32};
   }
 
-  // One GEMV job of a (multi-)linear: a weight, its bias and its output.
+  // One GEMV job of a (multi-)linear: a weight, its bias and its output; x / T: this job's own
+  // input rows (MoE experts), else (x == nullptr) the input of the call.
   struct GemvJob {
     const Tensor* weight;
     const void* bias;
     DType bias_dtype;
     float* out;
-    int64_t rows_per_slice;
-    int64_t slices;
+    int64_t rows_per_slice = 0;
+    int64_t slices = 0;
+    const float* x = nullptr;
+    int64_t T = 0;
   };
 
   // Decode path: every job's rows are cut into slices of ~256 KiB of weight (at least 4 per
@@ -241,13 +244,23 @@ class CpuBackend final : public Backend {
       total_slices += job.slices;
       total_bytes += N * row_bytes;
     }
+    // Slice i -> (job, slice within it): a linear walk for the few jobs of a linear, a binary
+    // search over the jobs' first slices for the many of an MoE layer.
+    slice_starts_.resize(static_cast<size_t>(n_jobs) + 1);
+    slice_starts_[0] = 0;
+    for (int j = 0; j < n_jobs; ++j) slice_starts_[j + 1] = slice_starts_[j] + jobs[j].slices;
     auto run_slice = [&](int64_t i) {
       int j = 0;
-      while (i >= jobs[j].slices) i -= jobs[j++].slices;
+      if (n_jobs <= 8) {
+        while (i >= jobs[j].slices) i -= jobs[j++].slices;
+      } else {
+        j = static_cast<int>(std::upper_bound(slice_starts_.begin(), slice_starts_.end(), i) - slice_starts_.begin()) - 1;
+        i -= slice_starts_[j];
+      }
       const GemvJob& job = jobs[j];
       const int64_t N = job.weight->dim(0);
-      k_.gemv(xp, T, K, job.weight->data, job.weight->dtype, job.bias, job.bias_dtype, i * job.rows_per_slice,
-              std::min(N, (i + 1) * job.rows_per_slice), job.out, N);
+      k_.gemv(job.x != nullptr ? job.x : xp, job.x != nullptr ? job.T : T, K, job.weight->data, job.weight->dtype,
+              job.bias, job.bias_dtype, i * job.rows_per_slice, std::min(N, (i + 1) * job.rows_per_slice), job.out, N);
     };
     if (total_slices == 1 || total_bytes < kGemvSerialBytes) {
       for (int64_t i = 0; i < total_slices; ++i) run_slice(i);
@@ -614,9 +627,40 @@ class CpuBackend final : public Backend {
         std::memcpy(xs + r * H, xp + (pair_of_row[r] / k) * H, static_cast<size_t>(H) * sizeof(float));
     });
 
-    // One grouped GEMM per expert over its rows. y may alias x: an expert's x rows are consumed
-    // by gate/up before down writes the same rows of y.
-    for (int64_t e = 0; e < E; ++e) {
+    int64_t max_rows = 0;
+    for (int64_t e = 0; e < E; ++e) max_rows = std::max<int64_t>(max_rows, off[e + 1] - off[e]);
+    if (max_rows <= kGemvMaxRows) {
+      // Decode-sized: every expert is a GEMV over its few rows, so all experts' gate / up stream
+      // in ONE parallel region, then all downs in another (not two regions per expert). y may
+      // alias x: every gate / up finishes before the first down writes.
+      moe_jobs_.clear();
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t r0 = off[e], r1 = off[e + 1];
+        if (r0 == r1) continue;
+        PAGODA_CHECK(experts.gate[e].dim(0) == I && experts.up[e].dim(0) == I && experts.gate[e].dim(1) == H &&
+                         experts.up[e].dim(1) == H && experts.down[e].dim(0) == H && experts.down[e].dim(1) == I,
+                     "moe_experts: expert ", e, " shapes differ from expert 0's (H ", H, ", I ", I, ")");
+        const float* xe = xs + r0 * H;
+        moe_jobs_.push_back(GemvJob{&experts.gate[e], nullptr, DType::kF32, scratch.gate.ptr<float>() + r0 * I, 0, 0,
+                                    xe, r1 - r0});
+        moe_jobs_.push_back(GemvJob{&experts.up[e], nullptr, DType::kF32, scratch.up.ptr<float>() + r0 * I, 0, 0, xe,
+                                    r1 - r0});
+      }
+      run_gemv_jobs(nullptr, 0, H, moe_jobs_.data(), static_cast<int>(moe_jobs_.size()));
+      silu_and_mul(scratch.gate.slice_rows(0, R), scratch.up.slice_rows(0, R), scratch.gate.slice_rows(0, R));
+      moe_jobs_.clear();
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t r0 = off[e], r1 = off[e + 1];
+        if (r0 == r1) continue;
+        moe_jobs_.push_back(GemvJob{&experts.down[e], nullptr, DType::kF32, scratch.y.ptr<float>() + r0 * H, 0, 0,
+                                    scratch.gate.ptr<float>() + r0 * I, r1 - r0});
+      }
+      run_gemv_jobs(nullptr, 0, I, moe_jobs_.data(), static_cast<int>(moe_jobs_.size()));
+    }
+
+    // Otherwise one grouped GEMM per expert over its rows. y may alias x: an expert's x rows are
+    // consumed by gate/up before down writes the same rows of y.
+    for (int64_t e = 0; e < E && max_rows > kGemvMaxRows; ++e) {
       const int64_t r0 = off[e], r1 = off[e + 1];
       if (r0 == r1) continue;
       PAGODA_CHECK(experts.gate[e].dim(0) == I && experts.up[e].dim(0) == I && experts.down[e].dim(1) == I,
@@ -748,6 +792,8 @@ class CpuBackend final : public Backend {
   std::vector<Item> items_;
   std::vector<Split> splits_;
   std::vector<float> partials_;
+  std::vector<int64_t> slice_starts_;  // run_gemv_jobs: first slice of each job
+  std::vector<GemvJob> moe_jobs_;      // moe_experts: the GEMV jobs of all experts of a layer
 };
 
 }  // namespace
