@@ -140,7 +140,11 @@ struct OpenAiServer::Job {
   std::vector<Choice> choices;
   int prompt_tokens = 0;  // over every prompt (each prompt once)
   Clock::time_point start = Clock::now();
-  std::atomic<bool> queued{false};
+  // One output thread at a time processes a job: `scheduled` is set from the moment it is queued
+  // until its processing ends; a notification meanwhile sets `pending` and the processing thread
+  // queues it again when it is done.
+  std::atomic<bool> scheduled{false};
+  std::atomic<bool> pending{false};
   bool done = false;
 };
 
@@ -644,7 +648,8 @@ void OpenAiServer::launch(const std::shared_ptr<Job>& job, const SamplingParams&
 }
 
 void OpenAiServer::schedule(const std::shared_ptr<Job>& job) {
-  if (job->queued.exchange(true)) return;  // already waiting for an output thread
+  job->pending.store(true);
+  if (job->scheduled.exchange(true)) return;  // queued or being processed: that thread sees `pending`
   {
     std::lock_guard lock(mu_);
     ready_.push_back(job);
@@ -662,7 +667,7 @@ void OpenAiServer::output_loop() {
       job = std::move(ready_.front());
       ready_.pop_front();
     }
-    job->queued.store(false);  // a notification from now on queues it again
+    job->pending.store(false);  // a notification from now on has this thread (or the next) look again
     try {
       process(*job);
     } catch (const std::exception& e) {
@@ -681,6 +686,15 @@ void OpenAiServer::output_loop() {
       std::lock_guard lock(mu_);
       std::erase(live_, job);
       if (live_.empty()) cv_.notify_all();
+      continue;  // stays `scheduled`: nothing processes a finished job again
+    }
+    job->scheduled.store(false);
+    // An output that arrived while this thread was processing the job: queue it again (unless a
+    // notifier got there first after the store above).
+    if (job->pending.load() && !job->scheduled.exchange(true)) {
+      std::lock_guard lock(mu_);
+      ready_.push_back(std::move(job));
+      cv_.notify_one();
     }
   }
 }
