@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/sampling_math.h"
 #include "base/tensor.h"
 
 namespace pagoda {
@@ -205,6 +206,16 @@ class Backend {
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) = 0;
   // a += b (same shape).
   virtual void add(Tensor a, const Tensor& b) = 0;
+
+  // ---- sampling -------------------------------------------------------------------------
+  // tokens[r] (I32 [R]) = one draw from row r of logits (F32 [R, V]) under rows[r] (the R
+  // SamplingRow structs in backend memory, viewed as I32 [R, 8]): greedy, temperature, top-k, min-p, top-p,
+  // seeded; sampling_math.h defines it exactly. Both backends implement it; the engine samples
+  // this way (copying back only token ids) when samples_on_device() says it pays.
+  virtual void sample_tokens(const Tensor& logits, const Tensor& rows, Tensor tokens) = 0;
+  // True when sample_tokens runs where the logits already are (a GPU): the engine then avoids
+  // copying logits rows to the host for requests it can sample this way.
+  virtual bool samples_on_device() const { return false; }
 
   // ---- mixture of experts ----------------------------------------------------------------
   // Top-k routing: p = softmax(router_logits[t, :]) (F32 [T, E], computed in F32); ids[t, :] (I32

@@ -1,6 +1,7 @@
 #include "engine/engine_core.h"
 
 #include <algorithm>
+#include <random>
 #include <utility>
 
 #include "base/error.h"
@@ -110,6 +111,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   rc.kv_cache_dtype = config_.kv_cache_dtype;
   rc.max_num_logits = sc.max_num_logits;
   runner_ = std::make_unique<ModelRunner>(model, backend, rc);
+  backend_sampling_ = config_.backend_sampling == 1 || (config_.backend_sampling < 0 && backend.samples_on_device());
 }
 
 void EngineCore::add_request(EngineCoreRequest req) {
@@ -144,9 +146,26 @@ void EngineCore::add_request(EngineCoreRequest req) {
   }
 
   Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids, config_.token_vocabulary);
+  PerRequest pr{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1), false, SamplingRow{}};
+  // What Backend::sample_tokens covers: the row's own logits under temperature / top-k / top-p /
+  // min-p. Everything that edits or reads logits on the host stays with the Sampler.
+  pr.on_backend = backend_sampling_ && !p.logprobs && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f &&
+                  p.repetition_penalty == 1.0f && p.logit_bias.empty() && !p.allowed_token_ids &&
+                  !p.structured_output && p.min_tokens == 0;
+  if (pr.on_backend) {
+    pr.row.temperature = p.temperature;
+    pr.row.top_k = p.top_k;
+    pr.row.top_p = p.top_p;
+    pr.row.min_p = p.min_p;
+    if (p.seed) {
+      pr.row.seed = *p.seed;
+    } else {
+      std::random_device rd;
+      pr.row.seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    }
+  }
   scheduler_->add_request(std::move(r));
-  samplers_.emplace(req.request_id,
-                    PerRequest{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1)});
+  samplers_.emplace(req.request_id, std::move(pr));
 }
 
 void EngineCore::abort(const std::string& request_id) { scheduler_->abort(request_id); }
@@ -177,8 +196,25 @@ std::vector<EngineCoreOutput> EngineCore::step() {
     return outs;
   }
   ++num_steps_;
+  // Backend sampling: one SamplingRow per logits row (rows it does not cover: greedy, unused);
+  // the logits come back only when a row needs the host (prompt logprobs, a Sampler request).
+  bool any_backend = false, want_logits = !backend_sampling_;
+  if (backend_sampling_) {
+    sample_rows_.clear();
+    for (const ScheduledRequest& s : so.scheduled) {
+      if (s.num_logits_rows() == 0) continue;
+      const PerRequest& pr = samplers_.at(s.request->request_id);
+      for (int k = 0; k < s.num_prompt_logprob_rows; ++k) sample_rows_.push_back(SamplingRow{});
+      want_logits = want_logits || s.num_prompt_logprob_rows > 0;
+      if (!s.samples) continue;
+      sample_rows_.push_back(pr.on_backend ? pr.row : SamplingRow{});
+      any_backend = any_backend || pr.on_backend;
+      want_logits = want_logits || !pr.on_backend;
+    }
+  }
   // The sampler edits its row in place (penalties, masks): the rows are the runner's host copy.
-  float* rows = runner_->execute(so, *kv_).data();
+  const ModelRunner::StepResult result = runner_->execute(so, *kv_, any_backend ? &sample_rows_ : nullptr, want_logits);
+  float* rows = result.logits.data();
   const int64_t vocab = vocab_size();
   sampled_.assign(so.scheduled.size(), -1);
   std::unordered_map<std::string, SampledToken> with_logprobs;
@@ -201,6 +237,12 @@ std::vector<EngineCoreOutput> EngineCore::step() {
       }
     }
     if (!s.samples) continue;
+    if (pr.on_backend) {
+      sampled_[i] = result.sampled[static_cast<size_t>(row++)];
+      ++pr.row.offset;
+      ++num_sampled;
+      continue;
+    }
     SampledToken t = pr.sampler.sample(rows + static_cast<int64_t>(row++) * vocab);
     ++num_sampled;
     sampled_[i] = t.token;

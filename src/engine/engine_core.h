@@ -47,6 +47,10 @@ struct EngineConfig {
   std::vector<int32_t> eos_token_ids;
   // Token bytes for structured output (guided decoding); requests that ask for it fail without.
   std::shared_ptr<const TokenVocabulary> token_vocabulary;
+  // Backend::sample_tokens for the requests it covers (no logprobs, penalties, logit_bias,
+  // allowed_token_ids, min_tokens or structured output): -1 when the backend samples on the
+  // device (a GPU: only token ids come back), 0 never, 1 always (tests of the path on the CPU).
+  int backend_sampling = -1;
 };
 
 struct EngineCoreRequest {
@@ -117,9 +121,14 @@ class EngineCore {
     Sampler sampler;
     bool want_logprobs = false;
     int prompt_logprobs = -1;  // top-k for prompt logprobs; -1: none wanted
+    // Sampled by Backend::sample_tokens (the whole request: its draws follow one generator).
+    bool on_backend = false;
+    SamplingRow row;  // its settings; row.offset counts its draws
   };
   std::unordered_map<std::string, PerRequest> samplers_;
   std::vector<int32_t> sampled_;  // scratch: one entry per scheduled request
+  bool backend_sampling_ = false;
+  std::vector<SamplingRow> sample_rows_;  // scratch: one per logits row
   int64_t num_steps_ = 0;
   int64_t num_prompt_tokens_ = 0;
   int64_t num_generation_tokens_ = 0;

@@ -54,9 +54,14 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   const size_t staged = 3 * T + (seqs + 1) + seqs + seqs * static_cast<size_t>(max_blocks_per_seq_) + rows + seqs;
   staging_ = backend.allocate_host(staged * sizeof(int32_t));
   logits_host_ = backend.allocate_host(rows * static_cast<size_t>(vocab_) * sizeof(float));
+  sample_rows_buf_ = backend.allocate(rows * sizeof(SamplingRow));
+  sampled_buf_ = backend.allocate(rows * sizeof(int32_t));
+  rows_host_ = backend.allocate_host(rows * sizeof(SamplingRow));
+  sampled_host_ = backend.allocate_host(rows * sizeof(int32_t));
 }
 
-std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache) {
+ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
+                                             const std::vector<SamplingRow>* sample_rows, bool want_logits) {
   const int num_seqs = static_cast<int>(output.scheduled.size());
   PAGODA_ASSERT(num_seqs > 0 && num_seqs <= config_.max_num_seqs);
   PAGODA_ASSERT(output.total_num_scheduled_tokens <= config_.max_num_batched_tokens);
@@ -132,6 +137,12 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   upload(tables_buf_, tables_);
   upload(logits_idx_buf_, logits_idx_);
   if (hybrid) upload(state_slots_buf_, state_slots_);
+  const bool backend_samples = sample_rows != nullptr && L > 0;
+  if (backend_samples) {
+    PAGODA_ASSERT(static_cast<int>(sample_rows->size()) == L);
+    std::copy(sample_rows->begin(), sample_rows->end(), static_cast<SamplingRow*>(rows_host_.data()));
+    backend_.copy_from_host(sample_rows_buf_.data(), rows_host_.data(), static_cast<size_t>(L) * sizeof(SamplingRow));
+  }
 
   ForwardBatch batch;
   batch.token_ids = ids_buf_.as(DType::kI32, {T});
@@ -151,11 +162,22 @@ std::span<float> ModelRunner::execute(const SchedulerOutput& output, const KvCac
   Tensor logits = logits_buf_.as(DType::kF32, {std::max(L, 1), vocab_});
   model_.forward(batch, kv_, logits);
   staging_in_flight_ = true;
-  if (L == 0) return {};
-  const size_t n = static_cast<size_t>(L) * static_cast<size_t>(vocab_);
-  backend_.copy_to_host(logits_host_.data(), logits_buf_.data(), n * sizeof(float));  // waits for the step
-  staging_in_flight_ = false;
-  return {static_cast<float*>(logits_host_.data()), n};
+  StepResult result;
+  if (L == 0) return result;
+  if (backend_samples) {
+    Tensor tokens = sampled_buf_.as(DType::kI32, {L});
+    backend_.sample_tokens(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, 8}), tokens);
+    backend_.copy_to_host(sampled_host_.data(), sampled_buf_.data(), static_cast<size_t>(L) * sizeof(int32_t));
+    result.sampled = {static_cast<const int32_t*>(sampled_host_.data()), static_cast<size_t>(L)};
+  }
+  if (want_logits) {
+    const size_t n = static_cast<size_t>(L) * static_cast<size_t>(vocab_);
+    backend_.copy_to_host(logits_host_.data(), logits_buf_.data(), n * sizeof(float));  // waits for the step
+    result.logits = {static_cast<float*>(logits_host_.data()), n};
+  }
+  // copy_to_host waits for the stream: the staged inputs have been read.
+  if (backend_samples || want_logits) staging_in_flight_ = false;
+  return result;
 }
 
 }  // namespace pagoda

@@ -35,10 +35,19 @@ class ModelRunner {
   // logits rows per forward (ModelLoadOptions); throws pagoda::Error otherwise.
   ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerConfig& config);
 
-  // Runs one step. Returns F32 logits [output.num_logits_rows, vocab] (host memory, valid until
-  // the next call; the caller may edit rows in place): for each scheduled request in order, its
-  // prompt-logprob rows (positions prompt_logprob_begin, ...), then its sampling row if it samples.
-  std::span<float> execute(const SchedulerOutput& output, const KvCacheManager& kv_cache);
+  // What one step hands back (host memory, valid until the next call).
+  struct StepResult {
+    // F32 logits [output.num_logits_rows, vocab] (the caller may edit rows in place): for each
+    // scheduled request in order, its prompt-logprob rows (positions prompt_logprob_begin, ...),
+    // then its sampling row if it samples. Empty when the caller did not want them.
+    std::span<float> logits;
+    // With sample_rows: the token Backend::sample_tokens drew from each logits row.
+    std::span<const int32_t> sampled;
+  };
+  // Runs one step. sample_rows (one per logits row) has the backend sample every row where the
+  // logits are, copying back only the token ids; want_logits copies the logits rows too.
+  StepResult execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
+                     const std::vector<SamplingRow>* sample_rows = nullptr, bool want_logits = true);
 
   int64_t vocab_size() const { return vocab_; }
   const ModelRunnerConfig& config() const { return config_; }
@@ -59,6 +68,8 @@ class ModelRunner {
   std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_, state_slots_;
   DeviceBuffer staging_;      // host: the int32 inputs of one step
   DeviceBuffer logits_host_;  // host: the logits rows of one step
+  // Backend sampling: the rows' settings (staged through rows_host_) and the drawn tokens.
+  DeviceBuffer sample_rows_buf_, sampled_buf_, rows_host_, sampled_host_;
   // Copies were enqueued from staging_ since the backend last synchronised (a step without
   // logits returns without waiting); the next step synchronises before reusing staging_.
   bool staging_in_flight_ = false;

@@ -13,6 +13,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_gdn.h"
+#include "backend/cpu/cpu_sampling.h"
 #include "base/thread_pool.h"
 
 namespace pagoda {
@@ -517,6 +518,22 @@ class CpuBackend final : public Backend {
     const float* bp = b.ptr<float>();
     pool_.parallel_for(a.numel(), kElementwiseGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) ap[i] += bp[i];
+    });
+  }
+
+  void sample_tokens(const Tensor& logits, const Tensor& rows, Tensor tokens) override {
+    check_f32(logits, "sample_tokens", "logits");
+    PAGODA_CHECK(logits.ndim == 2 && tokens.dtype == DType::kI32 && tokens.numel() == logits.dim(0) &&
+                     rows.nbytes() >= static_cast<size_t>(logits.dim(0)) * sizeof(SamplingRow),
+                 "sample_tokens: logits ", logits.shape_string(), " rows ", rows.shape_string(), " tokens ",
+                 tokens.shape_string());
+    const int64_t R = logits.dim(0), V = logits.dim(1);
+    const float* l = logits.ptr<float>();
+    const auto* r = static_cast<const SamplingRow*>(rows.data);
+    int32_t* out = tokens.ptr<int32_t>();
+    pool_.parallel_for(R, 1, [&](int64_t r0, int64_t r1) {
+      thread_local cpu::SampleScratch scratch;
+      for (int64_t i = r0; i < r1; ++i) out[i] = cpu::sample_row(l + i * V, V, r[i], scratch);
     });
   }
 

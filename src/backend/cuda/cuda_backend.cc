@@ -26,6 +26,7 @@
 #include "backend/cuda/cuda_gdn.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_moe.h"
+#include "backend/cuda/cuda_sampling.h"
 #include "base/error.h"
 
 #define PAGODA_CUBLAS_CHECK(expr)                                                                     \
@@ -351,6 +352,19 @@ class CudaBackend final : public Backend {
                  " b ", dtype_name(b.dtype), " ", b.shape_string());
     cuda::launch_add(a.data, b.data, a.numel(), a.dtype, stream_);
   }
+
+  // One block per row (cuda_sampling.cu); the engine then copies back only the token ids.
+  void sample_tokens(const Tensor& logits, const Tensor& rows, Tensor tokens) override {
+    use_device();
+    PAGODA_CHECK(logits.dtype == DType::kF32 && logits.ndim == 2 && tokens.dtype == DType::kI32 &&
+                     tokens.numel() == logits.dim(0) &&
+                     rows.nbytes() >= static_cast<size_t>(logits.dim(0)) * sizeof(SamplingRow),
+                 "sample_tokens: logits ", dtype_name(logits.dtype), " ", logits.shape_string(), " rows ",
+                 rows.shape_string(), " tokens ", tokens.shape_string());
+    cuda::launch_sample_tokens(logits.ptr<float>(), logits.dim(0), logits.dim(1),
+                               static_cast<const SamplingRow*>(rows.data), tokens.ptr<int32_t>(), stream_);
+  }
+  bool samples_on_device() const override { return true; }
 
   // Top-k routing on the device, one block per token (cuda_moe.cu). router_logits F32 [T, E].
   void moe_route(const Tensor& router_logits, bool renormalize, Tensor ids, Tensor weights) override {
