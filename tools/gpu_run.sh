@@ -59,6 +59,9 @@ if want latency; then
     step "latency_$m" 300 "$BIN/pagoda" bench latency $M/$m-random --device "$DEVICE" --input-len 8 --output-len 256 \
       --batch-size 1 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096
   done
+  # The same without CUDA graphs: what recording the decode step saves.
+  step latency_qwen3-0.6b_eager 300 "$BIN/pagoda" bench latency $M/qwen3-0.6b-random --device "$DEVICE" --input-len 8 \
+    --output-len 256 --batch-size 1 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 --enforce-eager
 fi
 want hf && step hf_qwen3-8b 300 python3 bench/peers/hf_bench.py --model $M/qwen3-8b-random --device "$DEVICE" --dtype bf16 \
   --skip-prefill --decode-prompt-len 8 --decode-tokens 128 --runs 2 --threads 16

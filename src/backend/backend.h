@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -165,6 +166,18 @@ class Backend {
     return false;
   }
 
+  // ---- graphs (CUDA graphs) -----------------------------------------------------------
+  // Records the ops `enqueue` issues, without running them, as a graph that replay_graph runs
+  // again later on the same buffers; returns its id. -1 when this backend has no graphs (the CPU
+  // backend): nothing was recorded and `enqueue` was not called. Throws pagoda::Error when the
+  // recording fails (the backend stays usable).
+  virtual int capture_graph(const std::function<void()>& enqueue) {
+    (void)enqueue;
+    return -1;
+  }
+  virtual void replay_graph(int id) { fail("this backend has no graphs (replay_graph ", id, ")"); }
+  virtual bool has_graphs() const { return false; }
+
   // ---- ops -----------------------------------------------------------------------------
   // out[t, :] = table[ids[t], :]   (ids I32 [T], table [V, H], out [T, H])
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor out) = 0;
@@ -209,10 +222,15 @@ class Backend {
 
   // ---- sampling -------------------------------------------------------------------------
   // tokens[r] (I32 [R]) = one draw from row r of logits (F32 [R, V]) under rows[r] (the R
-  // SamplingRow structs in backend memory, viewed as I32 [R, 8]): greedy, temperature, top-k, min-p, top-p,
+  // SamplingRow structs in backend memory, viewed as I32 [R, kSamplingRowWords]): greedy, temperature, top-k, min-p, top-p,
   // seeded; sampling_math.h defines it exactly. Both backends implement it; the engine samples
   // this way (copying back only token ids) when samples_on_device() says it pays.
   virtual void sample_tokens(const Tensor& logits, const Tensor& rows, Tensor tokens) = 0;
+  // Edits logits (F32 [R, V]) in place before sample_tokens: row r gets the LogitEdits
+  // edits[offsets[r], offsets[r + 1]) (edits viewed as I32 [N, 4], offsets I32 [R + 1]; each
+  // token at most once per row) with the penalties of rows[r] (sampling_math.h's
+  // apply_logit_edit: min_tokens masks, logit_bias, repetition / presence / frequency penalties).
+  virtual void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) = 0;
   // True when sample_tokens runs where the logits already are (a GPU): the engine then avoids
   // copying logits rows to the host for requests it can sample this way.
   virtual bool samples_on_device() const { return false; }

@@ -18,6 +18,7 @@
 //     draws the same token whatever else is in the batch.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -36,8 +37,54 @@ struct SamplingRow {
   float min_p = 0.0f;        // <= 0: off
   uint64_t seed = 0;         // the request's generator
   uint64_t offset = 0;       // which draw of that generator (the request's sampled-token count)
+  // Penalties, applied by Backend::apply_logit_edits to the tokens its edits name.
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t unused = 0;
 };
-static_assert(sizeof(SamplingRow) == 32, "SamplingRow is copied to devices as raw bytes");
+static_assert(sizeof(SamplingRow) == 48, "SamplingRow is copied to devices as raw bytes");
+// A row without penalties.
+inline SamplingRow sampling_row(float temperature, int32_t top_k, float top_p, float min_p, uint64_t seed,
+                                uint64_t offset) {
+  SamplingRow r;
+  r.temperature = temperature;
+  r.top_k = top_k;
+  r.top_p = top_p;
+  r.min_p = min_p;
+  r.seed = seed;
+  r.offset = offset;
+  return r;
+}
+inline constexpr int64_t kSamplingRowWords = sizeof(SamplingRow) / 4;  // the I32 view's width
+
+// One token's edit in one row (Backend::apply_logit_edits), vLLM's order: masked (min_tokens:
+// eos / stop ids) -> -inf; otherwise += bias (logit_bias), then the repetition penalty when
+// kEditRepeat (the token is in the prompt or the output: l > 0 ? l / p : l * p), then
+// -= frequency * count + presence when count > 0 (count: occurrences in the output).
+struct LogitEdit {
+  int32_t token = 0;
+  int32_t count = 0;
+  float bias = 0.0f;
+  uint32_t flags = 0;
+};
+static_assert(sizeof(LogitEdit) == 16, "LogitEdit is copied to devices as raw bytes");
+inline constexpr uint32_t kEditMask = 1, kEditRepeat = 2;
+
+PAGODA_HD float apply_logit_edit(float l, const LogitEdit& e, const SamplingRow& r) {
+  if (e.flags & kEditMask) return -INFINITY;
+  l += e.bias;
+  if (e.flags & kEditRepeat) l = l > 0.0f ? l / r.repetition_penalty : l * r.repetition_penalty;
+  if (e.count > 0) {
+#if defined(__CUDA_ARCH__)
+    // Rounded like the host (no fused multiply-add), so both backends edit a row identically.
+    l = __fsub_rn(l, __fadd_rn(__fmul_rn(r.frequency_penalty, static_cast<float>(e.count)), r.presence_penalty));
+#else
+    l -= r.frequency_penalty * static_cast<float>(e.count) + r.presence_penalty;
+#endif
+  }
+  return l;
+}
 
 inline constexpr float kGreedyTemperature = 1e-5f;
 inline constexpr float kMinTemperature = 0.01f;

@@ -94,6 +94,7 @@ EngineConfig engine_config_from_args(const Args& args) {
   PAGODA_CHECK(c.device == "cpu" || c.kv_cache_dtype == DType::kBF16, "--kv-cache-dtype ", dt,
                " is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   c.enable_prefix_caching = !args.flag("--no-enable-prefix-caching");
+  if (args.flag("--enforce-eager")) c.cuda_graphs = 0;
   return c;
 }
 
@@ -313,7 +314,7 @@ int batch_generate_command(int argc, char** argv) {
   for (const char* f : {"--input", "--output", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p",
                         "--seed"})
     value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--ignore-eos", "--no-add-special-tokens"});
+  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--ignore-eos", "--no-add-special-tokens"});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda generate MODEL_DIR --input prompts.jsonl [--output out.jsonl] [options]");
   const std::string model_dir = args.positionals()[0];

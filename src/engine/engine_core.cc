@@ -110,6 +110,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   rc.num_kv_blocks = config_.num_kv_blocks;
   rc.kv_cache_dtype = config_.kv_cache_dtype;
   rc.max_num_logits = sc.max_num_logits;
+  rc.graphs = config_.cuda_graphs;
   runner_ = std::make_unique<ModelRunner>(model, backend, rc);
   backend_sampling_ = config_.backend_sampling == 1 || (config_.backend_sampling < 0 && backend.samples_on_device());
 }
@@ -147,11 +148,9 @@ void EngineCore::add_request(EngineCoreRequest req) {
 
   Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids, config_.token_vocabulary);
   PerRequest pr{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1), false, SamplingRow{}};
-  // What Backend::sample_tokens covers: the row's own logits under temperature / top-k / top-p /
-  // min-p. Everything that edits or reads logits on the host stays with the Sampler.
-  pr.on_backend = backend_sampling_ && !p.logprobs && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f &&
-                  p.repetition_penalty == 1.0f && p.logit_bias.empty() && !p.allowed_token_ids &&
-                  !p.structured_output && p.min_tokens == 0;
+  // What the backend covers: temperature / top-k / top-p / min-p after penalties, logit_bias and
+  // min_tokens (LogitEdits). Logprobs, allowed_token_ids and grammars stay with the Sampler.
+  pr.on_backend = backend_sampling_ && !p.logprobs && !p.allowed_token_ids && !p.structured_output;
   if (pr.on_backend) {
     pr.row.temperature = p.temperature;
     pr.row.top_k = p.top_k;
@@ -200,20 +199,30 @@ std::vector<EngineCoreOutput> EngineCore::step() {
   // the logits come back only when a row needs the host (prompt logprobs, a Sampler request).
   bool any_backend = false, want_logits = !backend_sampling_;
   if (backend_sampling_) {
-    sample_rows_.clear();
+    BackendSamplingInput& in = backend_input_;
+    in.rows.clear();
+    in.edits.clear();
+    in.offsets.assign(1, 0);
+    auto next_row = [&](const SamplingRow& r) {
+      in.rows.push_back(r);
+      in.offsets.push_back(static_cast<int32_t>(in.edits.size()));
+    };
     for (const ScheduledRequest& s : so.scheduled) {
       if (s.num_logits_rows() == 0) continue;
-      const PerRequest& pr = samplers_.at(s.request->request_id);
-      for (int k = 0; k < s.num_prompt_logprob_rows; ++k) sample_rows_.push_back(SamplingRow{});
+      PerRequest& pr = samplers_.at(s.request->request_id);
+      for (int k = 0; k < s.num_prompt_logprob_rows; ++k) next_row(SamplingRow{});
       want_logits = want_logits || s.num_prompt_logprob_rows > 0;
       if (!s.samples) continue;
-      sample_rows_.push_back(pr.on_backend ? pr.row : SamplingRow{});
+      if (pr.on_backend) pr.sampler.append_edits(in.edits, pr.row);
+      next_row(pr.on_backend ? pr.row : SamplingRow{});
       any_backend = any_backend || pr.on_backend;
       want_logits = want_logits || !pr.on_backend;
     }
+    if (in.edits.empty()) in.offsets.clear();
   }
   // The sampler edits its row in place (penalties, masks): the rows are the runner's host copy.
-  const ModelRunner::StepResult result = runner_->execute(so, *kv_, any_backend ? &sample_rows_ : nullptr, want_logits);
+  const ModelRunner::StepResult result =
+      runner_->execute(so, *kv_, any_backend ? &backend_input_ : nullptr, want_logits);
   float* rows = result.logits.data();
   const int64_t vocab = vocab_size();
   sampled_.assign(so.scheduled.size(), -1);
@@ -239,6 +248,7 @@ std::vector<EngineCoreOutput> EngineCore::step() {
     if (!s.samples) continue;
     if (pr.on_backend) {
       sampled_[i] = result.sampled[static_cast<size_t>(row++)];
+      pr.sampler.accept(sampled_[i]);
       ++pr.row.offset;
       ++num_sampled;
       continue;

@@ -47,10 +47,15 @@ struct EngineConfig {
   std::vector<int32_t> eos_token_ids;
   // Token bytes for structured output (guided decoding); requests that ask for it fail without.
   std::shared_ptr<const TokenVocabulary> token_vocabulary;
-  // Backend::sample_tokens for the requests it covers (no logprobs, penalties, logit_bias,
-  // allowed_token_ids, min_tokens or structured output): -1 when the backend samples on the
-  // device (a GPU: only token ids come back), 0 never, 1 always (tests of the path on the CPU).
+  // Backend::sample_tokens (after Backend::apply_logit_edits for penalties, logit_bias and
+  // min_tokens) for the requests it covers (no logprobs, allowed_token_ids or structured output):
+  // -1 when the backend samples on the device (a GPU: only token ids come back), 0 never, 1
+  // always (tests of the path on the CPU).
   int backend_sampling = -1;
+  // Decode steps recorded as CUDA graphs per padded batch size and replayed (ModelRunnerConfig::
+  // graphs): -1 when the backend and the model allow it, 0 never (--enforce-eager), 1 also the
+  // padded decode layout on the CPU backend (tests).
+  int cuda_graphs = -1;
 };
 
 struct EngineCoreRequest {
@@ -128,7 +133,7 @@ class EngineCore {
   std::unordered_map<std::string, PerRequest> samplers_;
   std::vector<int32_t> sampled_;  // scratch: one entry per scheduled request
   bool backend_sampling_ = false;
-  std::vector<SamplingRow> sample_rows_;  // scratch: one per logits row
+  BackendSamplingInput backend_input_;  // scratch: one row (and its edits) per logits row
   int64_t num_steps_ = 0;
   int64_t num_prompt_tokens_ = 0;
   int64_t num_generation_tokens_ = 0;

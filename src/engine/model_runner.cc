@@ -4,6 +4,7 @@
 #include <cstddef>
 
 #include "base/error.h"
+#include "base/log.h"
 
 namespace pagoda {
 namespace {
@@ -51,17 +52,27 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   seq_lens_.reserve(seqs);
   tables_.reserve(seqs * static_cast<size_t>(max_blocks_per_seq_));
   logits_idx_.reserve(rows);
-  const size_t staged = 3 * T + (seqs + 1) + seqs + seqs * static_cast<size_t>(max_blocks_per_seq_) + rows + seqs;
+  const size_t staged =
+      3 * T + (seqs + 1) + seqs + seqs * static_cast<size_t>(max_blocks_per_seq_) + rows + seqs + (rows + 1);
   staging_ = backend.allocate_host(staged * sizeof(int32_t));
   logits_host_ = backend.allocate_host(rows * static_cast<size_t>(vocab_) * sizeof(float));
+  const bool replayable = model.replayable_decode() && model.num_state_slots() == 0;
+  if (config_.graphs != 0 && replayable && (backend.has_graphs() || config_.graphs == 1)) {
+    const int limit = static_cast<int>(std::min<size_t>({seqs, rows, size_t{512}}));
+    for (int b : {1, 2, 4})
+      if (b <= limit) capture_sizes_.push_back(b);
+    for (int b = 8; b <= limit; b += 8) capture_sizes_.push_back(b);
+    backend_graphs_ = backend.has_graphs();
+  }
   sample_rows_buf_ = backend.allocate(rows * sizeof(SamplingRow));
   sampled_buf_ = backend.allocate(rows * sizeof(int32_t));
   rows_host_ = backend.allocate_host(rows * sizeof(SamplingRow));
   sampled_host_ = backend.allocate_host(rows * sizeof(int32_t));
+  edit_offsets_buf_ = backend.allocate((rows + 1) * sizeof(int32_t));
 }
 
 ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
-                                             const std::vector<SamplingRow>* sample_rows, bool want_logits) {
+                                             const BackendSamplingInput* sampling, bool want_logits) {
   const int num_seqs = static_cast<int>(output.scheduled.size());
   PAGODA_ASSERT(num_seqs > 0 && num_seqs <= config_.max_num_seqs);
   PAGODA_ASSERT(output.total_num_scheduled_tokens <= config_.max_num_batched_tokens);
@@ -77,12 +88,19 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
   state_slots_.clear();
   const bool hybrid = model_.num_state_slots() > 0;
   int32_t max_query_len = 0, max_seq_len = 0;
+  // A decode step of at most the largest capture size takes the fixed (graph) layout: padded to
+  // a capture size B, block tables max_model_len wide, max_seq_len max_model_len.
+  bool decode = !capture_sizes_.empty() && num_seqs <= capture_sizes_.back();
+  for (const ScheduledRequest& s : output.scheduled)
+    decode = decode && s.num_new_tokens == 1 && s.samples && s.num_prompt_logprob_rows == 0;
+  const int B = decode ? *std::lower_bound(capture_sizes_.begin(), capture_sizes_.end(), num_seqs) : num_seqs;
   // Block tables are as wide as the longest in this batch, not max_model_len: less to copy.
   int width = 1;
   for (const ScheduledRequest& s : output.scheduled)
     width = std::max(width, ceil_div(s.num_computed_tokens + s.num_new_tokens, bs));
+  if (decode) width = max_blocks_per_seq_;
   PAGODA_ASSERT(width <= max_blocks_per_seq_);
-  tables_.assign(static_cast<size_t>(num_seqs) * static_cast<size_t>(width), 0);
+  tables_.assign(static_cast<size_t>(B) * static_cast<size_t>(width), 0);
 
   for (int i = 0; i < num_seqs; ++i) {
     const ScheduledRequest& s = output.scheduled[static_cast<size_t>(i)];
@@ -115,9 +133,26 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
     max_query_len = std::max(max_query_len, n);
     max_seq_len = std::max(max_seq_len, len);
   }
-  const int T = static_cast<int>(ids_.size());
+  const int T_real = static_cast<int>(ids_.size());
   const int L = static_cast<int>(logits_idx_.size());
-  PAGODA_ASSERT(T == output.total_num_scheduled_tokens && L == output.num_logits_rows && L <= config_.max_num_logits);
+  PAGODA_ASSERT(T_real == output.total_num_scheduled_tokens && L == output.num_logits_rows &&
+                L <= config_.max_num_logits);
+  // Padding sequences: one token at position 0 of block 0, K/V not written (slot -1), logits
+  // computed and ignored.
+  for (int i = num_seqs; i < B; ++i) {
+    ids_.push_back(0);
+    pos_.push_back(0);
+    slots_.push_back(-1);
+    logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
+    qsl_.push_back(static_cast<int32_t>(ids_.size()));
+    seq_lens_.push_back(1);
+  }
+  if (decode) {
+    max_query_len = 1;
+    max_seq_len = config_.max_model_len;
+  }
+  const int T = static_cast<int>(ids_.size());
+  const int L_fwd = static_cast<int>(logits_idx_.size());
 
   if (staging_in_flight_) backend_.synchronize();  // the last step's copies may still read staging_
   int32_t* stage = static_cast<int32_t*>(staging_.data());
@@ -137,36 +172,72 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
   upload(tables_buf_, tables_);
   upload(logits_idx_buf_, logits_idx_);
   if (hybrid) upload(state_slots_buf_, state_slots_);
-  const bool backend_samples = sample_rows != nullptr && L > 0;
+  const bool backend_samples = sampling != nullptr && L > 0;
+  const bool edits = backend_samples && !sampling->edits.empty();
   if (backend_samples) {
-    PAGODA_ASSERT(static_cast<int>(sample_rows->size()) == L);
-    std::copy(sample_rows->begin(), sample_rows->end(), static_cast<SamplingRow*>(rows_host_.data()));
+    PAGODA_ASSERT(static_cast<int>(sampling->rows.size()) == L);
+    std::copy(sampling->rows.begin(), sampling->rows.end(), static_cast<SamplingRow*>(rows_host_.data()));
     backend_.copy_from_host(sample_rows_buf_.data(), rows_host_.data(), static_cast<size_t>(L) * sizeof(SamplingRow));
+  }
+  if (edits) {
+    PAGODA_ASSERT(static_cast<int>(sampling->offsets.size()) == L + 1 &&
+                  sampling->offsets.back() == static_cast<int32_t>(sampling->edits.size()));
+    const size_t bytes = sampling->edits.size() * sizeof(LogitEdit);
+    if (edits_host_.size() < bytes) {  // grown (rarely: prompts are long or penalties many)
+      const size_t cap = std::max(bytes, 2 * edits_host_.size());
+      edits_host_ = backend_.allocate_host(cap);
+      edits_buf_ = backend_.allocate(cap);
+    }
+    std::copy(sampling->edits.begin(), sampling->edits.end(), static_cast<LogitEdit*>(edits_host_.data()));
+    backend_.copy_from_host(edits_buf_.data(), edits_host_.data(), bytes);
+    upload(edit_offsets_buf_, sampling->offsets);
   }
 
   ForwardBatch batch;
   batch.token_ids = ids_buf_.as(DType::kI32, {T});
   batch.positions = pos_buf_.as(DType::kI32, {T});
-  batch.logits_indices = logits_idx_buf_.as(DType::kI32, {L});
+  batch.logits_indices = logits_idx_buf_.as(DType::kI32, {L_fwd});
   AttentionMetadata& m = batch.attn;
-  m.query_start_loc = qsl_buf_.as(DType::kI32, {num_seqs + 1});
-  m.seq_lens = seq_lens_buf_.as(DType::kI32, {num_seqs});
-  m.block_tables = tables_buf_.as(DType::kI32, {num_seqs, width});
+  m.query_start_loc = qsl_buf_.as(DType::kI32, {B + 1});
+  m.seq_lens = seq_lens_buf_.as(DType::kI32, {B});
+  m.block_tables = tables_buf_.as(DType::kI32, {B, width});
   m.slot_mapping = slot_buf_.as(DType::kI32, {T});
-  m.num_seqs = num_seqs;
+  m.num_seqs = B;
   m.num_tokens = T;
   m.max_query_len = max_query_len;
   m.max_seq_len = max_seq_len;
   if (hybrid) m.state_slots = state_slots_buf_.as(DType::kI32, {num_seqs});
 
-  Tensor logits = logits_buf_.as(DType::kF32, {std::max(L, 1), vocab_});
-  model_.forward(batch, kv_, logits);
+  Tensor logits = logits_buf_.as(DType::kF32, {std::max(L_fwd, 1), vocab_});
+  auto forward = [&] { model_.forward(batch, kv_, logits); };
+  if (decode && backend_graphs_) {
+    auto it = std::find_if(graph_of_.begin(), graph_of_.end(), [&](const auto& g) { return g.first == B; });
+    if (it != graph_of_.end()) {
+      backend_.replay_graph(it->second);
+    } else {
+      // The first step of this size runs eagerly (its result, and the cuBLASLt plans / MoE tables
+      // the recording needs), then the same launches are recorded for the next ones.
+      forward();
+      try {
+        graph_of_.emplace_back(B, backend_.capture_graph(forward));
+      } catch (const Error& e) {
+        log_warn("CUDA graph capture for batch size ", B, " failed; decode runs eagerly from now on: ", e.what());
+        backend_graphs_ = false;
+      }
+    }
+  } else {
+    forward();
+  }
   staging_in_flight_ = true;
   StepResult result;
   if (L == 0) return result;
   if (backend_samples) {
     Tensor tokens = sampled_buf_.as(DType::kI32, {L});
-    backend_.sample_tokens(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, 8}), tokens);
+    if (edits)
+      backend_.apply_logit_edits(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, kSamplingRowWords}),
+                                 edits_buf_.as(DType::kI32, {static_cast<int64_t>(sampling->edits.size()), 4}),
+                                 edit_offsets_buf_.as(DType::kI32, {L + 1}));
+    backend_.sample_tokens(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, kSamplingRowWords}), tokens);
     backend_.copy_to_host(sampled_host_.data(), sampled_buf_.data(), static_cast<size_t>(L) * sizeof(int32_t));
     result.sampled = {static_cast<const int32_t*>(sampled_host_.data()), static_cast<size_t>(L)};
   }

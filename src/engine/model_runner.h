@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -27,6 +28,18 @@ struct ModelRunnerConfig {
   int num_kv_blocks = 0;
   DType kv_cache_dtype = DType::kBF16;
   int max_num_logits = 0;  // logits rows per step at most (0: min(max_num_seqs, max_num_batched_tokens))
+  // Decode steps (one new token per sequence) run padded to a capture size (1, 2, 4, then
+  // multiples of 8 up to min(max_num_seqs, 512)) with a fixed layout, recorded once per size as a
+  // graph and replayed: -1 when the backend has graphs and the model is replayable, 0 never
+  // (--enforce-eager), 1 also the padded layout on a backend without graphs (tests).
+  int graphs = -1;
+};
+
+// What Backend::sample_tokens needs for one step (ModelRunner::execute).
+struct BackendSamplingInput {
+  std::vector<SamplingRow> rows;  // one per logits row
+  std::vector<LogitEdit> edits;   // Backend::apply_logit_edits, every row's in row order
+  std::vector<int32_t> offsets;   // rows.size() + 1 entries when edits is not empty
 };
 
 class ModelRunner {
@@ -44,15 +57,18 @@ class ModelRunner {
     // With sample_rows: the token Backend::sample_tokens drew from each logits row.
     std::span<const int32_t> sampled;
   };
-  // Runs one step. sample_rows (one per logits row) has the backend sample every row where the
-  // logits are, copying back only the token ids; want_logits copies the logits rows too.
+  // Runs one step. `sampling` has the backend edit (penalties, ...) and sample every logits row
+  // where the logits are, copying back only the token ids; want_logits copies the logits rows too.
   StepResult execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
-                     const std::vector<SamplingRow>* sample_rows = nullptr, bool want_logits = true);
+                     const BackendSamplingInput* sampling = nullptr, bool want_logits = true);
 
   int64_t vocab_size() const { return vocab_; }
   const ModelRunnerConfig& config() const { return config_; }
   // Bytes of KV memory one block takes across all layers (for sizing the pool).
   static size_t kv_bytes_per_block(const CausalLM& model, int block_size, DType kv_cache_dtype);
+  // The batch sizes decode steps are padded to (empty: decode steps are not padded).
+  const std::vector<int>& capture_sizes() const { return capture_sizes_; }
+  int num_graphs() const { return static_cast<int>(graph_of_.size()); }
 
  private:
   CausalLM& model_;
@@ -70,9 +86,13 @@ class ModelRunner {
   DeviceBuffer logits_host_;  // host: the logits rows of one step
   // Backend sampling: the rows' settings (staged through rows_host_) and the drawn tokens.
   DeviceBuffer sample_rows_buf_, sampled_buf_, rows_host_, sampled_host_;
+  DeviceBuffer edit_offsets_buf_, edits_buf_, edits_host_;  // edits: grown on demand
   // Copies were enqueued from staging_ since the backend last synchronised (a step without
   // logits returns without waiting); the next step synchronises before reusing staging_.
   bool staging_in_flight_ = false;
+  std::vector<int> capture_sizes_;
+  bool backend_graphs_ = false;        // record and replay (cleared if a recording fails)
+  std::vector<std::pair<int, int>> graph_of_;  // (padded batch size, graph id)
 };
 
 }  // namespace pagoda

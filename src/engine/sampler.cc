@@ -274,6 +274,29 @@ void Sampler::apply_processors(float* logits) const {
   }
 }
 
+void Sampler::append_edits(std::vector<LogitEdit>& out, SamplingRow& row) {
+  row.repetition_penalty = params_.repetition_penalty;
+  row.presence_penalty = params_.presence_penalty;
+  row.frequency_penalty = params_.frequency_penalty;
+  edit_index_.clear();
+  auto at = [&](int32_t id) -> LogitEdit& {
+    auto [it, inserted] = edit_index_.try_emplace(id, out.size());
+    if (inserted) {
+      LogitEdit e;
+      e.token = id;
+      out.push_back(e);
+    }
+    return out[it->second];
+  };
+  if (num_output_ < params_.min_tokens)
+    for (int32_t id : min_tokens_masked_) at(id).flags |= kEditMask;
+  for (const auto& [id, bias] : bias_) at(id).bias += bias;
+  if (!use_penalties_) return;
+  if (use_repetition_)
+    for (int32_t id : rep_tokens_) at(id).flags |= kEditRepeat;
+  for (size_t i = 0; i < out_tokens_.size(); ++i) at(out_tokens_[i]).count = out_counts_[i];
+}
+
 void Sampler::record(int32_t token) {
   ++num_output_;
   if (!use_penalties_) return;

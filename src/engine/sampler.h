@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/sampling_math.h"
 #include "engine/sampling_params.h"
 #include "engine/structured_output.h"
 
@@ -45,6 +46,13 @@ class Sampler {  // one per request
 
   // The processing step alone (no sampling, no recording); exposed for tests.
   void apply_processors(float* logits) const;
+
+  // For Backend::apply_logit_edits: what apply_processors would do to this row now, except
+  // allowed_token_ids and structured output (requests with those are sampled here), as one
+  // LogitEdit per affected token appended to `out`; the penalties go in `row`.
+  void append_edits(std::vector<LogitEdit>& out, SamplingRow& row);
+  // A token drawn elsewhere (Backend::sample_tokens): recorded for penalties and min_tokens.
+  void accept(int32_t token) { record(token); }
 
  private:
   int32_t sample_random(const float* logits);
@@ -75,6 +83,7 @@ class Sampler {  // one per request
   std::vector<int32_t> out_tokens_;
   std::vector<int32_t> out_counts_;
   std::unordered_map<int32_t, int32_t> out_index_;
+  std::unordered_map<int32_t, size_t> edit_index_;  // append_edits scratch
 
   // Scratch reused across steps.
   std::vector<float> probs_;

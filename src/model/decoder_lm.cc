@@ -173,6 +173,8 @@ void DecoderLM::update_rope(int32_t max_seq_len) {
   rope_seq_len_ = len;
 }
 
+bool DecoderLM::replayable_decode() const { return !rope_.is_dynamic(); }
+
 void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
   const ModelConfig& c = config_;
   const int64_t T = batch.token_ids.numel();

@@ -30,6 +30,7 @@ class DecoderLM : public CausalLM {
   int head_dim() const override { return static_cast<int>(config_.head_dim); }
 
   void forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) override;
+  bool replayable_decode() const override;
 
   // The sliding window of layer i (0 = full attention).
   int sliding_window(int layer) const { return layers_[layer].sliding_window; }

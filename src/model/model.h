@@ -44,6 +44,10 @@ class CausalLM {
   // Bytes of one state slot across all linear-attention layers (conv + recurrent state); the
   // engine counts num_state_slots() of them inside its KV cache memory budget.
   virtual size_t state_bytes_per_slot() const { return 0; }
+  // Whether a decode forward may be recorded once and replayed (CUDA graphs): the same launches
+  // for every batch of the same size, whatever the contexts (no host-side work that depends on
+  // positions or lengths, such as dynamic-NTK frequencies; no per-sequence state slots).
+  virtual bool replayable_decode() const { return false; }
 
   // Runs the batch, writes K/V of its tokens into `kv`, and writes F32 logits [L, vocab_size]
   // for the rows named by batch.logits_indices into `logits`.

@@ -52,7 +52,7 @@ std::vector<int32_t> sample(Backend& b, const std::vector<float>& logits, int64_
   const int64_t R = static_cast<int64_t>(rows.size());
   std::vector<int32_t> out(static_cast<size_t>(R), -1);
   b.sample_tokens(Tensor(const_cast<float*>(logits.data()), DType::kF32, {R, V}),
-                  Tensor(rows.data(), DType::kI32, {R, 8}), Tensor(out.data(), DType::kI32, {R}));
+                  Tensor(rows.data(), DType::kI32, {R, kSamplingRowWords}), Tensor(out.data(), DType::kI32, {R}));
   return out;
 }
 
@@ -131,7 +131,7 @@ TEST(SampleTokens, DrawsFollowTheTruncatedSoftmax) {
   for (const Case& c : cases) {
     std::vector<SamplingRow> rows(static_cast<size_t>(N));
     for (int i = 0; i < N; ++i) {
-      rows[static_cast<size_t>(i)] = SamplingRow{c.t, c.k, c.p, c.min_p, 12345, static_cast<uint64_t>(i)};
+      rows[static_cast<size_t>(i)] = sampling_row(c.t, c.k, c.p, c.min_p, 12345, static_cast<uint64_t>(i));
     }
     const auto out = sample(*b, logits, V, rows);
     const std::vector<double> want = expected_probs(base, rows[0]);
@@ -156,7 +156,7 @@ TEST(SampleTokens, EachRowDependsOnlyOnItsOwnLogitsSeedAndOffset) {
   std::normal_distribution<float> nd(0.0f, 2.0f);
   std::vector<float> row(static_cast<size_t>(V));
   for (float& x : row) x = nd(g);
-  const SamplingRow mine{0.8f, 20, 0.8f, 0.0f, 99, 5};
+  const SamplingRow mine = sampling_row(0.8f, 20, 0.8f, 0.0f, 99, 5);
   // Alone, then at position 3 of a batch of rows with other logits and settings.
   const int32_t alone = sample(*b, row, V, {mine})[0];
   std::vector<float> batch;
@@ -168,7 +168,7 @@ TEST(SampleTokens, EachRowDependsOnlyOnItsOwnLogitsSeedAndOffset) {
       continue;
     }
     for (int64_t i = 0; i < V; ++i) batch.push_back(nd(g));
-    rows.push_back(SamplingRow{1.0f, 0, r % 2 ? 0.9f : 1.0f, 0.0f, static_cast<uint64_t>(r), 5});
+    rows.push_back(sampling_row(1.0f, 0, r % 2 ? 0.9f : 1.0f, 0.0f, static_cast<uint64_t>(r), 5));
   }
   EXPECT_EQ(sample(*b, batch, V, rows)[3], alone);
   // The kept set of top-k 20 is the 20 best logits; offsets draw different members of it.

@@ -22,6 +22,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -546,19 +547,19 @@ TEST_F(CudaOpsTest, SampleTokensMatchesCpu) {
       switch (r % 8) {
         case 0: s.temperature = 0.0f; break;
         case 1: s.temperature = 1.0f; break;
-        case 2: s = SamplingRow{0.7f, 20, 0.8f, 0.0f, s.seed, s.offset}; break;
-        case 3: s = SamplingRow{1.0f, 0, 0.95f, 0.0f, s.seed, s.offset}; break;
-        case 4: s = SamplingRow{1.0f, 0, 1.0f, 0.05f, s.seed, s.offset}; break;
-        case 5: s = SamplingRow{1.2f, 1000, 0.9f, 0.01f, s.seed, s.offset}; break;
-        case 6: s = SamplingRow{0.3f, 5, 1.0f, 0.0f, s.seed, s.offset}; break;
-        default: s = SamplingRow{2.0f, 0, 0.5f, 0.0f, s.seed, s.offset}; break;
+        case 2: s = sampling_row(0.7f, 20, 0.8f, 0.0f, s.seed, s.offset); break;
+        case 3: s = sampling_row(1.0f, 0, 0.95f, 0.0f, s.seed, s.offset); break;
+        case 4: s = sampling_row(1.0f, 0, 1.0f, 0.05f, s.seed, s.offset); break;
+        case 5: s = sampling_row(1.2f, 1000, 0.9f, 0.01f, s.seed, s.offset); break;
+        case 6: s = sampling_row(0.3f, 5, 1.0f, 0.0f, s.seed, s.offset); break;
+        default: s = sampling_row(2.0f, 0, 0.5f, 0.0f, s.seed, s.offset); break;
       }
     }
     std::vector<int32_t> want(static_cast<size_t>(R));
-    cpu_->sample_tokens(Tensor(logits.data(), DType::kF32, {R, V}), Tensor(rows.data(), DType::kI32, {R, 8}),
+    cpu_->sample_tokens(Tensor(logits.data(), DType::kF32, {R, V}), Tensor(rows.data(), DType::kI32, {R, kSamplingRowWords}),
                         Tensor(want.data(), DType::kI32, {R}));
     Dev l = upload(*gpu_, logits, DType::kF32, {R, V});
-    Dev rw = dev_alloc(*gpu_, DType::kI32, {R, 8});
+    Dev rw = dev_alloc(*gpu_, DType::kI32, {R, kSamplingRowWords});
     gpu_->copy_from_host(rw.t.data, rows.data(), rows.size() * sizeof(SamplingRow));
     Dev out = upload_i32(*gpu_, std::vector<int32_t>(static_cast<size_t>(R), -1));
     gpu_->sample_tokens(l.t, rw.t, out.t);
@@ -580,6 +581,52 @@ TEST_F(CudaOpsTest, SampleTokensMatchesCpu) {
     gpu_->copy_to_host(again.data(), out.t.data, again.size() * 4);
     EXPECT_EQ(again, got);
   }
+}
+
+// apply_logit_edits: the same float operations on both backends, so the rows match exactly.
+TEST_F(CudaOpsTest, ApplyLogitEditsMatchesCpu) {
+  std::mt19937 rng(32);
+  const int64_t R = 5, V = 151936;
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> logits(static_cast<size_t>(R * V));
+  for (float& x : logits) x = nd(rng);
+  std::vector<SamplingRow> rows(static_cast<size_t>(R));
+  std::vector<LogitEdit> edits;
+  std::vector<int32_t> offsets = {0};
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V) - 1);
+  for (int64_t r = 0; r < R; ++r) {
+    rows[static_cast<size_t>(r)].repetition_penalty = 1.0f + 0.15f * static_cast<float>(r);
+    rows[static_cast<size_t>(r)].presence_penalty = 0.1f * static_cast<float>(r);
+    rows[static_cast<size_t>(r)].frequency_penalty = 0.05f * static_cast<float>(r % 3);
+    std::set<int32_t> used;
+    for (int j = 0; j < 3000 * static_cast<int>(r); ++j) {  // row 0: no edits
+      const int32_t t = tok(rng);
+      if (!used.insert(t).second) continue;
+      LogitEdit e;
+      e.token = t;
+      e.count = j % 4;
+      e.bias = j % 5 == 0 ? 1.5f : 0.0f;
+      e.flags = (j % 2 ? kEditRepeat : 0u) | (j % 97 == 0 ? kEditMask : 0u);
+      edits.push_back(e);
+    }
+    offsets.push_back(static_cast<int32_t>(edits.size()));
+  }
+  const int64_t N = static_cast<int64_t>(edits.size());
+  std::vector<float> want = logits;
+  cpu_->apply_logit_edits(Tensor(want.data(), DType::kF32, {R, V}),
+                          Tensor(rows.data(), DType::kI32, {R, kSamplingRowWords}),
+                          Tensor(edits.data(), DType::kI32, {N, 4}), Tensor(offsets.data(), DType::kI32, {R + 1}));
+  Dev l = upload(*gpu_, logits, DType::kF32, {R, V});
+  Dev rw = dev_alloc(*gpu_, DType::kI32, {R, kSamplingRowWords});
+  gpu_->copy_from_host(rw.t.data, rows.data(), rows.size() * sizeof(SamplingRow));
+  Dev ed = dev_alloc(*gpu_, DType::kI32, {N, 4});
+  gpu_->copy_from_host(ed.t.data, edits.data(), edits.size() * sizeof(LogitEdit));
+  Dev off = upload_i32(*gpu_, offsets);
+  gpu_->apply_logit_edits(l.t, rw.t, ed.t, off.t);
+  const std::vector<float> got = download(*gpu_, l.t);
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_TRUE(got[i] == want[i] || (std::isinf(got[i]) && std::isinf(want[i]) && got[i] == want[i]))
+        << "at " << i << ": " << got[i] << " vs " << want[i];
 }
 
 }  // namespace

@@ -537,6 +537,28 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) override {
+    check_f32(logits, "apply_logit_edits", "logits");
+    const int64_t R = logits.dim(0), V = logits.dim(1);
+    PAGODA_CHECK(logits.ndim == 2 && offsets.dtype == DType::kI32 && offsets.numel() == R + 1 &&
+                     rows.nbytes() >= static_cast<size_t>(R) * sizeof(SamplingRow),
+                 "apply_logit_edits: logits ", logits.shape_string(), " rows ", rows.shape_string(), " offsets ",
+                 offsets.shape_string());
+    float* l = logits.ptr<float>();
+    const auto* r = static_cast<const SamplingRow*>(rows.data);
+    const auto* e = static_cast<const LogitEdit*>(edits.data);
+    const int32_t* off = offsets.ptr<int32_t>();
+    PAGODA_CHECK(off[0] >= 0 && edits.nbytes() >= static_cast<size_t>(off[R]) * sizeof(LogitEdit),
+                 "apply_logit_edits: ", off[R], " edits, edits ", edits.shape_string());
+    for (int64_t i = 0; i < R; ++i)
+      for (int32_t j = off[i]; j < off[i + 1]; ++j) {
+        PAGODA_CHECK(e[j].token >= 0 && e[j].token < V, "apply_logit_edits: token ", e[j].token, " outside [0, ", V,
+                     ")");
+        float& x = l[i * V + e[j].token];
+        x = apply_logit_edit(x, e[j], r[i]);
+      }
+  }
+
   void sigmoid_mul(Tensor x, const Tensor& gate) override { cpu::sigmoid_mul(pool_, x, gate); }
   void rms_norm_gated(const Tensor& x, const Tensor& z, const Tensor& weight, float eps, Tensor out) override {
     cpu::rms_norm_gated(pool_, x, z, weight, eps, out);

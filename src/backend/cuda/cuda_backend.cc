@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -211,6 +212,37 @@ class CudaBackend final : public Backend {
     return true;
   }
 
+  // ---- graphs ------------------------------------------------------------------------------
+  // Stream capture of everything `enqueue` launches on stream_ (ops never synchronise or
+  // allocate; cuBLASLt plans and MoE pointer tables must exist already: run the same step once
+  // eagerly first).
+  int capture_graph(const std::function<void()>& enqueue) override {
+    use_device();
+    PAGODA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      enqueue();
+    } catch (...) {
+      (void)cudaStreamEndCapture(stream_, &graph);
+      if (graph != nullptr) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();  // the failed capture's error is reported by the exception
+      throw;
+    }
+    PAGODA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    PAGODA_CUDA_CHECK(err);
+    graphs_.push_back(exec);
+    return static_cast<int>(graphs_.size()) - 1;
+  }
+  bool has_graphs() const override { return true; }
+  void replay_graph(int id) override {
+    use_device();
+    PAGODA_CHECK(id >= 0 && id < static_cast<int>(graphs_.size()), "replay_graph: no graph ", id);
+    PAGODA_CUDA_CHECK(cudaGraphLaunch(graphs_[static_cast<size_t>(id)], stream_));
+  }
+
   // ---- ops ---------------------------------------------------------------------------------
   void embedding(const Tensor& ids, const Tensor& table, Tensor out) override {
     use_device();
@@ -365,6 +397,16 @@ class CudaBackend final : public Backend {
                                static_cast<const SamplingRow*>(rows.data), tokens.ptr<int32_t>(), stream_);
   }
   bool samples_on_device() const override { return true; }
+  void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) override {
+    use_device();
+    const int64_t R = logits.dim(0);
+    PAGODA_CHECK(logits.dtype == DType::kF32 && logits.ndim == 2 && offsets.dtype == DType::kI32 &&
+                     offsets.numel() == R + 1 && rows.nbytes() >= static_cast<size_t>(R) * sizeof(SamplingRow),
+                 "apply_logit_edits: logits ", dtype_name(logits.dtype), " ", logits.shape_string(), " rows ",
+                 rows.shape_string(), " offsets ", offsets.shape_string());
+    cuda::launch_apply_logit_edits(logits.ptr<float>(), R, logits.dim(1), static_cast<const SamplingRow*>(rows.data),
+                                   static_cast<const LogitEdit*>(edits.data), offsets.ptr<int32_t>(), stream_);
+  }
 
   // Top-k routing on the device, one block per token (cuda_moe.cu). router_logits F32 [T, E].
   void moe_route(const Tensor& router_logits, bool renormalize, Tensor ids, Tensor weights) override {
@@ -646,6 +688,8 @@ class CudaBackend final : public Backend {
   }
 
   void release() {
+    for (cudaGraphExec_t g : graphs_) (void)cudaGraphExecDestroy(g);
+    graphs_.clear();
     for (auto& [key, plan] : plans_) {
       if (plan.a != nullptr) (void)cublasLtMatrixLayoutDestroy(plan.a);
       if (plan.b != nullptr) (void)cublasLtMatrixLayoutDestroy(plan.b);
@@ -666,6 +710,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
+  std::vector<cudaGraphExec_t> graphs_;  // capture_graph's recordings, by id
   DeviceBuffer gemm_ws_;
   DeviceBuffer attn_ws_;
   std::map<std::array<int64_t, 8>, GemmPlan> plans_;

@@ -228,7 +228,26 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   if (threadIdx.x == 0) tokens[r] = token == INT_MAX ? arg : token;
 }
 
+__global__ void apply_edits_kernel(float* __restrict__ logits, int64_t V, const SamplingRow* __restrict__ rows,
+                                   const LogitEdit* __restrict__ edits, const int32_t* __restrict__ offsets) {
+  const int64_t r = blockIdx.x;
+  const SamplingRow row = rows[r];
+  for (int j = offsets[r] + static_cast<int>(threadIdx.x); j < offsets[r + 1]; j += blockDim.x) {
+    const LogitEdit e = edits[j];
+    if (e.token < 0 || e.token >= V) continue;
+    float& x = logits[r * V + e.token];
+    x = apply_logit_edit(x, e, row);
+  }
+}
+
 }  // namespace
+
+void launch_apply_logit_edits(float* logits, int64_t R, int64_t V, const SamplingRow* rows, const LogitEdit* edits,
+                              const int32_t* offsets, cudaStream_t stream) {
+  if (R <= 0) return;
+  apply_edits_kernel<<<static_cast<unsigned>(R), 256, 0, stream>>>(logits, V, rows, edits, offsets);
+  PAGODA_CUDA_CHECK_LAUNCH();
+}
 
 void launch_sample_tokens(const float* logits, int64_t R, int64_t V, const SamplingRow* rows, int32_t* tokens,
                           cudaStream_t stream) {
