@@ -28,93 +28,13 @@
 #include <vector>
 
 #include "../backend/test_util.h"
+#include "cuda_test_util.h"
 #include "backend/backend.h"
 #include "base/dtype.h"
 #include "base/error.h"
 
 namespace pagoda::testing {
 namespace {
-
-constexpr uint16_t kBf16NaN = 0x7fc0;
-
-// Random floats in [lo, hi] rounded to BF16 (exactly representable in both backends).
-std::vector<float> rand_bf16(int64_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = bf16_to_f32(f32_to_bf16(dist(rng)));
-  return v;
-}
-
-// A device tensor that owns its buffer.
-struct Dev {
-  DeviceBuffer buf;
-  Tensor t;
-};
-
-Dev dev_alloc(Backend& b, DType dtype, std::initializer_list<int64_t> dims) {
-  Tensor shape(nullptr, dtype, dims);
-  Dev d;
-  d.buf = b.allocate(shape.nbytes());
-  d.t = shape;
-  d.t.data = d.buf.data();
-  return d;
-}
-
-// Uploads float values as dtype (BF16 / F32).
-Dev upload(Backend& b, const std::vector<float>& v, DType dtype, std::initializer_list<int64_t> dims) {
-  Dev d = dev_alloc(b, dtype, dims);
-  EXPECT_EQ(static_cast<size_t>(d.t.numel()), v.size());
-  if (dtype == DType::kBF16) {
-    std::vector<uint16_t> h(v.size());
-    for (size_t i = 0; i < v.size(); ++i) h[i] = f32_to_bf16(v[i]);
-    b.copy_from_host(d.t.data, h.data(), h.size() * 2);
-  } else {
-    b.copy_from_host(d.t.data, v.data(), v.size() * 4);
-  }
-  return d;
-}
-
-Dev upload_i32(Backend& b, const std::vector<int32_t>& v) {
-  Dev d = dev_alloc(b, DType::kI32, {static_cast<int64_t>(v.size())});
-  b.copy_from_host(d.t.data, v.data(), v.size() * 4);
-  return d;
-}
-
-// Fills a BF16 / F32 device tensor with NaN.
-void poison(Backend& b, const Tensor& t) {
-  if (t.dtype == DType::kBF16) {
-    std::vector<uint16_t> h(t.numel(), kBf16NaN);
-    b.copy_from_host(t.data, h.data(), h.size() * 2);
-  } else {
-    std::vector<float> h(t.numel(), std::numeric_limits<float>::quiet_NaN());
-    b.copy_from_host(t.data, h.data(), h.size() * 4);
-  }
-}
-
-std::vector<float> download(Backend& b, const Tensor& t) {
-  std::vector<float> out(t.numel());
-  if (t.dtype == DType::kBF16) {
-    std::vector<uint16_t> h(t.numel());
-    b.copy_to_host(h.data(), t.data, h.size() * 2);
-    for (size_t i = 0; i < h.size(); ++i) out[i] = bf16_to_f32(h[i]);
-  } else {
-    b.copy_to_host(out.data(), t.data, out.size() * 4);
-  }
-  return out;
-}
-
-// |got - ref| <= rel * |ref| + abs everywhere; NaN / Inf in got never pass.
-::testing::AssertionResult close(const std::vector<float>& got, const std::vector<float>& ref, double rel, double abs) {
-  if (got.size() != ref.size())
-    return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double g = got[i], r = ref[i];
-    if (!std::isfinite(g) || !(std::abs(g - r) <= rel * std::abs(r) + abs))
-      return ::testing::AssertionFailure() << "at " << i << ": got " << g << ", expected " << r << " (rel " << rel
-                                           << ", abs " << abs << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
 
 class CudaOpsTest : public ::testing::Test {
  protected:

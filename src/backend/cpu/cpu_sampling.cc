@@ -49,29 +49,31 @@ int32_t sample_row(const float* l, int64_t vocab, const SamplingRow& row, Sample
   const bool use_p = row.top_p < 1.0f;
   int cut1 = kNB - 1, cut2 = kNB - 1;  // keep (b1, b2) <= (cut1, cut2)
   if (use_k || use_p) {
-    sc.count1.assign(kNB, 0);
-    sc.mass1.assign(kNB, 0.0f);
+    sc.count1.resize(kNB);
+    sc.mass1.resize(kNB);
     sc.count2.resize(kNB);
     sc.mass2.resize(kNB);
-    int64_t total = 0;
-    for (int64_t i = 0; i < vocab; ++i) {
-      if (!(s[i] >= floor)) continue;
-      const SampleBucket b = sample_bucket(s[i], scale);
-      ++sc.count1[static_cast<size_t>(b.b1)];
-      sc.mass1[static_cast<size_t>(b.b1)] += std::exp(s[i]);
-      ++total;
-    }
-    int h2 = -1;  // the level-1 bucket count2 / mass2 hold
-    auto hist2 = [&](int bucket) {
-      std::fill(sc.count2.begin(), sc.count2.end(), 0);
-      std::fill(sc.mass2.begin(), sc.mass2.end(), 0.0f);
+    // Count and mass per bucket of the candidates: level 1 (bucket < 0, by b1) or level 2 of one
+    // level-1 bucket (by b2). Returns how many candidates it counted.
+    auto histogram = [&](std::vector<int32_t>& count, std::vector<float>& mass, int bucket) {
+      std::fill(count.begin(), count.end(), 0);
+      std::fill(mass.begin(), mass.end(), 0.0f);
+      int64_t n = 0;
       for (int64_t i = 0; i < vocab; ++i) {
         if (!(s[i] >= floor)) continue;
         const SampleBucket b = sample_bucket(s[i], scale);
-        if (b.b1 != bucket) continue;
-        ++sc.count2[static_cast<size_t>(b.b2)];
-        sc.mass2[static_cast<size_t>(b.b2)] += std::exp(s[i]);
+        if (bucket >= 0 && b.b1 != bucket) continue;
+        const size_t at = static_cast<size_t>(bucket < 0 ? b.b1 : b.b2);
+        ++count[at];
+        mass[at] += std::exp(s[i]);
+        ++n;
       }
+      return n;
+    };
+    const int64_t total = histogram(sc.count1, sc.mass1, -1);
+    int h2 = -1;  // the level-1 bucket count2 / mass2 hold
+    auto hist2 = [&](int bucket) {
+      histogram(sc.count2, sc.mass2, bucket);
       h2 = bucket;
     };
     bool partial = false;  // bucket cut1 is kept only up to cut2

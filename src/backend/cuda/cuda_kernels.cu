@@ -15,33 +15,11 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/convert.cuh"
 #include "backend/cuda/cuda_kernels.h"
 
 namespace pagoda::cuda {
 namespace {
-
-using bf16 = __nv_bfloat16;
-
-// ---- conversions --------------------------------------------------------------------------
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
-
-template <class T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }  // round to nearest even
-
-// Element i of a weight / bias / gate whose dtype is only known at run time (BF16, F16 or F32;
-// anything else was rejected on the host). The switch is uniform across a warp.
-__device__ __forceinline__ float load_any(const void* p, DType dt, int64_t i) {
-  switch (dt) {
-    case DType::kBF16: return __bfloat162float(static_cast<const bf16*>(p)[i]);
-    case DType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
-  }
-}
 
 // V consecutive elements at p as floats: one 16-byte load when V > 1 (p is then 16-byte aligned).
 template <class T, int V>
@@ -70,8 +48,6 @@ __device__ __forceinline__ void store_vec(T* p, const float (&f)[V]) {
   }
 }
 
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // Sum of v over the block, returned to every thread. blockDim.x must be a multiple of 32.
 // Called at most once per kernel (its shared memory is not reused).

@@ -34,26 +34,12 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/convert.cuh"
 #include "backend/cuda/cuda_moe.h"
 
 namespace pagoda::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-
-template <class T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
-
-__device__ __forceinline__ float nan_f() { return __int_as_float(0x7fc00000); }
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // ---- block reductions / scan (blockDim.x a multiple of 32, at most 1024) ---------------------
 // Every thread gets the result. `buf` is shared scratch of 32 elements; the trailing barrier

@@ -138,34 +138,29 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
   int cut1 = kNB - 1, cut2 = kNB - 1;
 
   if (use_k || use_p) {
-    for (int b = threadIdx.x; b < kNB; b += kThreads) {
-      sh.count1[b] = 0;
-      sh.mass1[b] = 0.0f;
-    }
-    __syncthreads();
-    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-      const float s = (l[i] - m) * inv_t;
-      if (!(s >= floor)) continue;
-      const SampleBucket b = sample_bucket(s, scale);
-      atomicAdd(&sh.count1[b.b1], 1);
-      atomicAdd(&sh.mass1[b.b1], expf(s));
-    }
-    int h2 = -1;  // the level-1 bucket count2 / mass2 hold
-    auto hist2 = [&](int bucket) {
+    // Count and mass per bucket of the candidates: level 1 (bucket < 0, by b1) or level 2 of one
+    // level-1 bucket (by b2).
+    auto histogram = [&](int* count, float* mass, int bucket) {
       __syncthreads();
       for (int b = threadIdx.x; b < kNB; b += kThreads) {
-        sh.count2[b] = 0;
-        sh.mass2[b] = 0.0f;
+        count[b] = 0;
+        mass[b] = 0.0f;
       }
       __syncthreads();
       for (int64_t i = threadIdx.x; i < V; i += kThreads) {
         const float s = (l[i] - m) * inv_t;
         if (!(s >= floor)) continue;
         const SampleBucket b = sample_bucket(s, scale);
-        if (b.b1 != bucket) continue;
-        atomicAdd(&sh.count2[b.b2], 1);
-        atomicAdd(&sh.mass2[b.b2], expf(s));
+        if (bucket >= 0 && b.b1 != bucket) continue;
+        const int at = bucket < 0 ? b.b1 : b.b2;
+        atomicAdd(&count[at], 1);
+        atomicAdd(&mass[at], expf(s));
       }
+    };
+    histogram(sh.count1, sh.mass1, -1);
+    int h2 = -1;  // the level-1 bucket count2 / mass2 hold
+    auto hist2 = [&](int bucket) {
+      histogram(sh.count2, sh.mass2, bucket);
       h2 = bucket;
     };
     bool partial = false;  // bucket cut1 is kept only up to cut2
