@@ -30,9 +30,8 @@ struct Shared {
   double before;  // and the sum before it
 };
 
-// Block-wide (value desc, index asc) arg-max; every thread gets the result.
-__device__ void block_argmax(float& v, int& i, Shared& sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// Warp-wide (value desc, index asc) arg-max; every lane gets the result.
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, v, o);
     const int oi = __shfl_xor_sync(0xffffffffu, i, o);
@@ -41,6 +40,12 @@ __device__ void block_argmax(float& v, int& i, Shared& sh) {
       i = oi;
     }
   }
+}
+
+// Block-wide (value desc, index asc) arg-max; every thread gets the result.
+__device__ void block_argmax(float& v, int& i, Shared& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  warp_argmax(v, i);
   __syncthreads();  // red_* may still be read by a previous call
   if (lane == 0) {
     sh.red_v[warp] = v;
@@ -50,14 +55,7 @@ __device__ void block_argmax(float& v, int& i, Shared& sh) {
   if (warp == 0) {
     v = lane < kThreads / 32 ? sh.red_v[lane] : -INFINITY;
     i = lane < kThreads / 32 ? sh.red_i[lane] : INT_MAX;
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-      if (ov > v || (ov == v && oi < i)) {
-        v = ov;
-        i = oi;
-      }
-    }
+    warp_argmax(v, i);
     if (lane == 0) {
       sh.red_v[0] = v;
       sh.red_i[0] = i;
