@@ -62,6 +62,9 @@ if want latency; then
   # The same without CUDA graphs: what recording the decode step saves.
   step latency_qwen3-0.6b_eager 300 "$BIN/pagoda" bench latency $M/qwen3-0.6b-random --device "$DEVICE" --input-len 8 \
     --output-len 256 --batch-size 1 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 --enforce-eager
+  # The same without async scheduling: what overlapping the host's step work with the GPU saves.
+  step latency_qwen3-0.6b_sync 300 "$BIN/pagoda" bench latency $M/qwen3-0.6b-random --device "$DEVICE" --input-len 8 \
+    --output-len 256 --batch-size 1 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 --no-async-scheduling
 fi
 want hf && step hf_qwen3-8b 300 python3 bench/peers/hf_bench.py --model $M/qwen3-8b-random --device "$DEVICE" --dtype bf16 \
   --skip-prefill --decode-prompt-len 8 --decode-tokens 128 --runs 2 --threads 16
@@ -70,6 +73,9 @@ if want throughput; then
     --output-len 128 --num-prompts 1000 --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 2048
   step throughput_qwen3-0.6b 300 "$BIN/pagoda" bench throughput $M/qwen3-0.6b-random --device "$DEVICE" --input-len 512 \
     --output-len 512 --num-prompts 256 --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 2048
+  step throughput_qwen3-0.6b_sync 300 "$BIN/pagoda" bench throughput $M/qwen3-0.6b-random --device "$DEVICE" --input-len 512 \
+    --output-len 512 --num-prompts 256 --max-num-seqs 256 --max-num-batched-tokens 8192 --max-model-len 2048 \
+    --no-async-scheduling
 fi
 if want serve; then
   # Time from `pagoda serve` start to the first completion answered, then 64 concurrent streams.

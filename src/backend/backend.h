@@ -166,6 +166,17 @@ class Backend {
     return false;
   }
 
+  // ---- asynchronous steps (async scheduling) -----------------------------------------------
+  // copy_to_host without waiting: dst holds the data once wait_event() returns for an event
+  // recorded after this call. The default (and the CPU backend) copies at once.
+  virtual void copy_to_host_async(void* dst, const void* src, size_t bytes) { copy_to_host(dst, src, bytes); }
+  // record_event(slot) marks how far the backend's queue of work has been issued; wait_event(slot)
+  // blocks until everything issued before the latest record_event(slot) has run. Slots are
+  // 0 .. kNumEvents - 1. The CPU backend runs each op when it is called: both are no-ops there.
+  static constexpr int kNumEvents = 4;
+  virtual void record_event(int slot) { (void)slot; }
+  virtual void wait_event(int slot) { (void)slot; }
+
   // ---- graphs (CUDA graphs) -----------------------------------------------------------
   // Records the ops `enqueue` issues, without running them, as a graph that replay_graph runs
   // again later on the same buffers; returns its id. -1 when this backend has no graphs (the CPU
@@ -219,6 +230,10 @@ class Backend {
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) = 0;
   // a += b (same shape).
   virtual void add(Tensor a, const Tensor& b) = 0;
+  // ids[feed[i, 0]] = sampled[feed[i, 1]] for every i (all I32; feed [N, 2]): tokens that the
+  // step before sampled into `sampled`, fed into this step's token ids without a trip through
+  // the host (async scheduling).
+  virtual void feed_tokens(Tensor ids, const Tensor& feed, const Tensor& sampled) = 0;
 
   // ---- sampling -------------------------------------------------------------------------
   // tokens[r] (I32 [R]) = one draw from row r of logits (F32 [R, V]) under rows[r] (the R

@@ -95,6 +95,10 @@ EngineConfig engine_config_from_args(const Args& args) {
                " is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   c.enable_prefix_caching = !args.flag("--no-enable-prefix-caching");
   if (args.flag("--enforce-eager")) c.cuda_graphs = 0;
+  PAGODA_CHECK(!(args.flag("--async-scheduling") && args.flag("--no-async-scheduling")),
+               "--async-scheduling and --no-async-scheduling contradict each other");
+  if (args.flag("--async-scheduling")) c.async_scheduling = 1;
+  if (args.flag("--no-async-scheduling")) c.async_scheduling = 0;
   return c;
 }
 
@@ -314,7 +318,7 @@ int batch_generate_command(int argc, char** argv) {
   for (const char* f : {"--input", "--output", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p",
                         "--seed"})
     value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--ignore-eos", "--no-add-special-tokens"});
+  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling", "--ignore-eos", "--no-add-special-tokens"});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda generate MODEL_DIR --input prompts.jsonl [--output out.jsonl] [options]");
   const std::string model_dir = args.positionals()[0];

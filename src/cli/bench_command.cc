@@ -111,7 +111,7 @@ std::unique_ptr<LLMEngine> make_engine(const Args& args, int input_len, int outp
 int throughput(int argc, char** argv) {
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--input-len", "--output-len", "--num-prompts", "--seed"}) value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager"});
+  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling"});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda bench throughput MODEL_DIR --input-len N --output-len M --num-prompts P");
   const int input_len = positive(args, "--input-len", 0, true);
@@ -144,7 +144,7 @@ int throughput(int argc, char** argv) {
 int prefix_caching(int argc, char** argv) {
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--prefix-len", "--suffix-len", "--output-len", "--num-prompts", "--seed"}) value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager"});
+  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling"});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda bench prefix-caching MODEL_DIR --prefix-len N --suffix-len M --num-prompts P");
   const int prefix_len = positive(args, "--prefix-len", 1024, false);
@@ -203,7 +203,7 @@ int latency(int argc, char** argv) {
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--input-len", "--output-len", "--batch-size", "--num-iters", "--num-iters-warmup", "--seed"})
     value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager"});
+  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling"});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda bench latency MODEL_DIR --input-len N --output-len M --batch-size B");
   // vLLM's defaults: --input-len 32 --output-len 128 --batch-size 8 (required-ness relaxed).

@@ -89,7 +89,7 @@ int serve_command(int argc, char** argv) {
   value_flags.erase("--max-model-len");  // parsed here (accepts 32k)
   value_flags.insert("--max-model-len");
   Args args(argc, argv, value_flags,
-            {"--no-enable-prefix-caching", "--enable-prefix-caching", "--enforce-eager", "--enable-auto-tool-choice",
+            {"--no-enable-prefix-caching", "--enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling", "--enable-auto-tool-choice",
              "--enable-chunked-prefill", "--disable-log-stats", "--enable-log-requests", "--disable-log-requests"});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: pagoda serve MODEL_DIR [--host H] [--port P] [options]");
   const std::string model_dir = args.positionals()[0];
@@ -110,7 +110,7 @@ int serve_command(int argc, char** argv) {
     std::vector<char*> ptrs;
     for (std::string& s : rewritten) ptrs.push_back(s.data());
     ec = engine_config_from_args(Args(static_cast<int>(ptrs.size()), ptrs.data(), value_flags,
-                                      {"--no-enable-prefix-caching", "--enable-prefix-caching", "--enforce-eager",
+                                      {"--no-enable-prefix-caching", "--enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling",
                                        "--enable-auto-tool-choice", "--enable-chunked-prefill", "--disable-log-stats",
                                        "--enable-log-requests", "--disable-log-requests"}));
   }

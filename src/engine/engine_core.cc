@@ -113,6 +113,12 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   rc.graphs = config_.cuda_graphs;
   runner_ = std::make_unique<ModelRunner>(model, backend, rc);
   backend_sampling_ = config_.backend_sampling == 1 || (config_.backend_sampling < 0 && backend.samples_on_device());
+  // Overlap needs tokens that stay on the device: only with backend sampling.
+  async_ = backend_sampling_ &&
+           (config_.async_scheduling == 1 || (config_.async_scheduling < 0 && backend.samples_on_device()));
+  if (config_.async_scheduling == 1 && !async_)
+    log_info("--async-scheduling has no effect here: it overlaps steps whose tokens are sampled on the device (",
+             backend.name(), " samples on the host)");
 }
 
 void EngineCore::add_request(EngineCoreRequest req) {
@@ -147,7 +153,7 @@ void EngineCore::add_request(EngineCoreRequest req) {
   }
 
   Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids, config_.token_vocabulary);
-  PerRequest pr{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1), false, SamplingRow{}};
+  PerRequest pr{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1), false, SamplingRow{}, 0};
   // What the backend covers: temperature / top-k / top-p / min-p after penalties, logit_bias and
   // min_tokens (LogitEdits). Logprobs, allowed_token_ids and grammars stay with the Sampler.
   pr.on_backend = backend_sampling_ && !p.logprobs && !p.allowed_token_ids && !p.structured_output;
@@ -170,7 +176,7 @@ void EngineCore::add_request(EngineCoreRequest req) {
 void EngineCore::abort(const std::string& request_id) { scheduler_->abort(request_id); }
 
 bool EngineCore::has_unfinished_requests() const {
-  return scheduler_->has_unfinished_requests() || scheduler_->has_pending_outputs();
+  return scheduler_->has_unfinished_requests() || scheduler_->has_pending_outputs() || !launched_.empty();
 }
 
 EngineCoreOutput EngineCore::convert(SchedulerRequestOutput&& o) {
@@ -186,8 +192,15 @@ EngineCoreOutput EngineCore::convert(SchedulerRequestOutput&& o) {
 
 std::vector<EngineCoreOutput> EngineCore::step() {
   std::vector<EngineCoreOutput> outs;
+  // A step in flight whose tokens or logits the host needs is finished before the next one is
+  // scheduled; one whose tokens stay on the device is not (async scheduling).
+  if (!launched_.empty() && !launched_.front().pipelined) collect(outs);
   SchedulerOutput so = scheduler_->schedule();
   if (so.empty()) {
+    if (!launched_.empty()) {
+      collect(outs);
+      return outs;
+    }
     for (SchedulerRequestOutput& o : scheduler_->take_aborted()) {
       samplers_.erase(o.request_id);
       outs.push_back(convert(std::move(o)));
@@ -195,9 +208,17 @@ std::vector<EngineCoreOutput> EngineCore::step() {
     return outs;
   }
   ++num_steps_;
+  if (!launched_.empty()) ++num_overlapped_steps_;
+  launch(std::move(so));
+  // Async: the step before is finished while this one runs. Otherwise this one, now.
+  if (!async_ || launched_.size() == 2) collect(outs);
+  return outs;
+}
+
+void EngineCore::launch(SchedulerOutput so) {
   // Backend sampling: one SamplingRow per logits row (rows it does not cover: greedy, unused);
   // the logits come back only when a row needs the host (prompt logprobs, a Sampler request).
-  bool any_backend = false, want_logits = !backend_sampling_;
+  bool any_backend = false, want_logits = !backend_sampling_, pipelined = async_;
   if (backend_sampling_) {
     BackendSamplingInput& in = backend_input_;
     in.rows.clear();
@@ -213,16 +234,31 @@ std::vector<EngineCoreOutput> EngineCore::step() {
       for (int k = 0; k < s.num_prompt_logprob_rows; ++k) next_row(SamplingRow{});
       want_logits = want_logits || s.num_prompt_logprob_rows > 0;
       if (!s.samples) continue;
-      if (pr.on_backend) pr.sampler.append_edits(in.edits, pr.row);
-      next_row(pr.on_backend ? pr.row : SamplingRow{});
+      if (pr.on_backend) {
+        pr.sampler.append_edits(in.edits, pr.row, pr.num_in_flight);
+        next_row(pr.row);
+        ++pr.row.offset;  // the next draw, also when the next step is scheduled before this one ran
+        ++pr.num_in_flight;
+        // Penalties need this token on the host before the next step's edits can be made.
+        pipelined = pipelined && !pr.sampler.uses_penalties();
+      } else {
+        next_row(SamplingRow{});
+      }
       any_backend = any_backend || pr.on_backend;
       want_logits = want_logits || !pr.on_backend;
     }
     if (in.edits.empty()) in.offsets.clear();
   }
+  runner_->launch(so, *kv_, any_backend ? &backend_input_ : nullptr, want_logits);
+  launched_.push_back(Launched{std::move(so), pipelined && !want_logits});
+}
+
+void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
+  PAGODA_ASSERT(!launched_.empty());
+  const SchedulerOutput so = std::move(launched_.front().so);
+  launched_.pop_front();
   // The sampler edits its row in place (penalties, masks): the rows are the runner's host copy.
-  const ModelRunner::StepResult result =
-      runner_->execute(so, *kv_, any_backend ? &backend_input_ : nullptr, want_logits);
+  const ModelRunner::StepResult result = runner_->wait();
   float* rows = result.logits.data();
   const int64_t vocab = vocab_size();
   sampled_.assign(so.scheduled.size(), -1);
@@ -235,6 +271,11 @@ std::vector<EngineCoreOutput> EngineCore::step() {
     if (s.num_computed_tokens < r.num_prompt_tokens)
       num_prompt_tokens_ += std::min(s.num_new_tokens, r.num_prompt_tokens - s.num_computed_tokens);
     if (s.num_logits_rows() == 0) continue;
+    // Finished since this step was launched (aborted, or stopped by the step before): dropped.
+    if (r.finished()) {
+      row += s.num_logits_rows();
+      continue;
+    }
     PerRequest& pr = samplers_.at(r.request_id);
     if (s.num_prompt_logprob_rows > 0) {
       PAGODA_ASSERT(pr.prompt_logprobs >= 0);
@@ -249,7 +290,7 @@ std::vector<EngineCoreOutput> EngineCore::step() {
     if (pr.on_backend) {
       sampled_[i] = result.sampled[static_cast<size_t>(row++)];
       pr.sampler.accept(sampled_[i]);
-      ++pr.row.offset;
+      --pr.num_in_flight;
       ++num_sampled;
       continue;
     }
@@ -282,7 +323,6 @@ std::vector<EngineCoreOutput> EngineCore::step() {
     e.new_prompt_logprobs = std::move(lps);
     outs.push_back(std::move(e));
   }
-  return outs;
 }
 
 EngineStats EngineCore::stats() const {
@@ -300,6 +340,7 @@ EngineStats EngineCore::stats() const {
   e.num_steps = num_steps_;
   e.num_prompt_tokens = num_prompt_tokens_;
   e.num_generation_tokens = num_generation_tokens_;
+  e.num_overlapped_steps = num_overlapped_steps_;
   return e;
 }
 

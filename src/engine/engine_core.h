@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +57,13 @@ struct EngineConfig {
   // graphs): -1 when the backend and the model allow it, 0 never (--enforce-eager), 1 also the
   // padded decode layout on the CPU backend (tests).
   int cuda_graphs = -1;
+  // Async scheduling (vLLM's --async-scheduling): step N+1 is scheduled and issued while the
+  // backend still runs step N, its tokens fed on the device (Scheduler, ModelRunner::launch);
+  // only with backend sampling, and a step is not overlapped when a request in it needs its
+  // token on the host first (logprobs, allowed_token_ids, structured output, penalties, prompt
+  // logprobs). -1: when the backend samples on the device (a GPU), 0 never
+  // (--no-async-scheduling), 1 always (tests on the CPU, where the backend runs each op at once).
+  int async_scheduling = -1;
 };
 
 struct EngineCoreRequest {
@@ -92,6 +100,8 @@ struct EngineStats {
   int64_t num_steps = 0;
   int64_t num_prompt_tokens = 0;      // prompt tokens computed (prefix-cache hits excluded)
   int64_t num_generation_tokens = 0;  // tokens sampled
+  // Async scheduling: steps issued while the step before was still running.
+  int64_t num_overlapped_steps = 0;
 };
 
 class EngineCore {
@@ -117,6 +127,11 @@ class EngineCore {
 
  private:
   EngineCoreOutput convert(SchedulerRequestOutput&& o);
+  // Issues a scheduled step to the model runner (with its backend-sampling rows).
+  void launch(SchedulerOutput so);
+  // Waits for the oldest launched step, samples on the host what it must, updates the scheduler
+  // and appends every request's news to outs.
+  void collect(std::vector<EngineCoreOutput>& outs);
 
   EngineConfig config_;
   std::unique_ptr<KvCacheManager> kv_;
@@ -129,14 +144,22 @@ class EngineCore {
     // Sampled by Backend::sample_tokens (the whole request: its draws follow one generator).
     bool on_backend = false;
     SamplingRow row;  // its settings; row.offset counts its draws
+    int num_in_flight = 0;  // backend draws launched and not yet collected
   };
   std::unordered_map<std::string, PerRequest> samplers_;
   std::vector<int32_t> sampled_;  // scratch: one entry per scheduled request
   bool backend_sampling_ = false;
+  bool async_ = false;
+  struct Launched {
+    SchedulerOutput so;
+    bool pipelined = false;  // the next step may be scheduled before this one is collected
+  };
+  std::deque<Launched> launched_;  // issued, not yet collected (at most two, briefly)
   BackendSamplingInput backend_input_;  // scratch: one row (and its edits) per logits row
   int64_t num_steps_ = 0;
   int64_t num_prompt_tokens_ = 0;
   int64_t num_generation_tokens_ = 0;
+  int64_t num_overlapped_steps_ = 0;
 };
 
 // The ModelLoadOptions a model needs to serve under this config.

@@ -46,7 +46,7 @@ void KvCacheManager::update_block_hashes(Request& request, int num_full_blocks) 
   std::vector<BlockHash>& hashes = request.block_hashes;
   // Tokens are only ever appended, so existing hashes stay valid; a shorter sequence (should the
   // scheduler ever roll tokens back) invalidates the hashes past its end.
-  const int max_blocks = request.num_tokens() / bs;
+  const int max_blocks = request.num_known_tokens() / bs;
   if (static_cast<int>(hashes.size()) > max_blocks) hashes.resize(static_cast<size_t>(max_blocks));
   num_full_blocks = std::min(num_full_blocks, max_blocks);
   for (int i = static_cast<int>(hashes.size()); i < num_full_blocks; ++i) {
@@ -59,6 +59,7 @@ void KvCacheManager::update_block_hashes(Request& request, int num_full_blocks) 
 ComputedBlocks KvCacheManager::get_computed_blocks(Request& request) {
   ComputedBlocks out;
   out.blocks.block_ids.resize(specs_.size());
+  PAGODA_ASSERT(request.num_output_placeholders == 0);  // waiting requests have every token
   if (!enable_prefix_caching_ || request.skip_reading_prefix_cache || request.num_tokens() == 0) return out;
 
   const int bs = block_size();
@@ -120,7 +121,7 @@ bool KvCacheManager::allocate_slots(Request& request, int num_new_tokens, int nu
   table.insert(table.end(), fresh.begin(), fresh.end());
 
   if (enable_prefix_caching_) {
-    cache_full_blocks(request, blocks, static_cast<int>(std::min<int64_t>(total, request.num_tokens())));
+    cache_full_blocks(request, blocks, static_cast<int>(std::min<int64_t>(total, request.num_known_tokens())));
     // The lookup is counted once it took effect: a request that waits for memory and looks
     // again next step is not counted twice. Resumed (preempted) requests are counted apart.
     if (admission && !request.skip_reading_prefix_cache) {

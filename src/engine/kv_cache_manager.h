@@ -90,7 +90,7 @@ class KvCacheManager {
   // Makes room for num_new_tokens more tokens after request.num_computed_tokens +
   // num_new_computed_tokens (the latter covered by new_computed_blocks, the hits from
   // get_computed_blocks, which are only passed when the request holds no blocks). Blocks that
-  // will be full once this step ran are entered into the prefix cache (the step writes their KV
+  // will be full of known tokens (no placeholders) once this step ran are entered into the prefix cache (the step writes their KV
   // before any later step can read it). Returns false, changing nothing, if the pool is short.
   bool allocate_slots(Request& request, int num_new_tokens, int num_new_computed_tokens = 0,
                       const KvCacheBlocks& new_computed_blocks = {});

@@ -54,7 +54,13 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   logits_idx_.reserve(rows);
   const size_t staged =
       3 * T + (seqs + 1) + seqs + seqs * static_cast<size_t>(max_blocks_per_seq_) + rows + seqs + (rows + 1);
-  staging_ = backend.allocate_host(staged * sizeof(int32_t));
+  feed_buf_ = backend.allocate(2 * T * sizeof(int32_t));
+  feed_.reserve(2 * T);
+  for (HostSet& h : host_) {
+    h.staging = backend.allocate_host((staged + 2 * T) * sizeof(int32_t));
+    h.rows = backend.allocate_host(rows * sizeof(SamplingRow));
+    h.sampled = backend.allocate_host(rows * sizeof(int32_t));
+  }
   logits_host_ = backend.allocate_host(rows * static_cast<size_t>(vocab_) * sizeof(float));
   const bool replayable = model.replayable_decode() && model.num_state_slots() == 0;
   if (config_.graphs != 0 && replayable && (backend.has_graphs() || config_.graphs == 1)) {
@@ -66,13 +72,32 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   }
   sample_rows_buf_ = backend.allocate(rows * sizeof(SamplingRow));
   sampled_buf_ = backend.allocate(rows * sizeof(int32_t));
-  rows_host_ = backend.allocate_host(rows * sizeof(SamplingRow));
-  sampled_host_ = backend.allocate_host(rows * sizeof(int32_t));
   edit_offsets_buf_ = backend.allocate((rows + 1) * sizeof(int32_t));
 }
 
 ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
                                              const BackendSamplingInput* sampling, bool want_logits) {
+  launch(output, kv_cache, sampling, want_logits);
+  return wait();
+}
+
+ModelRunner::StepResult ModelRunner::wait() {
+  PAGODA_ASSERT(!in_flight_.empty());
+  const InFlight f = in_flight_.front();
+  in_flight_.erase(in_flight_.begin());
+  backend_.wait_event(f.parity);
+  StepResult result;
+  const auto L = static_cast<size_t>(f.num_rows);
+  if (f.sampled) result.sampled = {static_cast<const int32_t*>(host_[f.parity].sampled.data()), L};
+  if (f.logits) result.logits = {static_cast<float*>(logits_host_.data()), L * static_cast<size_t>(vocab_)};
+  return result;
+}
+
+void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv_cache,
+                         const BackendSamplingInput* sampling, bool want_logits) {
+  PAGODA_CHECK(in_flight_.size() < 2, "ModelRunner: two steps are already in flight");
+  const int parity = next_parity_;
+  HostSet& host = host_[parity];
   const int num_seqs = static_cast<int>(output.scheduled.size());
   PAGODA_ASSERT(num_seqs > 0 && num_seqs <= config_.max_num_seqs);
   PAGODA_ASSERT(output.total_num_scheduled_tokens <= config_.max_num_batched_tokens);
@@ -86,6 +111,8 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
   seq_lens_.clear();
   logits_idx_.clear();
   state_slots_.clear();
+  feed_.clear();
+  sampled_rows_.clear();
   const bool hybrid = model_.num_state_slots() > 0;
   int32_t max_query_len = 0, max_seq_len = 0;
   // A decode step of at most the largest capture size takes the fixed (graph) layout: padded to
@@ -119,7 +146,16 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
               tables_.begin() + static_cast<std::ptrdiff_t>(i) * width);
     const int32_t first_row = static_cast<int32_t>(ids_.size());
     for (int p = start; p < len; ++p) {
-      ids_.push_back(r.all_token_ids[static_cast<size_t>(p)]);
+      const int32_t token = r.all_token_ids[static_cast<size_t>(p)];
+      if (token == kPlaceholderToken) {  // sampled by the step in flight: fed on the device
+        auto it = std::find_if(last_sampled_rows_.begin(), last_sampled_rows_.end(),
+                               [&](const auto& e) { return e.first == &r; });
+        PAGODA_CHECK(it != last_sampled_rows_.end(), "request '", r.request_id, "': token ", p,
+                     " is not known yet and the step before does not sample it on the backend");
+        feed_.push_back(static_cast<int32_t>(ids_.size()));
+        feed_.push_back(it->second);
+      }
+      ids_.push_back(token == kPlaceholderToken ? 0 : token);
       pos_.push_back(p);
       slots_.push_back(table[static_cast<size_t>(p / bs)] * bs + p % bs);
     }
@@ -127,7 +163,10 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
                   (s.prompt_logprob_begin >= start && s.prompt_logprob_begin + s.num_prompt_logprob_rows <= len));
     for (int k = 0; k < s.num_prompt_logprob_rows; ++k)
       logits_idx_.push_back(first_row + (s.prompt_logprob_begin - start) + k);
-    if (s.samples) logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
+    if (s.samples) {
+      sampled_rows_.emplace_back(&r, static_cast<int32_t>(logits_idx_.size()));
+      logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
+    }
     qsl_.push_back(static_cast<int32_t>(ids_.size()));
     seq_lens_.push_back(len);
     max_query_len = std::max(max_query_len, n);
@@ -154,12 +193,13 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
   const int T = static_cast<int>(ids_.size());
   const int L_fwd = static_cast<int>(logits_idx_.size());
 
-  if (staging_in_flight_) backend_.synchronize();  // the last step's copies may still read staging_
-  int32_t* stage = static_cast<int32_t*>(staging_.data());
+  // host (this parity's set) was last used by the step before the one in flight, which has been
+  // waited for: its copies have all run.
+  int32_t* stage = static_cast<int32_t*>(host.staging.data());
   size_t staged = 0;
   auto upload = [&](const DeviceBuffer& buf, const std::vector<int32_t>& v) {
     if (v.empty()) return;
-    PAGODA_ASSERT((staged + v.size()) * sizeof(int32_t) <= staging_.size());
+    PAGODA_ASSERT((staged + v.size()) * sizeof(int32_t) <= host.staging.size());
     std::copy(v.begin(), v.end(), stage + staged);
     backend_.copy_from_host(buf.data(), stage + staged, v.size() * sizeof(int32_t));
     staged += v.size();
@@ -172,24 +212,29 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
   upload(tables_buf_, tables_);
   upload(logits_idx_buf_, logits_idx_);
   if (hybrid) upload(state_slots_buf_, state_slots_);
+  upload(feed_buf_, feed_);
+  if (!feed_.empty())
+    backend_.feed_tokens(ids_buf_.as(DType::kI32, {T}),
+                         feed_buf_.as(DType::kI32, {static_cast<int64_t>(feed_.size() / 2), 2}),
+                         sampled_buf_.as(DType::kI32, {config_.max_num_logits}));
   const bool backend_samples = sampling != nullptr && L > 0;
   const bool edits = backend_samples && !sampling->edits.empty();
   if (backend_samples) {
     PAGODA_ASSERT(static_cast<int>(sampling->rows.size()) == L);
-    std::copy(sampling->rows.begin(), sampling->rows.end(), static_cast<SamplingRow*>(rows_host_.data()));
-    backend_.copy_from_host(sample_rows_buf_.data(), rows_host_.data(), static_cast<size_t>(L) * sizeof(SamplingRow));
+    std::copy(sampling->rows.begin(), sampling->rows.end(), static_cast<SamplingRow*>(host.rows.data()));
+    backend_.copy_from_host(sample_rows_buf_.data(), host.rows.data(), static_cast<size_t>(L) * sizeof(SamplingRow));
   }
   if (edits) {
     PAGODA_ASSERT(static_cast<int>(sampling->offsets.size()) == L + 1 &&
                   sampling->offsets.back() == static_cast<int32_t>(sampling->edits.size()));
     const size_t bytes = sampling->edits.size() * sizeof(LogitEdit);
-    if (edits_host_.size() < bytes) {  // grown (rarely: prompts are long or penalties many)
-      const size_t cap = std::max(bytes, 2 * edits_host_.size());
-      edits_host_ = backend_.allocate_host(cap);
-      edits_buf_ = backend_.allocate(cap);
+    if (host.edits.size() < bytes) {  // grown (rarely: prompts are long or penalties many)
+      const size_t cap = std::max(bytes, 2 * host.edits.size());
+      host.edits = backend_.allocate_host(cap);
+      host.edits_dev = backend_.allocate(cap);
     }
-    std::copy(sampling->edits.begin(), sampling->edits.end(), static_cast<LogitEdit*>(edits_host_.data()));
-    backend_.copy_from_host(edits_buf_.data(), edits_host_.data(), bytes);
+    std::copy(sampling->edits.begin(), sampling->edits.end(), static_cast<LogitEdit*>(host.edits.data()));
+    backend_.copy_from_host(host.edits_dev.data(), host.edits.data(), bytes);
     upload(edit_offsets_buf_, sampling->offsets);
   }
 
@@ -228,27 +273,32 @@ ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, cons
   } else {
     forward();
   }
-  staging_in_flight_ = true;
-  StepResult result;
-  if (L == 0) return result;
-  if (backend_samples) {
+  InFlight f;
+  f.parity = parity;
+  f.num_rows = L;
+  if (L > 0 && backend_samples) {
     Tensor tokens = sampled_buf_.as(DType::kI32, {L});
     if (edits)
       backend_.apply_logit_edits(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, kSamplingRowWords}),
-                                 edits_buf_.as(DType::kI32, {static_cast<int64_t>(sampling->edits.size()), 4}),
+                                 host.edits_dev.as(DType::kI32, {static_cast<int64_t>(sampling->edits.size()), 4}),
                                  edit_offsets_buf_.as(DType::kI32, {L + 1}));
     backend_.sample_tokens(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, kSamplingRowWords}), tokens);
-    backend_.copy_to_host(sampled_host_.data(), sampled_buf_.data(), static_cast<size_t>(L) * sizeof(int32_t));
-    result.sampled = {static_cast<const int32_t*>(sampled_host_.data()), static_cast<size_t>(L)};
+    backend_.copy_to_host_async(host.sampled.data(), sampled_buf_.data(), static_cast<size_t>(L) * sizeof(int32_t));
+    f.sampled = true;
   }
-  if (want_logits) {
+  if (L > 0 && want_logits) {
+    PAGODA_CHECK(std::none_of(in_flight_.begin(), in_flight_.end(), [](const InFlight& x) { return x.logits; }),
+                 "ModelRunner: the step in flight still wants its logits");
     const size_t n = static_cast<size_t>(L) * static_cast<size_t>(vocab_);
-    backend_.copy_to_host(logits_host_.data(), logits_buf_.data(), n * sizeof(float));  // waits for the step
-    result.logits = {static_cast<float*>(logits_host_.data()), n};
+    backend_.copy_to_host_async(logits_host_.data(), logits_buf_.data(), n * sizeof(float));
+    f.logits = true;
   }
-  // copy_to_host waits for the stream: the staged inputs have been read.
-  if (backend_samples || want_logits) staging_in_flight_ = false;
-  return result;
+  backend_.record_event(parity);
+  in_flight_.push_back(f);
+  next_parity_ ^= 1;
+  // Placeholders of the next step can be fed from the rows this step samples on the backend.
+  last_sampled_rows_.clear();
+  if (f.sampled) last_sampled_rows_.swap(sampled_rows_);
 }
 
 }  // namespace pagoda

@@ -57,10 +57,23 @@ class ModelRunner {
     // With sample_rows: the token Backend::sample_tokens drew from each logits row.
     std::span<const int32_t> sampled;
   };
-  // Runs one step. `sampling` has the backend edit (penalties, ...) and sample every logits row
-  // where the logits are, copying back only the token ids; want_logits copies the logits rows too.
+  // Runs one step: launch() then wait().
   StepResult execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
                      const BackendSamplingInput* sampling = nullptr, bool want_logits = true);
+
+  // Issues one step to the backend without waiting for it (async scheduling: the host schedules
+  // the next step meanwhile). `sampling` has the backend edit (penalties, ...) and sample every
+  // logits row where the logits are, copying back only the token ids; want_logits copies the
+  // logits rows too. Tokens of the scheduled chunks that are kPlaceholderToken must be ones the
+  // previously launched step samples on the backend: they are fed from its sampled tokens on
+  // the device. At most two steps may be launched and not waited for, and only one of them may
+  // want logits.
+  void launch(const SchedulerOutput& output, const KvCacheManager& kv_cache,
+              const BackendSamplingInput* sampling = nullptr, bool want_logits = true);
+  // Waits for the oldest launched step that has not been waited for and returns what it handed
+  // back (valid until the next launch() after the next wait()).
+  StepResult wait();
+  int num_in_flight() const { return static_cast<int>(in_flight_.size()); }
 
   int64_t vocab_size() const { return vocab_; }
   const ModelRunnerConfig& config() const { return config_; }
@@ -77,19 +90,34 @@ class ModelRunner {
   int64_t vocab_ = 0;
   int max_blocks_per_seq_ = 0;
   KvCache kv_;
-  // Backend buffers, built on the host in the vectors, then staged through one host buffer
+  // Backend buffers, built on the host in the vectors, then staged through a host buffer
   // (page-locked on a GPU: the copies run asynchronously) into the backend buffers.
   DeviceBuffer ids_buf_, pos_buf_, slot_buf_, qsl_buf_, seq_lens_buf_, tables_buf_, logits_idx_buf_, logits_buf_;
   DeviceBuffer state_slots_buf_;  // hybrid models: each sequence's recurrent-state slot
-  std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_, state_slots_;
-  DeviceBuffer staging_;      // host: the int32 inputs of one step
-  DeviceBuffer logits_host_;  // host: the logits rows of one step
-  // Backend sampling: the rows' settings (staged through rows_host_) and the drawn tokens.
-  DeviceBuffer sample_rows_buf_, sampled_buf_, rows_host_, sampled_host_;
-  DeviceBuffer edit_offsets_buf_, edits_buf_, edits_host_;  // edits: grown on demand
-  // Copies were enqueued from staging_ since the backend last synchronised (a step without
-  // logits returns without waiting); the next step synchronises before reusing staging_.
-  bool staging_in_flight_ = false;
+  DeviceBuffer feed_buf_;         // [T, 2]: (token row, sampled row of the step before) (Backend::feed_tokens)
+  std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_, state_slots_, feed_;
+  // Backend sampling: the rows' settings, the drawn tokens, the edits (grown on demand).
+  DeviceBuffer sample_rows_buf_, sampled_buf_, edit_offsets_buf_;
+  // Host memory a launched step reads or writes asynchronously, one set per parity: step k uses
+  // set k % 2 and signals event k % 2, so a set is only reused after its step was waited for.
+  struct HostSet {
+    DeviceBuffer staging;   // the int32 inputs of one step
+    DeviceBuffer rows;      // SamplingRows
+    DeviceBuffer sampled;   // the drawn tokens
+    DeviceBuffer edits, edits_dev;  // LogitEdits (host and backend copies, grown on demand)
+  };
+  HostSet host_[2];
+  DeviceBuffer logits_host_;  // host: the logits rows of one step (one launched step at a time wants them)
+  struct InFlight {
+    int parity = 0;
+    int num_rows = 0;  // logits rows
+    bool sampled = false;
+    bool logits = false;
+  };
+  std::vector<InFlight> in_flight_;  // launched and not waited for, oldest first
+  int next_parity_ = 0;
+  // The sampled_buf_ row of each request that the last launched step samples on the backend.
+  std::vector<std::pair<const Request*, int32_t>> last_sampled_rows_, sampled_rows_;
   std::vector<int> capture_sizes_;
   bool backend_graphs_ = false;        // record and replay (cleared if a recording fails)
   std::vector<std::pair<int, int>> graph_of_;  // (padded batch size, graph id)

@@ -13,6 +13,10 @@
 
 namespace pagoda {
 
+// Stands in all_token_ids for a token that a step in flight is sampling (async scheduling): the
+// scheduler appends one when it schedules a sampling step and the step's output replaces it.
+inline constexpr int32_t kPlaceholderToken = -1;
+
 enum class RequestStatus {
   kWaiting,          // never scheduled yet
   kRunning,
@@ -35,7 +39,10 @@ inline const char* finish_reason(RequestStatus s) {
 
 struct Request {
   std::string request_id;
-  std::vector<int32_t> all_token_ids;  // prompt + output so far
+  std::vector<int32_t> all_token_ids;  // prompt + output so far (the last ones may be placeholders)
+  // Trailing entries of all_token_ids that are kPlaceholderToken: sampled by steps that have
+  // been scheduled but whose output has not been processed yet (at most one per step in flight).
+  int num_output_placeholders = 0;
   int num_prompt_tokens = 0;
   // Tokens whose KV is in the cache (prefix hits + computed chunks); the scheduler advances it
   // after each step and resets it to 0 on preemption.
@@ -74,6 +81,8 @@ struct Request {
 
   int num_tokens() const { return static_cast<int>(all_token_ids.size()); }
   int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
+  // Tokens whose ids are known (placeholders excluded): what block hashes may cover.
+  int num_known_tokens() const { return num_tokens() - num_output_placeholders; }
   bool finished() const { return is_finished(status); }
 };
 

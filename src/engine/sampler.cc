@@ -274,7 +274,7 @@ void Sampler::apply_processors(float* logits) const {
   }
 }
 
-void Sampler::append_edits(std::vector<LogitEdit>& out, SamplingRow& row) {
+void Sampler::append_edits(std::vector<LogitEdit>& out, SamplingRow& row, int in_flight) {
   row.repetition_penalty = params_.repetition_penalty;
   row.presence_penalty = params_.presence_penalty;
   row.frequency_penalty = params_.frequency_penalty;
@@ -288,7 +288,7 @@ void Sampler::append_edits(std::vector<LogitEdit>& out, SamplingRow& row) {
     }
     return out[it->second];
   };
-  if (num_output_ < params_.min_tokens)
+  if (num_output_ + in_flight < params_.min_tokens)
     for (int32_t id : min_tokens_masked_) at(id).flags |= kEditMask;
   for (const auto& [id, bias] : bias_) at(id).bias += bias;
   if (!use_penalties_) return;

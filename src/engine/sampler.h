@@ -50,7 +50,12 @@ class Sampler {  // one per request
   // For Backend::apply_logit_edits: what apply_processors would do to this row now, except
   // allowed_token_ids and structured output (requests with those are sampled here), as one
   // LogitEdit per affected token appended to `out`; the penalties go in `row`.
-  void append_edits(std::vector<LogitEdit>& out, SamplingRow& row);
+  // in_flight: tokens already drawn elsewhere for this request but not accept()ed yet (async
+  // scheduling); they count for min_tokens. (Penalties need the tokens themselves: see
+  // uses_penalties.)
+  void append_edits(std::vector<LogitEdit>& out, SamplingRow& row, int in_flight = 0);
+  // Whether the edits depend on which tokens were drawn (repetition / presence / frequency).
+  bool uses_penalties() const { return use_penalties_; }
   // A token drawn elsewhere (Backend::sample_tokens): recorded for penalties and min_tokens.
   void accept(int32_t token) { record(token); }
 

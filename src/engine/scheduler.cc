@@ -40,13 +40,7 @@ const Request* Scheduler::find(const std::string& request_id) const {
 bool Scheduler::abort(const std::string& request_id) {
   auto it = requests_.find(request_id);
   if (it == requests_.end()) return false;
-  Request* r = it->second.get();
-  if (r->status == RequestStatus::kRunning) {
-    running_.erase(std::ranges::find(running_, r));
-  } else {
-    waiting_.erase(std::ranges::find(waiting_, r));
-  }
-  aborted_.push_back(finish(r, RequestStatus::kFinishedAborted));
+  aborted_.push_back(finish(it->second.get(), RequestStatus::kFinishedAborted));
   return true;
 }
 
@@ -116,6 +110,10 @@ SchedulerOutput Scheduler::schedule() {
   // Running requests, oldest first.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Request* r = running_[i];
+    if (r->num_output_placeholders > 0 && ends_by_length(*r)) {  // its last token is in flight
+      ++i;
+      continue;
+    }
     const int remaining = r->num_tokens() - r->num_computed_tokens;
     PAGODA_ASSERT(remaining > 0);
     ScheduledRequest s;
@@ -183,63 +181,80 @@ SchedulerOutput Scheduler::schedule() {
     rows_left -= s.num_logits_rows();
   }
 
+  // Advance every scheduled request as if the step had run (see the header): the next step can
+  // be scheduled before this one's tokens are known.
   for (const ScheduledRequest& s : out.scheduled) {
     out.total_num_scheduled_tokens += s.num_new_tokens;
     if (s.samples) ++out.num_sampling;
     out.num_logits_rows += s.num_logits_rows();
+    Request* r = s.request;
+    r->num_computed_tokens = s.num_computed_tokens + s.num_new_tokens;
+    if (s.num_prompt_logprob_rows > 0)
+      r->num_prompt_logprobs_done = std::max(r->num_prompt_logprobs_done, s.prompt_logprob_begin + s.num_prompt_logprob_rows);
+    if (s.samples) {
+      PAGODA_ASSERT(r->num_computed_tokens == r->num_tokens());
+      r->all_token_ids.push_back(kPlaceholderToken);
+      ++r->num_output_placeholders;
+    }
   }
   PAGODA_ASSERT(out.num_logits_rows <= max_num_logits_);
+  if (!out.scheduled.empty()) out.step_id = ++num_scheduled_steps_;
   return out;
 }
 
-std::optional<RequestStatus> Scheduler::check_stop(const Request& r) const {
-  const int32_t last = r.all_token_ids.back();
-  if (r.num_output_tokens() >= r.min_tokens) {
-    if (!r.ignore_eos && std::ranges::find(r.eos_token_ids, last) != r.eos_token_ids.end())
+std::optional<RequestStatus> Scheduler::check_stop(const Request& r, int pos) const {
+  const int32_t token = r.all_token_ids[static_cast<size_t>(pos)];
+  const int num_output = pos + 1 - r.num_prompt_tokens;
+  if (num_output >= r.min_tokens) {
+    if (!r.ignore_eos && std::ranges::find(r.eos_token_ids, token) != r.eos_token_ids.end())
       return RequestStatus::kFinishedStopped;
-    if (std::ranges::find(r.stop_token_ids, last) != r.stop_token_ids.end()) return RequestStatus::kFinishedStopped;
+    if (std::ranges::find(r.stop_token_ids, token) != r.stop_token_ids.end()) return RequestStatus::kFinishedStopped;
   }
-  if (r.num_output_tokens() >= r.max_tokens || r.num_tokens() >= config_.max_model_len)
-    return RequestStatus::kFinishedLength;
+  if (num_output >= r.max_tokens || pos + 1 >= config_.max_model_len) return RequestStatus::kFinishedLength;
   return std::nullopt;
+}
+
+bool Scheduler::ends_by_length(const Request& r) const {
+  return r.num_output_tokens() >= r.max_tokens || r.num_tokens() >= config_.max_model_len;
 }
 
 std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const SchedulerOutput& output,
                                                                   std::span<const int32_t> sampled_token_ids) {
   PAGODA_ASSERT(sampled_token_ids.size() == output.scheduled.size());
+  PAGODA_ASSERT(output.step_id == num_updated_steps_ + 1);
   std::vector<SchedulerRequestOutput> outs = take_aborted();
-  std::vector<Request*> finished;
   for (size_t i = 0; i < output.scheduled.size(); ++i) {
     const ScheduledRequest& s = output.scheduled[i];
     Request* r = s.request;
-    PAGODA_ASSERT(r->status == RequestStatus::kRunning && r->num_computed_tokens == s.num_computed_tokens);
-    r->num_computed_tokens += s.num_new_tokens;
-    if (s.num_prompt_logprob_rows > 0)
-      r->num_prompt_logprobs_done = std::max(r->num_prompt_logprobs_done, s.prompt_logprob_begin + s.num_prompt_logprob_rows);
-    if (!s.samples) continue;  // a partial prefill chunk: nothing to sample yet
-    PAGODA_ASSERT(r->num_computed_tokens == r->num_tokens());
+    // Finished (aborted, or stopped by an earlier step's token) after this step was scheduled:
+    // what the step computed for it is dropped.
+    if (r->finished() || !s.samples) continue;
+    const int pos = s.num_computed_tokens + s.num_new_tokens;
+    PAGODA_ASSERT(r->num_output_placeholders > 0 && pos < r->num_tokens() &&
+                  r->all_token_ids[static_cast<size_t>(pos)] == kPlaceholderToken);
     const int32_t token = sampled_token_ids[i];
-    r->all_token_ids.push_back(token);
+    r->all_token_ids[static_cast<size_t>(pos)] = token;
+    --r->num_output_placeholders;
     SchedulerRequestOutput o;
     o.request_id = r->request_id;
     o.new_token_ids.push_back(token);
     o.num_cached_tokens = std::max(0, r->num_cached_tokens);
-    if (std::optional<RequestStatus> stop = check_stop(*r)) {
-      if (*stop == RequestStatus::kFinishedStopped && !r->ignore_eos &&
-          std::ranges::find(r->eos_token_ids, token) == r->eos_token_ids.end())
-        r->stop_reason = token;
+    if (std::optional<RequestStatus> stop = check_stop(*r, pos)) {
+      // A stop token (not EOS, which has no stop_reason; with ignore_eos every stop is a stop token).
+      const bool eos = !r->ignore_eos && std::ranges::find(r->eos_token_ids, token) != r->eos_token_ids.end();
+      if (*stop == RequestStatus::kFinishedStopped && !eos) r->stop_reason = token;
+      // A later step may already have scheduled the next token: it is not part of the output.
+      r->all_token_ids.resize(static_cast<size_t>(pos + 1));
+      r->num_output_placeholders = 0;
+      SchedulerRequestOutput f = finish(r, *stop);
       o.finished = true;
-      o.status = *stop;
-      o.stop_reason = r->stop_reason;
-      r->status = *stop;
-      finished.push_back(r);
+      o.status = f.status;
+      o.stop_reason = f.stop_reason;
     }
     outs.push_back(std::move(o));
   }
-  if (!finished.empty()) {
-    std::erase_if(running_, [](const Request* r) { return r->finished(); });
-    for (Request* r : finished) finish(r, r->status);
-  }
+  num_updated_steps_ = output.step_id;
+  std::erase_if(retired_, [&](const auto& e) { return e.first <= num_updated_steps_; });
   return outs;
 }
 
@@ -250,10 +265,20 @@ SchedulerRequestOutput Scheduler::finish(Request* r, RequestStatus status) {
   o.status = status;
   o.stop_reason = r->stop_reason;
   o.num_cached_tokens = std::max(0, r->num_cached_tokens);
+  if (r->status == RequestStatus::kRunning) {
+    running_.erase(std::ranges::find(running_, r));
+  } else {
+    auto w = std::ranges::find(waiting_, r);
+    if (w != waiting_.end()) waiting_.erase(w);
+  }
+  r->status = status;
   kv_.free(*r);
-  const std::string id = r->request_id;  // erase() must not see a key that it destroys
-  requests_.erase(id);
-
+  auto it = requests_.find(r->request_id);
+  PAGODA_ASSERT(it != requests_.end());
+  std::unique_ptr<Request> owned = std::move(it->second);
+  requests_.erase(it);
+  // Steps scheduled but not yet updated may still refer to it.
+  if (num_scheduled_steps_ > num_updated_steps_) retired_.emplace_back(num_scheduled_steps_, std::move(owned));
   return o;
 }
 

@@ -21,7 +21,18 @@
 //
 // Protocol, once per step: schedule() → run the model on the SchedulerOutput → sample the
 // requests whose `samples` is set → update_from_output(). add_request() and abort() go between
-// steps (never between schedule() and update_from_output()).
+// steps (never inside schedule() or update_from_output()).
+//
+// Async scheduling (vLLM's --async-scheduling): schedule() already advances each scheduled
+// request as if its step had run — num_computed_tokens moves past the chunk and a request that
+// samples gets a kPlaceholderToken for the token it will draw — so the next step can be
+// scheduled while this one is still running; update_from_output() then only puts the sampled
+// tokens in place of the placeholders and applies the stop conditions. At most one step may be
+// outstanding when schedule() is called (its placeholders are fed on the device by the model
+// runner). A request that a stop condition ends while a later step already covers it simply has
+// that step's work dropped (its blocks are freed at once: the later step only writes KV of its
+// own, and the device runs steps in order). A request whose outstanding token will certainly end
+// it (max_tokens, max_model_len) is not scheduled again.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +42,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engine/kv_cache_manager.h"
@@ -70,6 +82,7 @@ struct ScheduledRequest {
 };
 
 struct SchedulerOutput {
+  int64_t step_id = 0;  // 1, 2, ... in schedule() order
   std::vector<ScheduledRequest> scheduled;  // running requests first, then newly admitted ones
   int total_num_scheduled_tokens = 0;
   int num_sampling = 0;                     // entries with samples set
@@ -119,9 +132,10 @@ class Scheduler {
   SchedulerOutput schedule();
 
   // sampled_token_ids[i] is the token sampled for output.scheduled[i] (ignored where samples is
-  // false). Advances num_computed_tokens, appends the tokens, applies the stop conditions and
-  // frees finished requests. Returns one entry per request that got a token or finished
-  // (aborted requests included).
+  // false). Puts the tokens in place of their placeholders, applies the stop conditions and
+  // frees finished requests. Entries of requests that finished after the step was scheduled are
+  // ignored. Steps are updated in the order they were scheduled. Returns one entry per request
+  // that got a token or finished (aborted requests included).
   std::vector<SchedulerRequestOutput> update_from_output(const SchedulerOutput& output,
                                                          std::span<const int32_t> sampled_token_ids);
 
@@ -150,10 +164,13 @@ class Scheduler {
   // Settles samples and the prompt-logprob rows of s (num_new_tokens set to the token budget's
   // chunk), cutting a prompt-logprob chunk to fit rows_left logits rows; false if nothing fits.
   bool fit_logits_rows(ScheduledRequest& s, int rows_left) const;
-  // Frees the request's blocks and forgets it; returns its final output.
+  // Frees the request's blocks and forgets it (the object lives on while a step scheduled
+  // before may still refer to it); returns its final output.
   SchedulerRequestOutput finish(Request* request, RequestStatus status);
-  // Applies max_tokens / max_model_len / EOS / stop tokens after a new token.
-  std::optional<RequestStatus> check_stop(const Request& request) const;
+  // Applies max_tokens / max_model_len / EOS / stop tokens to the token at position pos.
+  std::optional<RequestStatus> check_stop(const Request& request, int pos) const;
+  // True when the request's outstanding tokens certainly end it (max_tokens, max_model_len).
+  bool ends_by_length(const Request& request) const;
 
   SchedulerConfig config_;
   KvCacheManager& kv_;
@@ -161,6 +178,11 @@ class Scheduler {
   std::deque<Request*> waiting_;
   std::vector<Request*> running_;  // admission order: the back is the newest
   std::vector<SchedulerRequestOutput> aborted_;
+  // Finished requests that a scheduled step not yet updated may still point to, each with the
+  // last step_id scheduled when it finished; freed once that step has been updated.
+  std::vector<std::pair<int64_t, std::unique_ptr<Request>>> retired_;
+  int64_t num_scheduled_steps_ = 0;
+  int64_t num_updated_steps_ = 0;
   int64_t next_arrival_ = 0;
   int64_t num_preemptions_ = 0;
   int max_num_logits_ = 0;

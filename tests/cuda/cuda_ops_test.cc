@@ -390,6 +390,30 @@ TEST_F(CudaOpsTest, GatherRowsCopiesExactly) {
   }
 }
 
+// Async scheduling: the next step's token ids fed from the sampled ids on the device, and a
+// copy to page-locked host memory that is complete once its event has been waited for.
+TEST_F(CudaOpsTest, FeedTokensAndAsyncCopyToHost) {
+  std::vector<int32_t> ids(300), sampled(64);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(1000 + i);
+  for (size_t i = 0; i < sampled.size(); ++i) sampled[i] = static_cast<int32_t>(50000 + 3 * i);
+  const std::vector<int32_t> feed = {0, 5, 299, 63, 17, 0, 200, 5, 1, 1};  // (token row, sampled row) pairs
+  for (Backend* b : {gpu_.get(), cpu_.get()}) {
+    Dev gi = upload_i32(*b, ids);
+    Dev gs = upload_i32(*b, sampled);
+    Dev gf = upload_i32(*b, feed, {5, 2});
+    b->feed_tokens(gi.t, gf.t, gs.t);
+    DeviceBuffer host = b->allocate_host(ids.size() * sizeof(int32_t));
+    std::fill_n(static_cast<int32_t*>(host.data()), ids.size(), -7);
+    b->copy_to_host_async(host.data(), gi.t.data, ids.size() * sizeof(int32_t));
+    b->record_event(1);
+    b->wait_event(1);
+    std::vector<int32_t> want = ids;
+    for (size_t i = 0; i < feed.size(); i += 2) want[static_cast<size_t>(feed[i])] = sampled[static_cast<size_t>(feed[i + 1])];
+    const int32_t* got = static_cast<const int32_t*>(host.data());
+    EXPECT_EQ(std::vector<int32_t>(got, got + ids.size()), want) << b->name();
+  }
+}
+
 TEST_F(CudaOpsTest, AddMatchesCpu) {
   std::mt19937 rng(12);
   for (int64_t H : kHidden)

@@ -510,6 +510,21 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void feed_tokens(Tensor ids, const Tensor& feed, const Tensor& sampled) override {
+    PAGODA_CHECK(ids.dtype == DType::kI32 && feed.dtype == DType::kI32 && sampled.dtype == DType::kI32 &&
+                     feed.cols() == 2,
+                 "feed_tokens: ids, feed [N, 2] and sampled must be I32 (feed ", feed.shape_string(), ")");
+    const int32_t* f = feed.ptr<int32_t>();
+    const int32_t* src = sampled.ptr<int32_t>();
+    int32_t* dst = ids.ptr<int32_t>();
+    for (int64_t i = 0; i < feed.rows(); ++i) {
+      const int32_t to = f[2 * i], from = f[2 * i + 1];
+      PAGODA_CHECK(to >= 0 && to < ids.numel() && from >= 0 && from < sampled.numel(), "feed_tokens: entry ", i,
+                   " (", to, ", ", from, ") out of range");
+      dst[to] = src[from];
+    }
+  }
+
   void add(Tensor a, const Tensor& b) override {
     check_f32(a, "add", "a");
     check_f32(b, "add", "b");

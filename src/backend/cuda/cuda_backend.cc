@@ -157,6 +157,25 @@ class CudaBackend final : public Backend {
     PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
+  void copy_to_host_async(void* dst, const void* src, size_t bytes) override {
+    use_device();
+    if (bytes == 0) return;
+    PAGODA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  }
+  void record_event(int slot) override {
+    PAGODA_CHECK(slot >= 0 && slot < kNumEvents, "record_event: no slot ", slot);
+    use_device();
+    cudaEvent_t& e = events_[static_cast<size_t>(slot)];
+    if (e == nullptr) PAGODA_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    PAGODA_CUDA_CHECK(cudaEventRecord(e, stream_));
+  }
+  void wait_event(int slot) override {
+    PAGODA_CHECK(slot >= 0 && slot < kNumEvents, "wait_event: no slot ", slot);
+    use_device();
+    const cudaEvent_t e = events_[static_cast<size_t>(slot)];
+    if (e != nullptr) PAGODA_CUDA_CHECK(cudaEventSynchronize(e));
+  }
+
   // Copies the host weight into a new device buffer, dtype unchanged (BF16 / F16 / F32 / any):
   // F32 weights such as A_log or norm weights must stay F32, and linear handles non-BF16 weights
   // itself (fallback kernel, see linear()).
@@ -375,6 +394,15 @@ class CudaBackend final : public Backend {
     PAGODA_CHECK(out.dtype == x.dtype && out.rows() == n && out.cols() == x.cols(), "gather_rows: x ",
                  x.shape_string(), " out ", out.shape_string());
     cuda::launch_gather_rows(x.data, R, row_bytes, indices.ptr<int32_t>(), n, out.data, stream_);
+  }
+
+  void feed_tokens(Tensor ids, const Tensor& feed, const Tensor& sampled) override {
+    use_device();
+    check_dtype(ids, DType::kI32, "feed_tokens", "ids");
+    check_dtype(feed, DType::kI32, "feed_tokens", "feed");
+    check_dtype(sampled, DType::kI32, "feed_tokens", "sampled");
+    PAGODA_CHECK(feed.cols() == 2, "feed_tokens: feed must be [N, 2], got ", feed.shape_string());
+    cuda::launch_feed_tokens(ids.ptr<int32_t>(), feed.ptr<int32_t>(), feed.rows(), sampled.ptr<int32_t>(), stream_);
   }
 
   void add(Tensor a, const Tensor& b) override {
@@ -688,6 +716,10 @@ class CudaBackend final : public Backend {
   }
 
   void release() {
+    for (cudaEvent_t& e : events_) {
+      if (e != nullptr) (void)cudaEventDestroy(e);
+      e = nullptr;
+    }
     for (cudaGraphExec_t g : graphs_) (void)cudaGraphExecDestroy(g);
     graphs_.clear();
     for (auto& [key, plan] : plans_) {
@@ -709,6 +741,7 @@ class CudaBackend final : public Backend {
   int device_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
+  std::array<cudaEvent_t, kNumEvents> events_{};
   cublasLtHandle_t lt_ = nullptr;
   std::vector<cudaGraphExec_t> graphs_;  // capture_graph's recordings, by id
   DeviceBuffer gemm_ws_;

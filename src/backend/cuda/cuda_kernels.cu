@@ -289,6 +289,11 @@ __global__ void gather_rows_kernel(const U* x, int64_t R, int64_t row_units, con
   for (int64_t j = threadIdx.x; j < row_units; j += blockDim.x) dst[j] = s[j];
 }
 
+__global__ void feed_tokens_kernel(int32_t* ids, const int32_t* feed, int64_t n, const int32_t* sampled) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) ids[feed[2 * i]] = sampled[feed[2 * i + 1]];
+}
+
 template <class TO>
 __global__ void fill_bias_rows_kernel(const void* bias, DType bias_dtype, int64_t T, int64_t N, TO* out) {
   const int64_t n = T * N;
@@ -460,6 +465,12 @@ void launch_gather_rows(const void* x, int64_t R, size_t row_bytes, const int32_
     gather_rows_kernel<unsigned char><<<grid, row_threads(units), 0, stream>>>(
         static_cast<const unsigned char*>(x), R, units, indices, static_cast<unsigned char*>(out));
   }
+  PAGODA_CUDA_CHECK_LAUNCH();
+}
+
+void launch_feed_tokens(int32_t* ids, const int32_t* feed, int64_t n, const int32_t* sampled, cudaStream_t stream) {
+  if (n == 0) return;
+  feed_tokens_kernel<<<grid_for(n), kThreads, 0, stream>>>(ids, feed, n, sampled);
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 

@@ -56,6 +56,9 @@ void launch_sigmoid_mul(void* x, const void* gate, DType gate_dtype, bool gate_b
 void launch_gather_rows(const void* x, int64_t R, size_t row_bytes, const int32_t* indices, int64_t n, void* out,
                         cudaStream_t stream);
 
+// ids[feed[2i]] = sampled[feed[2i + 1]] for i < n.
+void launch_feed_tokens(int32_t* ids, const int32_t* feed, int64_t n, const int32_t* sampled, cudaStream_t stream);
+
 // out[t, n] = bias[n] for every row t (bias dtype BF16/F16/F32, out dtype BF16/F32): the C
 // operand of a GEMM with beta = 1, so that the bias is added before the single final rounding.
 void launch_fill_bias_rows(const void* bias, DType bias_dtype, int64_t T, int64_t N, void* out, DType out_dtype,
