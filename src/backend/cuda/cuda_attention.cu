@@ -21,7 +21,8 @@
 // Bad metadata (a position past the block table, a block id outside the pool) never reads
 // outside the cache: such keys read as zeros.
 //
-// This is the first, CUDA-core version; a tensor-core (mma) prefill path is the next step.
+// Prefill-sized batches (chunks that fill 64-row tiles) at head_dim 64 / 128 run the tensor-core
+// kernel of attention_mma.cuh instead (same tiling of sequences, same metadata contract).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "backend/cuda/attention_mma.cuh"
 #include "backend/cuda/cuda_attention.h"
 #include "backend/cuda/cuda_common.h"
 #include "base/error.h"
@@ -349,6 +351,39 @@ void paged_attention(const Tensor& q, const KvCacheLayer& cache, const Attention
     const int64_t by_len = (meta.max_seq_len + 127) / 128;  // at least 128 keys per split
     const int64_t by_ws = static_cast<int64_t>(workspace_bytes / (static_cast<size_t>(rows) * (D + 1) * sizeof(float)));
     num_splits = static_cast<int>(std::max<int64_t>(1, std::min({want, by_len, by_ws, int64_t{kMaxSplits}})));
+  }
+  // Tensor cores when the chunks fill the 64-row tiles of the mma kernel (prefill); decode-sized
+  // batches keep the CUDA-core kernel, whose 16-row tiles waste less and which splits long contexts.
+  if (num_splits == 1 && (D == 64 || D == 128) &&
+      static_cast<int64_t>(meta.max_query_len) * G >= mma_attention::kRows) {
+    mma_attention::Params mp{};
+    mp.q = static_cast<const uint16_t*>(q.data);
+    mp.out = static_cast<uint16_t*>(out.data);
+    mp.k_cache = static_cast<const uint16_t*>(cache.k.data);
+    mp.v_cache = static_cast<const uint16_t*>(cache.v.data);
+    mp.query_start_loc = p.query_start_loc;
+    mp.seq_lens = p.seq_lens;
+    mp.block_tables = p.block_tables;
+    mp.num_seqs = p.num_seqs;
+    mp.num_tokens = p.num_tokens;
+    mp.Hq = p.Hq;
+    mp.Hk = p.Hk;
+    mp.G = p.G;
+    mp.block_size = p.block_size;
+    mp.num_blocks = p.num_blocks;
+    mp.max_blocks_per_seq = p.max_blocks_per_seq;
+    mp.tok_per_tile = std::max<int>(1, mma_attention::kRows / p.G);
+    mp.window = p.window;
+    mp.scale_log2 = p.scale_log2;
+    const int64_t mma_tiles = T / mp.tok_per_tile + meta.num_seqs;
+    const dim3 grid(static_cast<unsigned>(mma_tiles), static_cast<unsigned>(Hk));
+    if (D == 64) {
+      mma_attention::paged_attention_mma_kernel<64><<<grid, mma_attention::kThreads, 0, stream>>>(mp);
+    } else {
+      mma_attention::paged_attention_mma_kernel<128><<<grid, mma_attention::kThreads, 0, stream>>>(mp);
+    }
+    PAGODA_CUDA_CHECK_LAUNCH();
+    return;
   }
   if (num_splits > 1) {
     p.ws_out = static_cast<float*>(workspace);

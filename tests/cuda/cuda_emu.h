@@ -1,0 +1,202 @@
+// A host emulation of the parts of the CUDA execution model that our kernels use, so that a
+// kernel's own source (written to compile for the host too, like attention_mma.cuh) can be run and
+// checked without a GPU: one fiber (ucontext) per CUDA thread, the threads of one block run
+// together in one OS thread, blocks one after another; __syncthreads, warp shuffles and the
+// warp-wide mma.sync m16n8k16 (BF16 in, FP32 accumulate) are barriers over fibers with the lane
+// data exchanged through memory. Fragment layouts follow the PTX ISA's description of
+// mma.m16n8k16 (.bf16): lane = 4 * groupID + threadID_in_group; each 32-bit register holds two
+// consecutive elements, the first in its low half.
+//
+// Include this before the kernel's source and nothing from CUDA in the same file: it defines the
+// CUDA keywords (__global__, __shared__, ...) as host C++.
+#pragma once
+
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+struct uint4 {
+  uint32_t x, y, z, w;
+};
+inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
+
+namespace cuda_emu {
+
+struct Dim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+inline Dim3 thread_idx, block_idx, grid_dim, block_dim;
+
+struct Barrier {
+  int expected = 0;
+  int arrived = 0;
+  uint64_t generation = 0;
+};
+
+struct Fiber {
+  ucontext_t ctx{};
+  std::vector<char> stack;
+  unsigned tid = 0;
+  bool done = false;
+  const Barrier* waiting = nullptr;
+  uint64_t waiting_generation = 0;
+};
+
+struct BlockState {
+  ucontext_t scheduler{};
+  std::vector<Fiber> fibers;
+  size_t current = 0;
+  Barrier block_barrier;
+  std::vector<Barrier> warp_barriers;
+  std::vector<uint32_t> lane_words;  // [thread][kWords]: what a lane hands to its warp
+  static constexpr int kWords = 10;
+};
+inline BlockState* block = nullptr;
+
+inline Fiber& self() { return block->fibers[block->current]; }
+
+// Waits until `expected` fibers have arrived at b (the arriving fiber that completes it goes on).
+inline void wait(Barrier& b) {
+  if (++b.arrived == b.expected) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  Fiber& f = self();
+  f.waiting = &b;
+  f.waiting_generation = b.generation;
+  swapcontext(&f.ctx, &block->scheduler);
+}
+
+inline Barrier& warp_barrier() { return block->warp_barriers[thread_idx.x / 32]; }
+inline uint32_t* lane_words(unsigned tid) { return &block->lane_words[static_cast<size_t>(tid) * BlockState::kWords]; }
+
+template <class Kernel>
+void fiber_main(unsigned hi, unsigned lo) {
+  auto* fn = reinterpret_cast<Kernel*>((static_cast<uintptr_t>(hi) << 32) | static_cast<uintptr_t>(lo));
+  (*fn)();
+  self().done = true;
+  // uc_link returns to the scheduler.
+}
+
+// (getcontext returns twice: kept out of the launch loop's frame.)
+__attribute__((noinline)) inline void make_fiber(Fiber& f, ucontext_t* link, void (*fn)(), unsigned hi, unsigned lo) {
+  f.stack.resize(256 * 1024);
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = f.stack.data();
+  f.ctx.uc_stack.ss_size = f.stack.size();
+  f.ctx.uc_link = link;
+  makecontext(&f.ctx, fn, 2, hi, lo);
+}
+
+// Runs kernel() as grid x block threads (block.x a multiple of 32; y = z = 1 for threads).
+template <class Kernel>
+void launch(Dim3 grid, unsigned threads, Kernel kernel) {
+  if (threads % 32 != 0) throw std::runtime_error("cuda_emu: threads per block must be a multiple of 32");
+  grid_dim = grid;
+  block_dim = Dim3{threads, 1, 1};
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        BlockState state;
+        block = &state;
+        block_idx = Dim3{x, y, z};
+        state.block_barrier.expected = static_cast<int>(threads);
+        state.warp_barriers.assign(threads / 32, Barrier{32, 0, 0});
+        state.lane_words.assign(static_cast<size_t>(threads) * BlockState::kWords, 0);
+        state.fibers.resize(threads);
+        const auto ptr = reinterpret_cast<uintptr_t>(&kernel);
+        for (unsigned t = 0; t < threads; ++t) {
+          state.fibers[t].tid = t;
+          make_fiber(state.fibers[t], &state.scheduler, reinterpret_cast<void (*)()>(&fiber_main<Kernel>),
+                     static_cast<unsigned>(ptr >> 32), static_cast<unsigned>(ptr & 0xffffffffu));
+        }
+        // Round-robin over runnable fibers until all are done.
+        for (;;) {
+          bool progress = false, all_done = true;
+          for (size_t i = 0; i < state.fibers.size(); ++i) {
+            Fiber& f = state.fibers[i];
+            if (f.done) continue;
+            all_done = false;
+            if (f.waiting != nullptr) {
+              if (f.waiting->generation == f.waiting_generation) continue;  // still waiting
+              f.waiting = nullptr;
+            }
+            state.current = i;
+            thread_idx = Dim3{f.tid, 0, 0};
+            swapcontext(&state.scheduler, &f.ctx);
+            progress = true;
+          }
+          if (all_done) break;
+          if (!progress) throw std::runtime_error("cuda_emu: deadlock (threads wait at different barriers)");
+        }
+        block = nullptr;
+      }
+}
+
+}  // namespace cuda_emu
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define threadIdx cuda_emu::thread_idx
+#define blockIdx cuda_emu::block_idx
+#define gridDim cuda_emu::grid_dim
+#define blockDim cuda_emu::block_dim
+
+inline void __syncthreads() { cuda_emu::wait(cuda_emu::block->block_barrier); }
+
+inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
+  (void)mask;  // every caller passes the full warp
+  const unsigned tid = cuda_emu::thread_idx.x, base = tid & ~31u;
+  std::memcpy(cuda_emu::lane_words(tid), &v, 4);
+  cuda_emu::wait(cuda_emu::warp_barrier());
+  float r;
+  std::memcpy(&r, cuda_emu::lane_words(base + ((tid & 31u) ^ static_cast<unsigned>(lane_mask))), 4);
+  cuda_emu::wait(cuda_emu::warp_barrier());
+  return r;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as both C and D.
+inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  const unsigned tid = cuda_emu::thread_idx.x, base = tid & ~31u, lane = tid & 31u;
+  uint32_t* mine = cuda_emu::lane_words(tid);
+  std::memcpy(mine, a, 16);
+  std::memcpy(mine + 4, b, 8);
+  cuda_emu::wait(cuda_emu::warp_barrier());
+  auto bf16 = [](uint32_t word, int half) {
+    const uint32_t bits = (half == 0 ? word & 0xffffu : word >> 16) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
+  // A[row][k]: lane 4 * (row % 8) + (k % 8) / 2, register (row >= 8) + 2 * (k >= 8), half k % 2.
+  auto A = [&](int row, int k) {
+    const uint32_t* w = cuda_emu::lane_words(base + 4 * (row % 8) + (k % 8) / 2);
+    return bf16(w[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  // B[k][col]: lane 4 * col + (k % 8) / 2, register 4 + (k >= 8), half k % 2.
+  auto B = [&](int k, int col) {
+    const uint32_t* w = cuda_emu::lane_words(base + 4 * col + (k % 8) / 2);
+    return bf16(w[4 + (k >= 8 ? 1 : 0)], k % 2);
+  };
+  const int g = static_cast<int>(lane >> 2), t = static_cast<int>(lane & 3u);
+  float out[4];
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    float acc = d[e];
+    for (int k = 0; k < 16; ++k) acc = std::fma(A(row, k), B(k, col), acc);
+    out[e] = acc;
+  }
+  cuda_emu::wait(cuda_emu::warp_barrier());  // everyone has read the fragments
+  for (int e = 0; e < 4; ++e) d[e] = out[e];
+}
