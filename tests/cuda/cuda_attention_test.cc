@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "../backend/test_util.h"
+#include "attention_case.h"
 #include "backend/backend.h"
 #include "base/dtype.h"
 #include "base/error.h"
@@ -32,36 +33,17 @@
 namespace pagoda::testing {
 namespace {
 
-struct Seq {
-  int ctx;   // context length after this step
-  int qlen;  // query tokens this step (the last qlen positions)
-};
-
 struct Case {
   int D, Hq, Hk, block_size, window;
-  std::vector<Seq> seqs;
+  std::vector<AttnSeq> seqs;
   std::string name;
 };
-
-std::vector<float> rand_bf16(size_t n, std::mt19937& rng) {
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = bf16_to_f32(f32_to_bf16(dist(rng)));
-  return v;
-}
-
-std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> h(v.size());
-  for (size_t i = 0; i < v.size(); ++i) h[i] = f32_to_bf16(v[i]);
-  return h;
-}
 
 class CudaAttentionTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
     gpu_ = make_cuda_backend(0);
-    cpu_ = make_cpu_backend();
   }
 
   // Device buffer holding host bytes.
@@ -72,101 +54,28 @@ class CudaAttentionTest : public ::testing::Test {
   }
 
   void run(const Case& c, uint32_t seed) {
-    std::mt19937 rng(seed);
-    const int S = static_cast<int>(c.seqs.size());
-    const int D = c.D, Hq = c.Hq, Hk = c.Hk, bs = c.block_size;
-    std::vector<int32_t> qsl(S + 1, 0), seq_lens(S);
-    int max_blocks = 1, max_q = 0, max_ctx = 0, total_blocks = 0;
-    for (int s = 0; s < S; ++s) {
-      qsl[s + 1] = qsl[s] + c.seqs[s].qlen;
-      seq_lens[s] = c.seqs[s].ctx;
-      const int nb = (c.seqs[s].ctx + bs - 1) / bs;
-      max_blocks = std::max(max_blocks, nb);
-      total_blocks += nb;
-      max_q = std::max(max_q, c.seqs[s].qlen);
-      max_ctx = std::max(max_ctx, c.seqs[s].ctx);
-    }
-    const int T = qsl[S];
-    const int num_blocks = total_blocks + 3;  // a few blocks nobody uses
-    std::vector<int32_t> perm(num_blocks);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    std::vector<int32_t> tables(static_cast<size_t>(S) * max_blocks);
-    int next = 0;
-    for (int s = 0; s < S; ++s)
-      for (int b = 0; b < max_blocks; ++b)
-        tables[s * max_blocks + b] = b < (c.seqs[s].ctx + bs - 1) / bs ? perm[next++] : perm[num_blocks - 1];
-
-    // Identical K/V values in both layouts; unused slots random too (they must not matter).
-    const size_t cache_elems = static_cast<size_t>(num_blocks) * bs * Hk * D;
-    const std::vector<float> kv_k = rand_bf16(cache_elems, rng), kv_v = rand_bf16(cache_elems, rng);
-    KvCache ckv = cpu_->allocate_kv_cache(1, num_blocks, bs, Hk, D, DType::kBF16);
-    KvCache gkv = gpu_->allocate_kv_cache(1, num_blocks, bs, Hk, D, DType::kBF16);
-    std::vector<uint16_t> ck(cache_elems), cv(cache_elems), gk(cache_elems), gv(cache_elems);
-    for (int b = 0; b < num_blocks; ++b)
-      for (int o = 0; o < bs; ++o)
-        for (int h = 0; h < Hk; ++h)
-          for (int d = 0; d < D; ++d) {
-            const size_t logical = ((static_cast<size_t>(b) * bs + o) * Hk + h) * D + d;  // = GPU layout
-            const size_t cpu_idx = ((static_cast<size_t>(b) * Hk + h) * bs + o) * D + d;
-            gk[logical] = f32_to_bf16(kv_k[logical]);
-            gv[logical] = f32_to_bf16(kv_v[logical]);
-            ck[cpu_idx] = gk[logical];
-            cv[cpu_idx] = gv[logical];
-          }
-    std::copy(ck.begin(), ck.end(), ckv.layers[0].k.ptr<uint16_t>());
-    std::copy(cv.begin(), cv.end(), ckv.layers[0].v.ptr<uint16_t>());
-    gpu_->copy_from_host(gkv.layers[0].k.data, gk.data(), gk.size() * 2);
-    gpu_->copy_from_host(gkv.layers[0].v.data, gv.data(), gv.size() * 2);
-
-    std::vector<float> q = rand_bf16(static_cast<size_t>(T) * Hq * D, rng);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    std::vector<int32_t> slots(T, -1);  // unused by paged_attention
-
-    // CPU.
-    AttentionMetadata cm;
-    cm.query_start_loc = Tensor(qsl.data(), DType::kI32, {S + 1});
-    cm.seq_lens = Tensor(seq_lens.data(), DType::kI32, {S});
-    cm.block_tables = Tensor(tables.data(), DType::kI32, {S, max_blocks});
-    cm.slot_mapping = Tensor(slots.data(), DType::kI32, {T});
-    cm.num_seqs = S;
-    cm.num_tokens = T;
-    cm.max_query_len = max_q;
-    cm.max_seq_len = max_ctx;
-    cm.sliding_window = c.window;
-    std::vector<float> ref(static_cast<size_t>(T) * Hq * D, 0.0f);
-    cpu_->paged_attention(Tensor(q.data(), DType::kF32, {T, Hq, D}), ckv.layers[0], cm, scale,
-                          Tensor(ref.data(), DType::kF32, {T, Hq, D}));
-
-    // GPU.
-    const std::vector<uint16_t> qh = to_bf16(q);
-    DeviceBuffer gq = up(qh.data(), qh.size() * 2);
-    DeviceBuffer gqsl = up(qsl.data(), qsl.size() * 4), glens = up(seq_lens.data(), seq_lens.size() * 4);
-    DeviceBuffer gtab = up(tables.data(), tables.size() * 4), gslots = up(slots.data(), slots.size() * 4);
-    const std::vector<uint16_t> nan(static_cast<size_t>(T) * Hq * D, 0x7fc0);
+    const AttentionCase a(c.D, c.Hq, c.Hk, c.block_size, c.window, c.seqs, seed);
+    KvCache gkv = gpu_->allocate_kv_cache(1, a.num_blocks, a.block_size, a.Hk, a.D, DType::kBF16);
+    gpu_->copy_from_host(gkv.layers[0].k.data, a.k.data(), a.k.size() * 2);
+    gpu_->copy_from_host(gkv.layers[0].v.data, a.v.data(), a.v.size() * 2);
+    DeviceBuffer gq = up(a.q.data(), a.q.size() * 2);
+    DeviceBuffer gqsl = up(a.qsl.data(), a.qsl.size() * 4), glens = up(a.seq_lens.data(), a.seq_lens.size() * 4);
+    DeviceBuffer gtab = up(a.tables.data(), a.tables.size() * 4), gslots = up(a.slots.data(), a.slots.size() * 4);
+    const std::vector<uint16_t> nan(a.q.size(), 0x7fc0);
     DeviceBuffer gout = up(nan.data(), nan.size() * 2);
-    AttentionMetadata gm = cm;
+    AttentionMetadata gm = a.meta();
     gm.query_start_loc.data = gqsl.data();
     gm.seq_lens.data = glens.data();
     gm.block_tables.data = gtab.data();
     gm.slot_mapping.data = gslots.data();
-    gpu_->paged_attention(Tensor(gq.data(), DType::kBF16, {T, Hq, D}), gkv.layers[0], gm, scale,
-                          Tensor(gout.data(), DType::kBF16, {T, Hq, D}));
+    gpu_->paged_attention(Tensor(gq.data(), DType::kBF16, {a.T, a.Hq, a.D}), gkv.layers[0], gm, a.scale,
+                          Tensor(gout.data(), DType::kBF16, {a.T, a.Hq, a.D}));
     std::vector<uint16_t> got(nan.size());
     gpu_->copy_to_host(got.data(), gout.data(), got.size() * 2);
-
-    double worst = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      const double g = bf16_to_f32(got[i]), r = ref[i];
-      ASSERT_TRUE(std::isfinite(g) && std::abs(g - r) <= 1e-2 * std::abs(r) + 4e-3)
-          << c.name << ": element " << i << " (token " << i / (Hq * D) << ", head " << (i / D) % Hq << ", dim "
-          << i % D << "): gpu " << g << ", cpu " << r;
-      worst = std::max(worst, std::abs(g - r));
-    }
-    RecordProperty(c.name, std::to_string(worst));
+    a.check(got, c.name);
   }
 
-  std::unique_ptr<Backend> gpu_, cpu_;
+  std::unique_ptr<Backend> gpu_;
 };
 
 // "D128_Hq8_Hk2_bs16_w-1" (built by appending: GCC 12 warns falsely on "lit" + std::string chains).

@@ -12,15 +12,12 @@
 #include <vector>
 
 #include "base/error.h"
+#include "engine_test_util.h"
 
 namespace pagoda {
 namespace {
 
-// "<prefix><i>" (built by appending: GCC 12 warns falsely on "literal" + std::string).
-std::string numbered(std::string prefix, size_t i) {
-  prefix.append(std::to_string(i));
-  return prefix;
-}
+using test_support::numbered;
 
 std::string fixture_dir(const std::string& name) {
   return std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + name;

@@ -20,15 +20,14 @@
 #include "deferred_backend.h"
 #include "engine/llm_engine.h"
 #include "model/model.h"
+#include "engine_test_util.h"
 
 namespace pagoda {
 namespace {
 
-struct Req {
-  std::string id;
-  std::vector<int32_t> prompt;
-  SamplingParams params;
-};
+using test_support::numbered;
+using test_support::Req;
+using test_support::test_prompt;
 
 struct Result {
   std::vector<int32_t> tokens;
@@ -106,16 +105,6 @@ Outcome run(const std::vector<Req>& reqs, const Options& o) {
   return out;
 }
 
-std::string numbered(std::string prefix, int i) {
-  prefix.append(std::to_string(i));
-  return prefix;
-}
-
-std::vector<int32_t> prompt(int n, int salt) {
-  std::vector<int32_t> p;
-  for (int i = 0; i < n; ++i) p.push_back(3 + (i * 37 + salt * 101) % 250);
-  return p;
-}
 
 SamplingParams seeded(uint64_t seed, int max_tokens) {
   SamplingParams s;
@@ -157,29 +146,29 @@ Outcome expect_same(const std::vector<Req>& reqs, Options o) {
 
 TEST(AsyncScheduling, SameTokensAsWithoutItOnAMixedBatch) {
   std::vector<Req> reqs;
-  for (int i = 0; i < 4; ++i) reqs.push_back({numbered("seeded", i), prompt(7 + 19 * i, i), seeded(100 + i, 10 + 5 * i)});
-  for (int i = 0; i < 3; ++i) reqs.push_back({numbered("greedy", i), prompt(12 + 31 * i, 10 + i), greedy(9 + 7 * i)});
+  for (int i = 0; i < 4; ++i) reqs.push_back({numbered("seeded", i), test_prompt(7 + 19 * i, i), seeded(100 + i, 10 + 5 * i)});
+  for (int i = 0; i < 3; ++i) reqs.push_back({numbered("greedy", i), test_prompt(12 + 31 * i, 10 + i), greedy(9 + 7 * i)});
   SamplingParams bias = seeded(7, 20);
   bias.logit_bias = {{17, 3.0f}, {40, -100.0f}};  // static edits: overlapped
-  reqs.push_back({"bias", prompt(25, 20), bias});
+  reqs.push_back({"bias", test_prompt(25, 20), bias});
   SamplingParams min_tokens = seeded(8, 20);
   min_tokens.ignore_eos = false;
   min_tokens.min_tokens = 12;  // the mask counts the token in flight
   min_tokens.stop_token_ids = {5, 6, 7, 8, 9, 10, 11, 12};
-  reqs.push_back({"min_tokens", prompt(30, 21), min_tokens});
+  reqs.push_back({"min_tokens", test_prompt(30, 21), min_tokens});
   SamplingParams pen = seeded(9, 18);
   pen.repetition_penalty = 1.4f;  // edits need the last token: its steps are not overlapped
   pen.frequency_penalty = 0.3f;
-  reqs.push_back({"penalty", prompt(14, 22), pen});
+  reqs.push_back({"penalty", test_prompt(14, 22), pen});
   SamplingParams lp = seeded(10, 15);
   lp.logprobs = 2;  // sampled on the host
-  reqs.push_back({"logprobs", prompt(33, 23), lp});
+  reqs.push_back({"logprobs", test_prompt(33, 23), lp});
   SamplingParams plp = greedy(6);
   plp.prompt_logprobs = 1;
-  reqs.push_back({"prompt_logprobs", prompt(40, 24), plp});
+  reqs.push_back({"prompt_logprobs", test_prompt(40, 24), plp});
   SamplingParams allowed = seeded(11, 12);
   allowed.allowed_token_ids = std::vector<int32_t>{3, 4, 5, 6, 7, 8};  // host Sampler
-  reqs.push_back({"allowed", prompt(9, 25), allowed});
+  reqs.push_back({"allowed", test_prompt(9, 25), allowed});
   Options o;
   o.chunk_budget = 40;  // prefill chunks share steps with decodes
   const Outcome async = expect_same(reqs, o);
@@ -196,7 +185,7 @@ TEST(AsyncScheduling, StopsWhileTheNextStepIsInFlight) {
   // Stop tokens taken from each request's own unconstrained output, so each stops early: the
   // step issued after the stopping one already holds the request and its work is dropped.
   std::vector<Req> reqs;
-  for (int i = 0; i < 6; ++i) reqs.push_back({numbered("s", i), prompt(5 + 13 * i, 40 + i), seeded(200 + i, 30)});
+  for (int i = 0; i < 6; ++i) reqs.push_back({numbered("s", i), test_prompt(5 + 13 * i, 40 + i), seeded(200 + i, 30)});
   const Outcome free_run = run(reqs, Options{});
   for (int i = 0; i < 6; ++i) {
     Req& r = reqs[static_cast<size_t>(i)];
@@ -219,7 +208,7 @@ TEST(AsyncScheduling, PreemptionUnderAShortKvPool) {
   // 10 requests of up to 40 + 60 tokens in a pool of 40 blocks of 16: requests are preempted
   // (recomputed) while a step is in flight.
   std::vector<Req> reqs;
-  for (int i = 0; i < 10; ++i) reqs.push_back({numbered("p", i), prompt(20 + 2 * i, 60 + i), seeded(300 + i, 60)});
+  for (int i = 0; i < 10; ++i) reqs.push_back({numbered("p", i), test_prompt(20 + 2 * i, 60 + i), seeded(300 + i, 60)});
   Options o;
   o.num_kv_blocks = 40;
   o.max_model_len = 256;
@@ -230,7 +219,7 @@ TEST(AsyncScheduling, PreemptionUnderAShortKvPool) {
 
 TEST(AsyncScheduling, AbortBetweenSteps) {
   std::vector<Req> reqs;
-  for (int i = 0; i < 5; ++i) reqs.push_back({numbered("a", i), prompt(10 + 7 * i, 80 + i), seeded(400 + i, 20)});
+  for (int i = 0; i < 5; ++i) reqs.push_back({numbered("a", i), test_prompt(10 + 7 * i, 80 + i), seeded(400 + i, 20)});
   Options o;
   const Outcome full = run(reqs, o);
   o.abort_id = "a2";
@@ -250,9 +239,9 @@ TEST(AsyncScheduling, AbortBetweenSteps) {
 TEST(AsyncScheduling, MaxModelLenAndMaxTokens) {
   std::vector<Req> reqs;
   SamplingParams to_the_end = seeded(500, 1000);  // capped by max_model_len
-  reqs.push_back({"long", prompt(100, 90), to_the_end});
-  reqs.push_back({"one", prompt(20, 91), seeded(501, 1)});
-  reqs.push_back({"two", prompt(21, 92), greedy(2)});
+  reqs.push_back({"long", test_prompt(100, 90), to_the_end});
+  reqs.push_back({"one", test_prompt(20, 91), seeded(501, 1)});
+  reqs.push_back({"two", test_prompt(21, 92), greedy(2)});
   Options o;
   o.max_model_len = 128;
   const Outcome async = expect_same(reqs, o);
@@ -264,7 +253,7 @@ TEST(AsyncScheduling, MaxModelLenAndMaxTokens) {
 
 TEST(AsyncScheduling, PaddedDecodeLayout) {
   std::vector<Req> reqs;
-  for (int i = 0; i < 11; ++i) reqs.push_back({numbered("g", i), prompt(4 + 13 * i, 110 + i), seeded(600 + i, 3 + 4 * i)});
+  for (int i = 0; i < 11; ++i) reqs.push_back({numbered("g", i), test_prompt(4 + 13 * i, 110 + i), seeded(600 + i, 3 + 4 * i)});
   Options o;
   o.cuda_graphs = 1;
   o.chunk_budget = 64;
@@ -274,7 +263,7 @@ TEST(AsyncScheduling, PaddedDecodeLayout) {
 
 TEST(AsyncScheduling, HybridModelStateSlots) {
   std::vector<Req> reqs;
-  for (int i = 0; i < 6; ++i) reqs.push_back({numbered("h", i), prompt(6 + 17 * i, 120 + i), seeded(700 + i, 8 + 3 * i)});
+  for (int i = 0; i < 6; ++i) reqs.push_back({numbered("h", i), test_prompt(6 + 17 * i, 120 + i), seeded(700 + i, 8 + 3 * i)});
   Options o;
   o.fixture = "qwen3_5";
   o.chunk_budget = 48;
@@ -286,19 +275,19 @@ TEST(AsyncScheduling, OnABackendThatRunsOpsOnlyWhenTheHostWaits) {
   // Host buffers (staging, sampling rows, sampled tokens) are reused while the step that reads
   // or writes them may not have run yet: the same results as synchronous steps on the CPU.
   std::vector<Req> reqs;
-  for (int i = 0; i < 5; ++i) reqs.push_back({numbered("d", i), prompt(8 + 21 * i, 130 + i), seeded(800 + i, 12 + 3 * i)});
-  for (int i = 0; i < 2; ++i) reqs.push_back({numbered("dg", i), prompt(30 + 5 * i, 140 + i), greedy(14)});
+  for (int i = 0; i < 5; ++i) reqs.push_back({numbered("d", i), test_prompt(8 + 21 * i, 130 + i), seeded(800 + i, 12 + 3 * i)});
+  for (int i = 0; i < 2; ++i) reqs.push_back({numbered("dg", i), test_prompt(30 + 5 * i, 140 + i), greedy(14)});
   SamplingParams min_tokens = seeded(810, 20);
   min_tokens.ignore_eos = false;
   min_tokens.min_tokens = 9;
   min_tokens.stop_token_ids = {5, 6, 7, 8, 9, 10, 11, 12};
-  reqs.push_back({"min_tokens", prompt(19, 150), min_tokens});
+  reqs.push_back({"min_tokens", test_prompt(19, 150), min_tokens});
   SamplingParams pen = seeded(811, 16);
   pen.presence_penalty = 0.7f;
-  reqs.push_back({"penalty", prompt(23, 151), pen});
+  reqs.push_back({"penalty", test_prompt(23, 151), pen});
   SamplingParams lp = greedy(10);
   lp.logprobs = 1;
-  reqs.push_back({"logprobs", prompt(27, 152), lp});
+  reqs.push_back({"logprobs", test_prompt(27, 152), lp});
   Options o;
   o.chunk_budget = 48;
   o.async = 0;

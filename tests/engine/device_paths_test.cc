@@ -19,15 +19,14 @@
 #include "engine/llm_engine.h"
 #include "engine/sampler.h"
 #include "model/model.h"
+#include "engine_test_util.h"
 
 namespace pagoda {
 namespace {
 
-struct Req {
-  std::string id;
-  std::vector<int32_t> prompt;
-  SamplingParams params;
-};
+using test_support::numbered;
+using test_support::Req;
+using test_support::test_prompt;
 
 // Every sampled token's logprob, per request (requests with params.logprobs).
 using Logprobs = std::map<std::string, std::vector<float>>;
@@ -68,18 +67,6 @@ std::map<std::string, std::vector<int32_t>> run(const std::vector<Req>& reqs, in
   return tokens;
 }
 
-// "<prefix><i>" (built by appending: GCC 12 warns falsely on "literal" + std::string).
-std::string numbered(std::string prefix, int i) {
-  prefix.append(std::to_string(i));
-  return prefix;
-}
-
-std::vector<int32_t> prompt(int n, int salt) {
-  std::vector<int32_t> p;
-  for (int i = 0; i < n; ++i) p.push_back(3 + (i * 37 + salt * 101) % 250);
-  return p;
-}
-
 SamplingParams sampled(uint64_t seed, float t, int k, float p, float min_p) {
   SamplingParams s;
   s.temperature = t;
@@ -99,7 +86,7 @@ TEST(BackendSampling, GreedyEqualsTheHostSampler) {
     p.temperature = 0;
     p.max_tokens = 20;
     p.ignore_eos = true;
-    reqs.push_back({numbered("g", i), prompt(5 + 9 * i, i), p});
+    reqs.push_back({numbered("g", i), test_prompt(5 + 9 * i, i), p});
   }
   EXPECT_EQ(run(reqs, 1), run(reqs, 0));
 }
@@ -147,13 +134,13 @@ TEST(BackendSampling, GreedyWithPenaltiesEqualsTheHostSampler) {
     p.presence_penalty = i == 2 ? 0.8f : 0.0f;
     if (i == 3) p.logit_bias = {{17, 4.0f}, {30, -100.0f}};
     if (i == 4) p.min_tokens = 10;
-    reqs.push_back({numbered("p", i), prompt(6 + 11 * i, 60 + i), p});
+    reqs.push_back({numbered("p", i), test_prompt(6 + 11 * i, 60 + i), p});
   }
   EXPECT_EQ(run(reqs, 1, 32), run(reqs, 0, 32));
 }
 
 TEST(BackendSampling, SeededDrawsDoNotDependOnTheBatch) {
-  const Req mine{"mine", prompt(30, 7), sampled(42, 0.9f, 20, 0.9f, 0.02f)};
+  const Req mine{"mine", test_prompt(30, 7), sampled(42, 0.9f, 20, 0.9f, 0.02f)};
   const auto alone = run({mine}, 1)["mine"];
   ASSERT_EQ(alone.size(), 24u);
   // The path is really taken: the host Sampler's generator draws another text from the same seed.
@@ -161,18 +148,18 @@ TEST(BackendSampling, SeededDrawsDoNotDependOnTheBatch) {
 
   std::vector<Req> batch;
   for (int i = 0; i < 5; ++i)
-    batch.push_back({numbered("other", i), prompt(10 + 23 * i, 20 + i), sampled(i, 1.0f + 0.1f * i, 0, 0.95f, 0)});
+    batch.push_back({numbered("other", i), test_prompt(10 + 23 * i, 20 + i), sampled(i, 1.0f + 0.1f * i, 0, 0.95f, 0)});
   SamplingParams lp = sampled(5, 1.0f, 0, 1.0f, 0);
   lp.logprobs = 2;  // stays on the host Sampler
-  batch.push_back({"logprobs", prompt(40, 30), lp});
+  batch.push_back({"logprobs", test_prompt(40, 30), lp});
   SamplingParams pen = sampled(6, 0.8f, 10, 1.0f, 0);
   pen.repetition_penalty = 1.3f;  // on the backend, with LogitEdits
   pen.logit_bias = {{11, 1.5f}};
-  const Req penalty{"penalty", prompt(17, 31), pen};
+  const Req penalty{"penalty", test_prompt(17, 31), pen};
   batch.push_back(penalty);
   SamplingParams allowed = sampled(7, 1.0f, 0, 1.0f, 0);
   allowed.allowed_token_ids = std::vector<int32_t>{3, 4, 5, 6, 7, 8};  // stays on the host Sampler
-  batch.push_back({"allowed", prompt(9, 32), allowed});
+  batch.push_back({"allowed", test_prompt(9, 32), allowed});
   batch.push_back(mine);
   // The batch at a small chunk budget: prefill chunks of several requests share steps with decodes.
   const auto mixed = run(batch, 1, 48);
@@ -201,7 +188,7 @@ TEST(PaddedDecode, SameTokensAsUnpaddedSteps) {
     p.max_tokens = 3 + 4 * i;
     p.ignore_eos = true;
     if (i == 4) p.prompt_logprobs = 1;
-    reqs.push_back({numbered("r", i), prompt(4 + 13 * i, 40 + i), p});
+    reqs.push_back({numbered("r", i), test_prompt(4 + 13 * i, 40 + i), p});
   }
   for (int backend_sampling : {0, 1}) {
     Logprobs lp_eager, lp_padded;

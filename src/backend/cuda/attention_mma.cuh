@@ -4,8 +4,7 @@
 //
 // A thread block (4 warps) owns one KV head and a tile of 64 query rows of one sequence, a row
 // being (query token, query head of the KV head's GQA group): max(1, 64 / G) tokens x G heads;
-// tiles are numbered per sequence as in the CUDA-core kernel (sequence s starts at tile
-// query_start_loc[s] / tokens_per_tile + s). Each warp owns 16 rows and keeps their q in
+// tiles are numbered as attention_common.cuh describes. Each warp owns 16 rows and keeps their q in
 // registers as mma A fragments. The block streams K and V through shared memory 64 keys at a
 // time (addresses from the block table; rows padded by 16 bytes so fragment loads hit distinct
 // banks). Per tile a warp computes S = q K^T with mma.sync m16n8k16 (BF16 in, FP32 out), masks it
@@ -15,7 +14,7 @@
 // reused directly as A fragments. Keys past a warp's last visible position are skipped.
 //
 // Bad metadata (a position past the block table, a block id outside the pool) never reads
-// outside the cache: such keys read as zeros.
+// outside the cache: such keys read as zeros (load_kv_chunk).
 //
 // The kernel is plain C++ apart from the CUDA keywords and two device primitives
 // (mma_bf16_16816, __shfl_xor_sync), so tests/cuda_emu compiles this same source for the host
@@ -24,6 +23,8 @@
 
 #include <cmath>
 #include <cstdint>
+
+#include "backend/cuda/attention_common.cuh"
 
 // nvcc unrolls these loops; the host build of the emulation test has no such pragma.
 #if defined(__CUDACC__)
@@ -88,20 +89,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_mma_kernel(Params p)
   const int gid = lane >> 2, tig = lane & 3;  // fragment row group and column pair of this lane
   const int tile = static_cast<int>(blockIdx.x), hk = static_cast<int>(blockIdx.y);
 
-  // The sequence owning this tile: the largest s with query_start_loc[s] / tpt + s <= tile.
-  const int tpt = p.tok_per_tile;
-  int lo = 0, hi = p.num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (p.query_start_loc[mid] / tpt + mid <= tile) lo = mid;
-    else hi = mid - 1;
-  }
-  const int s = lo;
-  const int q0 = p.query_start_loc[s];
-  const int qlen = p.query_start_loc[s + 1] - q0;
-  const int i0 = (tile - (q0 / tpt + s)) * tpt;  // first query token (within the chunk) of this tile
-  if (i0 >= qlen || i0 < 0) return;             // uniform over the block
-  const int ntok = qlen - i0 < tpt ? qlen - i0 : tpt;
+  const QueryTile qt = locate_tile(p.query_start_loc, p.num_seqs, p.tok_per_tile, tile);
+  if (qt.ntok == 0) return;  // uniform over the block
+  const int s = qt.seq, q0 = qt.q0, qlen = qt.qlen, i0 = qt.i0, ntok = qt.ntok;
   const int rows = ntok * p.G;
   const int ctx = p.seq_lens[s];
   const int first_limit = ctx - qlen + i0;  // last key position the tile's first token may see
@@ -152,16 +142,8 @@ PAGODA_MMA_UNROLL
     __syncthreads();  // the previous tile has been consumed
     for (int c = tid; c < kKeys * kChunks; c += kThreads) {
       const int key = c / kChunks, part = c % kChunks;
-      const int pos = kt + key;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (pos < kv_hi) {
-        const int blk = table[pos / p.block_size];
-        if (blk >= 0 && blk < p.num_blocks) {
-          const int64_t off = ((static_cast<int64_t>(blk) * p.block_size + pos % p.block_size) * p.Hk + hk) * D + part * 8;
-          kv = *reinterpret_cast<const uint4*>(p.k_cache + off);
-          vv = *reinterpret_cast<const uint4*>(p.v_cache + off);
-        }
-      }
+      uint4 kv, vv;
+      load_kv_chunk(p.k_cache, p.v_cache, table, kt + key, kv_hi, p.block_size, p.num_blocks, p.Hk, hk, D, part, kv, vv);
       *reinterpret_cast<uint4*>(k_s + key * kStride + part * 8) = kv;
       *reinterpret_cast<uint4*>(v_s + key * kStride + part * 8) = vv;
     }

@@ -4,14 +4,12 @@
 // Work decomposition. A thread block (4 warps) owns one KV head and a "tile" of up to 16 query
 // rows of one sequence, a row being (query token, query head of that KV head's GQA group):
 // tok_per_tile = max(1, 16 / G) tokens x G heads. The tiles of all sequences are numbered
-// without any host-side table: sequence s owns tile indices starting at
-// query_start_loc[s] / tok_per_tile + s (disjoint ranges; the few indices past a sequence's last
-// tile exit at once), so the grid depends only on host scalars (num_tokens, num_seqs) and the
-// kernel finds its sequence by binary search. The block streams the K/V of its key range through
-// shared memory 32 keys at a time (16-byte loads, addresses from the block table); for each of
-// its rows a warp scores the 32 keys lane-parallel (lane = key, q broadcast from shared memory,
-// K rows padded against bank conflicts), updates the running
-// max / sum, and accumulates p * V with each lane owning D / 32 output dims.
+// without any host-side table (attention_common.cuh), so the grid depends only on host scalars
+// (num_tokens, num_seqs) and the kernel finds its sequence by binary search. The block streams
+// the K/V of its key range through shared memory 32 keys at a time (16-byte loads, addresses from
+// the block table); for each of its rows a warp scores the 32 keys lane-parallel (lane = key, q
+// broadcast from shared memory, K rows padded against bank conflicts), updates the running max /
+// sum, and accumulates p * V with each lane owning D / 32 output dims.
 //
 // Split-KV (flash-decoding). When the grid would leave most SMs idle (decode of few sequences)
 // and contexts are long, the key range of every tile is cut into gridDim.z splits; each writes
@@ -32,6 +30,7 @@
 #include <limits>
 
 #include "backend/cuda/attention_mma.cuh"
+#include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_attention.h"
 #include "backend/cuda/cuda_common.h"
 #include "base/error.h"
@@ -96,20 +95,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params p) {
   const bool owns = D >= 64 || lane < D / 2;  // this lane owns output dims
   const int tile = blockIdx.x, hk = blockIdx.y, split = blockIdx.z, num_splits = gridDim.z;
 
-  // The sequence owning this tile: the largest s with query_start_loc[s] / tpt + s <= tile.
-  const int tpt = p.tok_per_tile;
-  int lo = 0, hi = p.num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (p.query_start_loc[mid] / tpt + mid <= tile) lo = mid;
-    else hi = mid - 1;
-  }
-  const int s = lo;
-  const int q0 = p.query_start_loc[s];
-  const int qlen = p.query_start_loc[s + 1] - q0;
-  const int i0 = (tile - (q0 / tpt + s)) * tpt;  // first query token (within the chunk) of this tile
-  if (i0 >= qlen || i0 < 0) return;             // uniform over the block
-  const int ntok = min(tpt, qlen - i0);
+  const QueryTile qt = locate_tile(p.query_start_loc, p.num_seqs, p.tok_per_tile, tile);
+  if (qt.ntok == 0) return;  // uniform over the block
+  const int s = qt.seq, q0 = qt.q0, qlen = qt.qlen, i0 = qt.i0, ntok = qt.ntok;
   const int rows = ntok * p.G;
   const int ctx = p.seq_lens[s];
   const int first_limit = ctx - qlen + i0;  // last key position the tile's first token may see
@@ -144,16 +132,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params p) {
     __syncthreads();  // previous tile consumed (and, the first time, q_s written)
     for (int c = tid; c < kKeys * kChunks; c += kThreads) {
       const int key = c / kChunks, part = c % kChunks;
-      const int pos = kt + key;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (pos < k_end) {
-        const int blk = table[pos / p.block_size];
-        if (blk >= 0 && blk < p.num_blocks) {
-          const int64_t off = ((static_cast<int64_t>(blk) * p.block_size + pos % p.block_size) * p.Hk + hk) * D + part * 8;
-          kv = *reinterpret_cast<const uint4*>(p.k_cache + off);
-          vv = *reinterpret_cast<const uint4*>(p.v_cache + off);
-        }
-      }
+      uint4 kv, vv;
+      load_kv_chunk(reinterpret_cast<const uint16_t*>(p.k_cache), reinterpret_cast<const uint16_t*>(p.v_cache), table,
+                    kt + key, k_end, p.block_size, p.num_blocks, p.Hk, hk, D, part, kv, vv);
       // K rows are padded (4-byte aligned only): four 32-bit stores.
       uint32_t* kd = reinterpret_cast<uint32_t*>(k_s + key * kStride + part * 8);
       kd[0] = kv.x;
