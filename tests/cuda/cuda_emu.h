@@ -1,9 +1,10 @@
 // A host emulation of the parts of the CUDA execution model that our kernels use, so that a
-// kernel's own source (written to compile for the host too, like attention_mma.cuh) can be run and
-// checked without a GPU: one fiber (ucontext) per CUDA thread, the threads of one block run
-// together in one OS thread, blocks one after another; __syncthreads, warp shuffles and the
+// kernel's own source (written to compile for the host too, like attention_mma.cuh and
+// sampling_kernels.cuh) can be run and checked without a GPU: one fiber per CUDA thread (started
+// with makecontext, switched with _setjmp / _longjmp), the threads of one block run together in
+// one OS thread, blocks one after another; __syncthreads, warp shuffles and ballots and the
 // warp-wide mma.sync m16n8k16 (BF16 in, FP32 accumulate) are barriers over fibers with the lane
-// data exchanged through memory. Fragment layouts follow the PTX ISA's description of
+// data exchanged through memory; atomics are plain read-modify-writes (one fiber runs at a time). Fragment layouts follow the PTX ISA's description of
 // mma.m16n8k16 (.bf16): lane = 4 * groupID + threadID_in_group; each 32-bit register holds two
 // consecutive elements, the first in its low half.
 //
@@ -11,8 +12,10 @@
 // CUDA keywords (__global__, __shared__, ...) as host C++.
 #pragma once
 
+#include <setjmp.h>
 #include <ucontext.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -40,16 +43,18 @@ struct Barrier {
 };
 
 struct Fiber {
-  ucontext_t ctx{};
-  std::vector<char> stack;
+  ucontext_t ctx{};  // the first entry
+  jmp_buf jb{};      // where it yielded
+  char* stack = nullptr;
   unsigned tid = 0;
+  bool started = false;
   bool done = false;
   const Barrier* waiting = nullptr;
   uint64_t waiting_generation = 0;
 };
 
 struct BlockState {
-  ucontext_t scheduler{};
+  jmp_buf scheduler{};
   std::vector<Fiber> fibers;
   size_t current = 0;
   Barrier block_barrier;
@@ -71,7 +76,7 @@ inline void wait(Barrier& b) {
   Fiber& f = self();
   f.waiting = &b;
   f.waiting_generation = b.generation;
-  swapcontext(&f.ctx, &block->scheduler);
+  if (_setjmp(f.jb) == 0) _longjmp(block->scheduler, 1);
 }
 
 inline Barrier& warp_barrier() { return block->warp_barriers[thread_idx.x / 32]; }
@@ -82,16 +87,34 @@ void fiber_main(unsigned hi, unsigned lo) {
   auto* fn = reinterpret_cast<Kernel*>((static_cast<uintptr_t>(hi) << 32) | static_cast<uintptr_t>(lo));
   (*fn)();
   self().done = true;
-  // uc_link returns to the scheduler.
+  _longjmp(block->scheduler, 1);  // never returns: the scheduler picks the next fiber
+}
+
+// Runs fiber f until it waits or ends. (_setjmp returns twice: kept out of the callers' frames.)
+__attribute__((noinline)) inline void resume(Fiber& f) {
+  if (_setjmp(block->scheduler) != 0) return;
+  if (!f.started) {
+    f.started = true;
+    setcontext(&f.ctx);
+  }
+  _longjmp(f.jb, 1);
 }
 
 // (getcontext returns twice: kept out of the launch loop's frame.)
-__attribute__((noinline)) inline void make_fiber(Fiber& f, ucontext_t* link, void (*fn)(), unsigned hi, unsigned lo) {
-  f.stack.resize(256 * 1024);
+// Fiber stacks, allocated once and reused by every block (uninitialised: only touched pages cost).
+constexpr size_t kStackBytes = 128 * 1024;
+inline char* fiber_stack(unsigned tid) {
+  static std::vector<std::unique_ptr<char[]>> stacks;
+  while (stacks.size() <= tid) stacks.emplace_back(new char[kStackBytes]);
+  return stacks[tid].get();
+}
+
+__attribute__((noinline)) inline void make_fiber(Fiber& f, void (*fn)(), unsigned hi, unsigned lo) {
+  f.stack = fiber_stack(f.tid);
   getcontext(&f.ctx);
-  f.ctx.uc_stack.ss_sp = f.stack.data();
-  f.ctx.uc_stack.ss_size = f.stack.size();
-  f.ctx.uc_link = link;
+  f.ctx.uc_stack.ss_sp = f.stack;
+  f.ctx.uc_stack.ss_size = kStackBytes;
+  f.ctx.uc_link = nullptr;
   makecontext(&f.ctx, fn, 2, hi, lo);
 }
 
@@ -114,7 +137,7 @@ void launch(Dim3 grid, unsigned threads, Kernel kernel) {
         const auto ptr = reinterpret_cast<uintptr_t>(&kernel);
         for (unsigned t = 0; t < threads; ++t) {
           state.fibers[t].tid = t;
-          make_fiber(state.fibers[t], &state.scheduler, reinterpret_cast<void (*)()>(&fiber_main<Kernel>),
+          make_fiber(state.fibers[t], reinterpret_cast<void (*)()>(&fiber_main<Kernel>),
                      static_cast<unsigned>(ptr >> 32), static_cast<unsigned>(ptr & 0xffffffffu));
         }
         // Round-robin over runnable fibers until all are done.
@@ -130,7 +153,7 @@ void launch(Dim3 grid, unsigned threads, Kernel kernel) {
             }
             state.current = i;
             thread_idx = Dim3{f.tid, 0, 0};
-            swapcontext(&state.scheduler, &f.ctx);
+            resume(f);
             progress = true;
           }
           if (all_done) break;
@@ -155,16 +178,54 @@ void launch(Dim3 grid, unsigned threads, Kernel kernel) {
 
 inline void __syncthreads() { cuda_emu::wait(cuda_emu::block->block_barrier); }
 
-inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask) {
-  (void)mask;  // every caller passes the full warp
-  const unsigned tid = cuda_emu::thread_idx.x, base = tid & ~31u;
-  std::memcpy(cuda_emu::lane_words(tid), &v, 4);
-  cuda_emu::wait(cuda_emu::warp_barrier());
-  float r;
-  std::memcpy(&r, cuda_emu::lane_words(base + ((tid & 31u) ^ static_cast<unsigned>(lane_mask))), 4);
-  cuda_emu::wait(cuda_emu::warp_barrier());
+namespace cuda_emu {
+// Every lane of the warp hands over v and gets the value of lane src(lane) (its own when src is
+// out of the warp).
+template <class T, class Src>
+T warp_exchange(T v, Src src) {
+  static_assert(sizeof(T) <= 8, "warp values of at most 8 bytes");
+  const unsigned tid = thread_idx.x, base = tid & ~31u;
+  std::memcpy(lane_words(tid), &v, sizeof(T));
+  wait(warp_barrier());
+  const int from = src(static_cast<int>(tid & 31u));
+  T r = v;
+  if (from >= 0 && from < 32) std::memcpy(&r, lane_words(base + static_cast<unsigned>(from)), sizeof(T));
+  wait(warp_barrier());
   return r;
 }
+}  // namespace cuda_emu
+
+// (Every caller passes the full warp as the mask.)
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+  return cuda_emu::warp_exchange(v, [&](int lane) { return lane ^ lane_mask; });
+}
+template <class T>
+T __shfl_up_sync(unsigned, T v, unsigned delta) {
+  return cuda_emu::warp_exchange(v, [&](int lane) { return lane - static_cast<int>(delta); });
+}
+template <class T>
+T __shfl_sync(unsigned, T v, int src_lane) {
+  return cuda_emu::warp_exchange(v, [&](int) { return src_lane; });
+}
+inline unsigned __ballot_sync(unsigned, int predicate) {
+  const unsigned tid = cuda_emu::thread_idx.x, base = tid & ~31u;
+  cuda_emu::lane_words(tid)[0] = predicate != 0 ? 1u : 0u;
+  cuda_emu::wait(cuda_emu::warp_barrier());
+  unsigned bits = 0;
+  for (unsigned l = 0; l < 32; ++l) bits |= cuda_emu::lane_words(base + l)[0] << l;
+  cuda_emu::wait(cuda_emu::warp_barrier());
+  return bits;
+}
+inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
+template <class T>
+T atomicAdd(T* address, T v) {
+  const T old = *address;
+  *address = old + v;
+  return old;
+}
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as both C and D.
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {

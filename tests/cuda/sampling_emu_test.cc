@@ -1,0 +1,161 @@
+// The CUDA sampling kernels (src/backend/cuda/sampling_kernels.cuh) run on the host under
+// tests/cuda/cuda_emu.h, against the CPU backend's sample_tokens / apply_logit_edits on the same
+// rows: the kernels' histograms, warp walks, block reductions and the draw are checked on every CI
+// run (the GPU itself by CudaOpsTest.SampleTokensMatchesCpu / ApplyLogitEditsMatchesCpu when a
+// device is present, with the same criteria: greedy rows exact, at most 0.5% of sampled rows may
+// differ — float atomics and exp / log ulps can move a token across a bucket edge — and edits
+// exact).
+#include "cuda_emu.h"  // first: it defines the CUDA keywords for the kernel source
+
+#include "backend/cuda/sampling_kernels.cuh"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace pagoda::testing {
+namespace {
+
+namespace sk = cuda::sampling_kernels;
+
+// Rows with the eight settings the GPU test uses (greedy, plain temperature, top-k, top-p, min-p
+// and their mixes), row r with setting r % 8.
+std::vector<SamplingRow> rows_for(int64_t R) {
+  std::vector<SamplingRow> rows(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r) {
+    SamplingRow& s = rows[static_cast<size_t>(r)];
+    s.seed = 1000 + static_cast<uint64_t>(r % 7);
+    s.offset = static_cast<uint64_t>(r);
+    switch (r % 8) {
+      case 0: s.temperature = 0.0f; break;
+      case 1: s.temperature = 1.0f; break;
+      case 2: s = sampling_row(0.7f, 20, 0.8f, 0.0f, s.seed, s.offset); break;
+      case 3: s = sampling_row(1.0f, 0, 0.95f, 0.0f, s.seed, s.offset); break;
+      case 4: s = sampling_row(1.0f, 0, 1.0f, 0.05f, s.seed, s.offset); break;
+      case 5: s = sampling_row(1.2f, 1000, 0.9f, 0.01f, s.seed, s.offset); break;
+      case 6: s = sampling_row(0.3f, 5, 1.0f, 0.0f, s.seed, s.offset); break;
+      default: s = sampling_row(2.0f, 0, 0.5f, 0.0f, s.seed, s.offset); break;
+    }
+  }
+  return rows;
+}
+
+TEST(SamplingKernelsEmulated, SampleTokensMatchCpu) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
+#endif
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(31);
+  struct Shape {
+    int64_t R, V;
+  };
+  for (const Shape sh : {Shape{24, 151936}, Shape{400, 64}, Shape{48, 3000}}) {
+    const int64_t R = sh.R, V = sh.V;
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    std::vector<float> logits(static_cast<size_t>(R * V));
+    for (float& x : logits) x = nd(rng);
+    const std::vector<SamplingRow> rows = rows_for(R);
+    std::vector<int32_t> want(static_cast<size_t>(R));
+    cpu->sample_tokens(Tensor(logits.data(), DType::kF32, {R, V}),
+                       Tensor(const_cast<SamplingRow*>(rows.data()), DType::kI32, {R, kSamplingRowWords}),
+                       Tensor(want.data(), DType::kI32, {R}));
+    std::vector<int32_t> got(static_cast<size_t>(R), -1);
+    cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(R), 1, 1}, sk::kThreads,
+                     [&] { sk::sample_kernel(logits.data(), V, rows.data(), got.data()); });
+    int64_t differ = 0;
+    for (int64_t r = 0; r < R; ++r) {
+      const int32_t g = got[static_cast<size_t>(r)], w = want[static_cast<size_t>(r)];
+      ASSERT_TRUE(g >= 0 && g < V) << "row " << r << ": token " << g;
+      if (r % 8 == 0) {
+        ASSERT_EQ(g, w) << "greedy row " << r;
+      }
+      differ += g != w;
+    }
+    EXPECT_LE(differ * 200, R) << differ << " of " << R << " rows differ (V " << V << ")";
+    ::testing::Test::RecordProperty(V == 64 ? "differ_v64" : "differ", static_cast<int>(differ));
+  }
+}
+
+// Many draws from the same few rows (offsets 0..255) at a high temperature, so that tokens near
+// each cut are drawn often: a kept set that differs from the CPU backend's by one bucket shows.
+TEST(SamplingKernelsEmulated, ManyDrawsNearTheCutsMatchCpu) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
+#endif
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(33);
+  const int64_t V = 64, kDraws = 256;
+  const SamplingRow settings[] = {sampling_row(1.5f, 5, 1.0f, 0.0f, 0, 0), sampling_row(1.5f, 0, 0.5f, 0.0f, 0, 0),
+                                  sampling_row(1.5f, 0, 1.0f, 0.2f, 0, 0), sampling_row(1.5f, 10, 0.7f, 0.0f, 0, 0)};
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  for (const SamplingRow& setting : settings) {
+    std::vector<float> row(static_cast<size_t>(V));
+    for (float& x : row) x = nd(rng);
+    std::vector<float> logits;
+    std::vector<SamplingRow> rows;
+    for (int64_t d = 0; d < kDraws; ++d) {
+      logits.insert(logits.end(), row.begin(), row.end());
+      SamplingRow r = setting;
+      r.seed = 77;
+      r.offset = static_cast<uint64_t>(d);
+      rows.push_back(r);
+    }
+    std::vector<int32_t> want(static_cast<size_t>(kDraws)), got(static_cast<size_t>(kDraws), -1);
+    cpu->sample_tokens(Tensor(logits.data(), DType::kF32, {kDraws, V}),
+                       Tensor(rows.data(), DType::kI32, {kDraws, kSamplingRowWords}),
+                       Tensor(want.data(), DType::kI32, {kDraws}));
+    cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(kDraws), 1, 1}, sk::kThreads,
+                     [&] { sk::sample_kernel(logits.data(), V, rows.data(), got.data()); });
+    EXPECT_EQ(got, want) << "top_k " << setting.top_k << " top_p " << setting.top_p << " min_p " << setting.min_p;
+    EXPECT_GT(std::set<int32_t>(got.begin(), got.end()).size(), 2u);  // really sampled
+  }
+}
+
+TEST(SamplingKernelsEmulated, ApplyLogitEditsMatchCpu) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
+#endif
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(32);
+  const int64_t R = 5, V = 151936;
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> logits(static_cast<size_t>(R * V));
+  for (float& x : logits) x = nd(rng);
+  std::vector<SamplingRow> rows(static_cast<size_t>(R));
+  std::vector<LogitEdit> edits;
+  std::vector<int32_t> offsets = {0};
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V) - 1);
+  for (int64_t r = 0; r < R; ++r) {
+    rows[static_cast<size_t>(r)].repetition_penalty = 1.0f + 0.15f * static_cast<float>(r);
+    rows[static_cast<size_t>(r)].presence_penalty = 0.1f * static_cast<float>(r);
+    rows[static_cast<size_t>(r)].frequency_penalty = 0.05f * static_cast<float>(r % 3);
+    std::set<int32_t> used;
+    for (int j = 0; j < 3000 * static_cast<int>(r); ++j) {  // row 0: no edits
+      const int32_t t = tok(rng);
+      if (!used.insert(t).second) continue;
+      LogitEdit e;
+      e.token = t;
+      e.count = j % 4;
+      e.bias = j % 5 == 0 ? 1.5f : 0.0f;
+      e.flags = (j % 2 ? kEditRepeat : 0u) | (j % 97 == 0 ? kEditMask : 0u);
+      edits.push_back(e);
+    }
+    offsets.push_back(static_cast<int32_t>(edits.size()));
+  }
+  const int64_t N = static_cast<int64_t>(edits.size());
+  std::vector<float> want = logits;
+  cpu->apply_logit_edits(Tensor(want.data(), DType::kF32, {R, V}), Tensor(rows.data(), DType::kI32, {R, kSamplingRowWords}),
+                         Tensor(edits.data(), DType::kI32, {N, 4}), Tensor(offsets.data(), DType::kI32, {R + 1}));
+  std::vector<float> got = logits;
+  cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(R), 1, 1}, 256,
+                   [&] { sk::apply_edits_kernel(got.data(), V, rows.data(), edits.data(), offsets.data()); });
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "at " << i;
+}
+
+}  // namespace
+}  // namespace pagoda::testing
