@@ -9,7 +9,37 @@
 
 #include <cstdint>
 
+// nvcc unrolls the loops marked so; the host build of the emulation tests has no such pragma.
+#if defined(__CUDACC__)
+#define PAGODA_UNROLL _Pragma("unroll")
+#define PAGODA_UNROLL16 _Pragma("unroll 16")
+#else
+#define PAGODA_UNROLL
+#define PAGODA_UNROLL16
+#endif
+
 namespace pagoda::cuda {
+
+// BF16 as raw 16-bit patterns: FP32 -> BF16 bits with round to nearest even (finite inputs), a
+// pair packed low element first, and a packed pair back to two floats (exact).
+__device__ __forceinline__ uint32_t bf16_bits(float f) {
+  union {
+    float f;
+    uint32_t u;
+  } v{f};
+  return (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
+__device__ __forceinline__ float bits_float(uint32_t u) {
+  union {
+    uint32_t u;
+    float f;
+  } v{u};
+  return v.f;
+}
+__device__ __forceinline__ float2 bf16x2_to_float2(uint32_t w) {
+  return make_float2(bits_float(w << 16), bits_float(w & 0xffff0000u));
+}
 
 struct QueryTile {
   int seq = 0;    // the sequence

@@ -17,7 +17,7 @@
 // outside the cache: such keys read as zeros (load_kv_chunk).
 //
 // The kernel is plain C++ apart from the CUDA keywords and two device primitives
-// (mma_bf16_16816, __shfl_xor_sync), so tests/cuda_emu compiles this same source for the host
+// (mma_bf16_16816, __shfl_xor_sync), so tests/cuda/cuda_emu.h compiles this same source for the host
 // against an emulation of those and checks it against the CPU backend without a GPU.
 #pragma once
 
@@ -25,13 +25,6 @@
 #include <cstdint>
 
 #include "backend/cuda/attention_common.cuh"
-
-// nvcc unrolls these loops; the host build of the emulation test has no such pragma.
-#if defined(__CUDACC__)
-#define PAGODA_MMA_UNROLL _Pragma("unroll")
-#else
-#define PAGODA_MMA_UNROLL
-#endif
 
 namespace pagoda::cuda::mma_attention {
 
@@ -64,16 +57,6 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
-
-// FP32 -> BF16 bits, round to nearest even (finite inputs: probabilities and outputs).
-__device__ __forceinline__ uint32_t bf16_bits(float f) {
-  union {
-    float f;
-    uint32_t u;
-  } v{f};
-  return (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16;
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) paged_attention_mma_kernel(Params p) {
@@ -121,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_mma_kernel(Params p)
     const int64_t t1 = q0 + i0 + r1 / p.G, h1 = static_cast<int64_t>(hk) * p.G + r1 % p.G;
     const uint32_t* q_r0 = reinterpret_cast<const uint32_t*>(p.q + (t0 * p.Hq + h0) * D);
     const uint32_t* q_r1 = reinterpret_cast<const uint32_t*>(p.q + (t1 * p.Hq + h1) * D);
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int kk = 0; kk < kSteps; ++kk) {
       const int c = (kk * 16 + tig * 2) / 2;  // in 32-bit words
       qf[kk][0] = r0 < rows ? q_r0[c] : 0u;
@@ -132,7 +115,7 @@ PAGODA_MMA_UNROLL
   }
 
   float o[kDimTiles][4];
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
   for (int n = 0; n < kDimTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m[2] = {-INFINITY, -INFINITY};  // running max of rows r0, r1 (base-2 scores)
   float l[2] = {0.0f, 0.0f};            // this lane's share of their running sums
@@ -154,11 +137,11 @@ PAGODA_MMA_UNROLL
 
     // S = q K^T for the 64 keys: 8 n-tiles of 8 keys.
     float sc[kKeys / 8][4];
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int n = 0; n < kKeys / 8; ++n) {
       sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
       const uint16_t* krow = k_s + (n * 8 + gid) * kStride + tig * 2;
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
       for (int kk = 0; kk < kSteps; ++kk) {
         const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(krow + kk * 16),
                                *reinterpret_cast<const uint32_t*>(krow + kk * 16 + 8)};
@@ -167,9 +150,9 @@ PAGODA_MMA_UNROLL
     }
     // Mask and scale; element e of n-tile n is key kt + n * 8 + tig * 2 + (e & 1) of row e < 2 ? r0 : r1.
     float mx[2] = {-INFINITY, -INFINITY};
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int n = 0; n < kKeys / 8; ++n) {
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int key = kt + n * 8 + tig * 2 + (e & 1);
         const int lim = e < 2 ? lim0 : lim1;
@@ -179,7 +162,7 @@ PAGODA_MMA_UNROLL
       }
     }
     float base[2];
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
@@ -188,28 +171,28 @@ PAGODA_MMA_UNROLL
       const float corr = exp2f(m[r] - base[r]);     // 0 when m was -inf
       m[r] = m_new;
       l[r] *= corr;
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
       for (int n = 0; n < kDimTiles; ++n) {
         o[n][2 * r] *= corr;
         o[n][2 * r + 1] *= corr;
       }
     }
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int n = 0; n < kKeys / 8; ++n) {
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
       for (int e = 0; e < 4; ++e) {
         sc[n][e] = exp2f(sc[n][e] - base[e >> 1]);  // masked: exp2(-inf) = 0
         l[e >> 1] += sc[n][e];
       }
     }
     // O += P V, 16 keys per k-step; P's fragments of n-tiles 2kk and 2kk + 1 are the A fragment.
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int kk = 0; kk < kKeys / 16; ++kk) {
       const uint32_t a[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
                              pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
                              pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
       const uint16_t* v0 = v_s + (kk * 16 + tig * 2) * kStride + gid;  // keys tig * 2, + 1, + 8, + 9
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
       for (int n = 0; n < kDimTiles; ++n) {
         const uint16_t* vc = v0 + n * 8;
         const uint32_t b[2] = {static_cast<uint32_t>(vc[0]) | (static_cast<uint32_t>(vc[kStride]) << 16),
@@ -221,19 +204,19 @@ PAGODA_MMA_UNROLL
 
   // Row sums over the four lanes of each row, then the normalised output (rows past the tile
   // write nothing; a row that saw no key writes zeros).
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
   for (int r = 0; r < 2; ++r) {
     const int row = r == 0 ? r0 : r1;
     if (row >= rows) continue;
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     const int64_t t = q0 + i0 + row / p.G, h = static_cast<int64_t>(hk) * p.G + row % p.G;
     uint32_t* orow = reinterpret_cast<uint32_t*>(p.out + (t * p.Hq + h) * D);
-PAGODA_MMA_UNROLL
+PAGODA_UNROLL
     for (int n = 0; n < kDimTiles; ++n) orow[(n * 8 + tig * 2) / 2] = pack_bf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
   }
 }
