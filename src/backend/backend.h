@@ -246,6 +246,13 @@ class Backend {
   // token at most once per row) with the penalties of rows[r] (sampling_math.h's
   // apply_logit_edit: min_tokens masks, logit_bias, repetition / presence / frequency penalties).
   virtual void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) = 0;
+  // Raw logprobs of rows of logits (F32 [N, V]: the model's output before any edit), for requests
+  // that want logprobs of what the backend sampled: lse_r = log(sum_i exp(l_ri - m_r)) + m_r (FP32
+  // exp, FP64 sum), token_logprobs[r] (F32 [N]) = l[r, tokens[r]] - lse_r (tokens I32 [N]), and the
+  // K = top_ids.cols() (1 <= K <= V) largest entries of the row (value descending, lowest id first
+  // on ties) as top_ids (I32 [N, K]) and top_logprobs (F32 [N, K], l - lse_r).
+  virtual void compute_logprobs(const Tensor& logits, const Tensor& tokens, Tensor token_logprobs, Tensor top_ids,
+                                Tensor top_logprobs) = 0;
   // True when sample_tokens runs where the logits already are (a GPU): the engine then avoids
   // copying logits rows to the host for requests it can sample this way.
   virtual bool samples_on_device() const { return false; }

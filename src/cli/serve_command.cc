@@ -128,6 +128,7 @@ int serve_command(int argc, char** argv) {
   const long long max_logprobs = args.get_int("--max-logprobs").value_or(20);
   PAGODA_CHECK(max_logprobs >= 0 && max_logprobs <= 1 << 20, "--max-logprobs must be non-negative");
   sc.max_logprobs = static_cast<int>(max_logprobs);
+  ec.max_logprobs = sc.max_logprobs;
   sc.enable_auto_tool_choice = args.flag("--enable-auto-tool-choice");
   sc.tool_call_parser = args.get_or("--tool-call-parser", "");
   sc.reasoning_parser = args.get_or("--reasoning-parser", "");

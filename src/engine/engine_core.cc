@@ -123,7 +123,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
 
 void EngineCore::add_request(EngineCoreRequest req) {
   const SamplingParams& p = req.params;
-  p.validate(vocab_size());
+  p.validate(vocab_size(), config_.max_logprobs);
   PAGODA_CHECK(!req.prompt_token_ids.empty(), "request '", req.request_id, "': the prompt is empty");
   for (int32_t id : req.prompt_token_ids)
     PAGODA_CHECK(id >= 0 && id < vocab_size(), "prompt token id ", id, " is outside the vocabulary [0, ", vocab_size(),
@@ -155,8 +155,10 @@ void EngineCore::add_request(EngineCoreRequest req) {
   Sampler sampler(p, req.prompt_token_ids, vocab_size(), config_.eos_token_ids, config_.token_vocabulary);
   PerRequest pr{std::move(sampler), p.logprobs.has_value(), p.prompt_logprobs.value_or(-1), false, SamplingRow{}, 0};
   // What the backend covers: temperature / top-k / top-p / min-p after penalties, logit_bias and
-  // min_tokens (LogitEdits). Logprobs, allowed_token_ids and grammars stay with the Sampler.
-  pr.on_backend = backend_sampling_ && !p.logprobs && !p.allowed_token_ids && !p.structured_output;
+  // min_tokens (LogitEdits), and raw logprobs (up to kMaxBackendLogprobs top entries).
+  // allowed_token_ids and grammars stay with the Sampler.
+  pr.on_backend = backend_sampling_ && (!p.logprobs || *p.logprobs <= kMaxBackendLogprobs) &&
+                  !p.allowed_token_ids && !p.structured_output;
   if (pr.on_backend) {
     pr.row.temperature = p.temperature;
     pr.row.top_k = p.top_k;
@@ -219,16 +221,21 @@ void EngineCore::launch(SchedulerOutput so) {
   // Backend sampling: one SamplingRow per logits row (rows it does not cover: greedy, unused);
   // the logits come back only when a row needs the host (prompt logprobs, a Sampler request).
   bool any_backend = false, want_logits = !backend_sampling_, pipelined = async_;
+  // Per scheduled request: its row among the backend logprob rows (-1: none).
+  std::vector<int32_t> logprob_index(so.scheduled.size(), -1);
   if (backend_sampling_) {
     BackendSamplingInput& in = backend_input_;
     in.rows.clear();
     in.edits.clear();
     in.offsets.assign(1, 0);
+    in.logprob_rows.clear();
+    in.num_top_logprobs = 1;
     auto next_row = [&](const SamplingRow& r) {
       in.rows.push_back(r);
       in.offsets.push_back(static_cast<int32_t>(in.edits.size()));
     };
-    for (const ScheduledRequest& s : so.scheduled) {
+    for (size_t i = 0; i < so.scheduled.size(); ++i) {
+      const ScheduledRequest& s = so.scheduled[i];
       if (s.num_logits_rows() == 0) continue;
       PerRequest& pr = samplers_.at(s.request->request_id);
       for (int k = 0; k < s.num_prompt_logprob_rows; ++k) next_row(SamplingRow{});
@@ -236,6 +243,11 @@ void EngineCore::launch(SchedulerOutput so) {
       if (!s.samples) continue;
       if (pr.on_backend) {
         pr.sampler.append_edits(in.edits, pr.row, pr.num_in_flight);
+        if (pr.want_logprobs) {
+          logprob_index[i] = static_cast<int32_t>(in.logprob_rows.size());
+          in.logprob_rows.push_back(static_cast<int32_t>(in.rows.size()));
+          in.num_top_logprobs = std::max(in.num_top_logprobs, *pr.sampler.params().logprobs);
+        }
         next_row(pr.row);
         ++pr.row.offset;  // the next draw, also when the next step is scheduled before this one ran
         ++pr.num_in_flight;
@@ -250,12 +262,13 @@ void EngineCore::launch(SchedulerOutput so) {
     if (in.edits.empty()) in.offsets.clear();
   }
   runner_->launch(so, *kv_, any_backend ? &backend_input_ : nullptr, want_logits);
-  launched_.push_back(Launched{std::move(so), pipelined && !want_logits});
+  launched_.push_back(Launched{std::move(so), pipelined && !want_logits, std::move(logprob_index)});
 }
 
 void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
   PAGODA_ASSERT(!launched_.empty());
   const SchedulerOutput so = std::move(launched_.front().so);
+  const std::vector<int32_t> logprob_index = std::move(launched_.front().logprob_index);
   launched_.pop_front();
   // The sampler edits its row in place (penalties, masks): the rows are the runner's host copy.
   const ModelRunner::StepResult result = runner_->wait();
@@ -289,6 +302,15 @@ void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
     if (!s.samples) continue;
     if (pr.on_backend) {
       sampled_[i] = result.sampled[static_cast<size_t>(row++)];
+      if (const int32_t j = logprob_index[i]; j >= 0) {  // raw logprobs computed by the backend
+        SampledToken t;
+        t.token = sampled_[i];
+        t.logprob = result.token_logprobs[static_cast<size_t>(j)];
+        const size_t K = static_cast<size_t>(result.num_top_logprobs);
+        for (size_t k = 0; k < static_cast<size_t>(*pr.sampler.params().logprobs); ++k)
+          t.top_logprobs.emplace_back(result.top_ids[j * K + k], result.top_logprobs[j * K + k]);
+        with_logprobs.emplace(r.request_id, std::move(t));
+      }
       pr.sampler.accept(sampled_[i]);
       --pr.num_in_flight;
       ++num_sampled;

@@ -49,9 +49,10 @@ struct EngineConfig {
   // Token bytes for structured output (guided decoding); requests that ask for it fail without.
   std::shared_ptr<const TokenVocabulary> token_vocabulary;
   // Backend::sample_tokens (after Backend::apply_logit_edits for penalties, logit_bias and
-  // min_tokens) for the requests it covers (no logprobs, allowed_token_ids or structured output):
-  // -1 when the backend samples on the device (a GPU: only token ids come back), 0 never, 1
-  // always (tests of the path on the CPU).
+  // min_tokens; raw logprobs by Backend::compute_logprobs) for the requests it covers (no
+  // allowed_token_ids or structured output, at most kMaxBackendLogprobs top logprobs): -1 when
+  // the backend samples on the device (a GPU: only token ids and requested logprobs come back),
+  // 0 never, 1 always (tests of the path on the CPU).
   int backend_sampling = -1;
   // Decode steps recorded as CUDA graphs per padded batch size and replayed (ModelRunnerConfig::
   // graphs): -1 when the backend and the model allow it, 0 never (--enforce-eager), 1 also the
@@ -60,10 +61,12 @@ struct EngineConfig {
   // Async scheduling (vLLM's --async-scheduling): step N+1 is scheduled and issued while the
   // backend still runs step N, its tokens fed on the device (Scheduler, ModelRunner::launch);
   // only with backend sampling, and a step is not overlapped when a request in it needs its
-  // token on the host first (logprobs, allowed_token_ids, structured output, penalties, prompt
-  // logprobs). -1: when the backend samples on the device (a GPU), 0 never
+  // token on the host first (allowed_token_ids, structured output, more than kMaxBackendLogprobs
+  // logprobs, penalties, prompt logprobs). -1: when the backend samples on the device (a GPU), 0 never
   // (--no-async-scheduling), 1 always (tests on the CPU, where the backend runs each op at once).
   int async_scheduling = -1;
+  // --max-logprobs: the most logprobs / prompt_logprobs a request may ask for (vLLM's default 20).
+  int max_logprobs = 20;
 };
 
 struct EngineCoreRequest {
@@ -153,6 +156,7 @@ class EngineCore {
   struct Launched {
     SchedulerOutput so;
     bool pipelined = false;  // the next step may be scheduled before this one is collected
+    std::vector<int32_t> logprob_index;  // per scheduled request: its backend logprob row, or -1
   };
   std::deque<Launched> launched_;  // issued, not yet collected (at most two, briefly)
   BackendSamplingInput backend_input_;  // scratch: one row (and its edits) per logits row

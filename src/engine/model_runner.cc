@@ -57,9 +57,12 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   feed_buf_ = backend.allocate(2 * T * sizeof(int32_t));
   feed_.reserve(2 * T);
   for (HostSet& h : host_) {
-    h.staging = backend.allocate_host((staged + 2 * T) * sizeof(int32_t));
+    h.staging = backend.allocate_host((staged + 2 * T + rows) * sizeof(int32_t));  // + feed pairs, logprob rows
     h.rows = backend.allocate_host(rows * sizeof(SamplingRow));
     h.sampled = backend.allocate_host(rows * sizeof(int32_t));
+    h.lp_token = backend.allocate_host(rows * sizeof(float));
+    h.lp_ids = backend.allocate_host(rows * kMaxBackendLogprobs * sizeof(int32_t));
+    h.lp_top = backend.allocate_host(rows * kMaxBackendLogprobs * sizeof(float));
   }
   logits_host_ = backend.allocate_host(rows * static_cast<size_t>(vocab_) * sizeof(float));
   const bool replayable = model.replayable_decode() && model.num_state_slots() == 0;
@@ -73,6 +76,11 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   sample_rows_buf_ = backend.allocate(rows * sizeof(SamplingRow));
   sampled_buf_ = backend.allocate(rows * sizeof(int32_t));
   edit_offsets_buf_ = backend.allocate((rows + 1) * sizeof(int32_t));
+  lp_rows_buf_ = backend.allocate(rows * sizeof(int32_t));
+  lp_tokens_buf_ = backend.allocate(rows * sizeof(int32_t));
+  lp_token_buf_ = backend.allocate(rows * sizeof(float));
+  lp_ids_buf_ = backend.allocate(rows * kMaxBackendLogprobs * sizeof(int32_t));
+  lp_top_buf_ = backend.allocate(rows * kMaxBackendLogprobs * sizeof(float));
 }
 
 ModelRunner::StepResult ModelRunner::execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
@@ -89,6 +97,14 @@ ModelRunner::StepResult ModelRunner::wait() {
   StepResult result;
   const auto L = static_cast<size_t>(f.num_rows);
   if (f.sampled) result.sampled = {static_cast<const int32_t*>(host_[f.parity].sampled.data()), L};
+  if (f.num_logprob_rows > 0) {
+    const HostSet& h = host_[f.parity];
+    const auto N = static_cast<size_t>(f.num_logprob_rows), K = static_cast<size_t>(f.num_top_logprobs);
+    result.token_logprobs = {static_cast<const float*>(h.lp_token.data()), N};
+    result.top_ids = {static_cast<const int32_t*>(h.lp_ids.data()), N * K};
+    result.top_logprobs = {static_cast<const float*>(h.lp_top.data()), N * K};
+    result.num_top_logprobs = f.num_top_logprobs;
+  }
   if (f.logits) result.logits = {static_cast<float*>(logits_host_.data()), L * static_cast<size_t>(vocab_)};
   return result;
 }
@@ -237,6 +253,7 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
     backend_.copy_from_host(host.edits_dev.data(), host.edits.data(), bytes);
     upload(edit_offsets_buf_, sampling->offsets);
   }
+  if (backend_samples && !sampling->logprob_rows.empty()) upload(lp_rows_buf_, sampling->logprob_rows);
 
   ForwardBatch batch;
   batch.token_ids = ids_buf_.as(DType::kI32, {T});
@@ -278,6 +295,15 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   f.num_rows = L;
   if (L > 0 && backend_samples) {
     Tensor tokens = sampled_buf_.as(DType::kI32, {L});
+    // Backend logprobs are of the raw logits: their rows are copied aside before the edits.
+    const int N = static_cast<int>(sampling->logprob_rows.size()), K = sampling->num_top_logprobs;
+    if (N > 0) {
+      PAGODA_CHECK(K >= 1 && K <= kMaxBackendLogprobs && K <= vocab_, "ModelRunner: ", K, " top logprobs");
+      const size_t bytes = static_cast<size_t>(N) * static_cast<size_t>(vocab_) * sizeof(float);
+      if (lp_logits_buf_.size() < bytes) lp_logits_buf_ = backend_.allocate(std::max(bytes, 2 * lp_logits_buf_.size()));
+      backend_.gather_rows(logits.slice_rows(0, L), lp_rows_buf_.as(DType::kI32, {N}),
+                           lp_logits_buf_.as(DType::kF32, {N, vocab_}));
+    }
     if (edits)
       backend_.apply_logit_edits(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, kSamplingRowWords}),
                                  host.edits_dev.as(DType::kI32, {static_cast<int64_t>(sampling->edits.size()), 4}),
@@ -285,6 +311,18 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
     backend_.sample_tokens(logits.slice_rows(0, L), sample_rows_buf_.as(DType::kI32, {L, kSamplingRowWords}), tokens);
     backend_.copy_to_host_async(host.sampled.data(), sampled_buf_.data(), static_cast<size_t>(L) * sizeof(int32_t));
     f.sampled = true;
+    if (N > 0) {
+      Tensor lp_tokens = lp_tokens_buf_.as(DType::kI32, {N, 1});
+      backend_.gather_rows(sampled_buf_.as(DType::kI32, {L, 1}), lp_rows_buf_.as(DType::kI32, {N}), lp_tokens);
+      backend_.compute_logprobs(lp_logits_buf_.as(DType::kF32, {N, vocab_}), lp_tokens_buf_.as(DType::kI32, {N}),
+                                lp_token_buf_.as(DType::kF32, {N}), lp_ids_buf_.as(DType::kI32, {N, K}),
+                                lp_top_buf_.as(DType::kF32, {N, K}));
+      backend_.copy_to_host_async(host.lp_token.data(), lp_token_buf_.data(), static_cast<size_t>(N) * sizeof(float));
+      backend_.copy_to_host_async(host.lp_ids.data(), lp_ids_buf_.data(), static_cast<size_t>(N * K) * sizeof(int32_t));
+      backend_.copy_to_host_async(host.lp_top.data(), lp_top_buf_.data(), static_cast<size_t>(N * K) * sizeof(float));
+      f.num_logprob_rows = N;
+      f.num_top_logprobs = K;
+    }
   }
   if (L > 0 && want_logits) {
     PAGODA_CHECK(std::none_of(in_flight_.begin(), in_flight_.end(), [](const InFlight& x) { return x.logits; }),

@@ -35,11 +35,19 @@ struct ModelRunnerConfig {
   int graphs = -1;
 };
 
+// The most top logprobs per token the backend computes (Backend::compute_logprobs); requests
+// that want more are sampled on the host.
+inline constexpr int kMaxBackendLogprobs = 32;
+
 // What Backend::sample_tokens needs for one step (ModelRunner::execute).
 struct BackendSamplingInput {
   std::vector<SamplingRow> rows;  // one per logits row
   std::vector<LogitEdit> edits;   // Backend::apply_logit_edits, every row's in row order
   std::vector<int32_t> offsets;   // rows.size() + 1 entries when edits is not empty
+  // Logits rows whose raw logprobs (before the edits) the backend computes for the token it
+  // draws, with num_top_logprobs (1 .. kMaxBackendLogprobs) top entries each.
+  std::vector<int32_t> logprob_rows;
+  int num_top_logprobs = 1;
 };
 
 class ModelRunner {
@@ -56,6 +64,12 @@ class ModelRunner {
     std::span<float> logits;
     // With sample_rows: the token Backend::sample_tokens drew from each logits row.
     std::span<const int32_t> sampled;
+    // With logprob_rows (in their order): the drawn token's raw logprob, and num_top_logprobs
+    // (id, logprob) entries per row, best first.
+    std::span<const float> token_logprobs;
+    std::span<const int32_t> top_ids;
+    std::span<const float> top_logprobs;
+    int num_top_logprobs = 0;
   };
   // Runs one step: launch() then wait().
   StepResult execute(const SchedulerOutput& output, const KvCacheManager& kv_cache,
@@ -98,6 +112,9 @@ class ModelRunner {
   std::vector<int32_t> ids_, pos_, slots_, qsl_, seq_lens_, tables_, logits_idx_, state_slots_, feed_;
   // Backend sampling: the rows' settings, the drawn tokens, the edits (grown on demand).
   DeviceBuffer sample_rows_buf_, sampled_buf_, edit_offsets_buf_;
+  // Backend logprobs: the rows' indices, their raw logits (copied before the edits; grown on
+  // demand), the drawn tokens of those rows and the results.
+  DeviceBuffer lp_rows_buf_, lp_logits_buf_, lp_tokens_buf_, lp_token_buf_, lp_ids_buf_, lp_top_buf_;
   // Host memory a launched step reads or writes asynchronously, one set per parity: step k uses
   // set k % 2 and signals event k % 2, so a set is only reused after its step was waited for.
   struct HostSet {
@@ -105,6 +122,7 @@ class ModelRunner {
     DeviceBuffer rows;      // SamplingRows
     DeviceBuffer sampled;   // the drawn tokens
     DeviceBuffer edits, edits_dev;  // LogitEdits (host and backend copies, grown on demand)
+    DeviceBuffer lp_token, lp_ids, lp_top;  // backend logprobs
   };
   HostSet host_[2];
   DeviceBuffer logits_host_;  // host: the logits rows of one step (one launched step at a time wants them)
@@ -113,6 +131,8 @@ class ModelRunner {
     int num_rows = 0;  // logits rows
     bool sampled = false;
     bool logits = false;
+    int num_logprob_rows = 0;
+    int num_top_logprobs = 0;
   };
   std::vector<InFlight> in_flight_;  // launched and not waited for, oldest first
   int next_parity_ = 0;

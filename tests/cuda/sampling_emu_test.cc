@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <set>
@@ -113,6 +114,47 @@ TEST(SamplingKernelsEmulated, ManyDrawsNearTheCutsMatchCpu) {
                      [&] { sk::sample_kernel(logits.data(), V, rows.data(), got.data()); });
     EXPECT_EQ(got, want) << "top_k " << setting.top_k << " top_p " << setting.top_p << " min_p " << setting.min_p;
     EXPECT_GT(std::set<int32_t>(got.begin(), got.end()).size(), 2u);  // really sampled
+  }
+}
+
+// Raw logprobs: the sampled token's and the top K (ids exact, ties by the lower id; values within
+// 1e-5 — FP32 exp in a different summation order).
+TEST(SamplingKernelsEmulated, LogprobsMatchCpu) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
+#endif
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(34);
+  struct Shape {
+    int64_t N, V, K;
+  };
+  for (const Shape sh : {Shape{6, 151936, 20}, Shape{40, 64, 64}, Shape{40, 300, 5}}) {
+    const int64_t N = sh.N, V = sh.V, K = sh.K;
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    std::vector<float> logits(static_cast<size_t>(N * V));
+    for (float& x : logits) x = nd(rng);
+    // Ties and -inf entries in some rows: order by the lower id.
+    for (int64_t r = 0; r < N; r += 3)
+      for (int64_t i = 0; i < V; i += 7) logits[static_cast<size_t>(r * V + i)] = i % 2 ? 4.0f : -INFINITY;
+    std::vector<int32_t> tokens(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; ++r) tokens[static_cast<size_t>(r)] = static_cast<int32_t>((r * 7919) % V);
+    std::vector<float> want_lp(static_cast<size_t>(N)), want_top(static_cast<size_t>(N * K));
+    std::vector<int32_t> want_ids(static_cast<size_t>(N * K));
+    cpu->compute_logprobs(Tensor(logits.data(), DType::kF32, {N, V}), Tensor(tokens.data(), DType::kI32, {N}),
+                          Tensor(want_lp.data(), DType::kF32, {N}), Tensor(want_ids.data(), DType::kI32, {N, K}),
+                          Tensor(want_top.data(), DType::kF32, {N, K}));
+    std::vector<float> lp(static_cast<size_t>(N), NAN), top(static_cast<size_t>(N * K), NAN);
+    std::vector<int32_t> ids(static_cast<size_t>(N * K), -1);
+    cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(N), 1, 1}, sk::kLogprobThreads, [&] {
+      sk::logprobs_kernel(logits.data(), V, tokens.data(), static_cast<int>(K), lp.data(), ids.data(), top.data());
+    });
+    EXPECT_EQ(ids, want_ids) << "V " << V;
+    for (size_t i = 0; i < lp.size(); ++i)
+      ASSERT_TRUE(lp[i] == want_lp[i] || std::abs(lp[i] - want_lp[i]) <= 1e-5) << "row " << i << ": " << lp[i]
+                                                                               << " vs " << want_lp[i];
+    for (size_t i = 0; i < top.size(); ++i)
+      ASSERT_TRUE(top[i] == want_top[i] || std::abs(top[i] - want_top[i]) <= 1e-5) << "entry " << i << ": " << top[i]
+                                                                                   << " vs " << want_top[i];
   }
 }
 

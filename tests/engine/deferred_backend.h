@@ -108,6 +108,10 @@ class DeferredBackend final : public Backend {
   void sample_tokens(const Tensor& logits, const Tensor& rows, Tensor tokens) override {
     enqueue([=, this] { b_->sample_tokens(logits, rows, tokens); });
   }
+  void compute_logprobs(const Tensor& logits, const Tensor& tokens, Tensor token_logprobs, Tensor top_ids,
+                        Tensor top_logprobs) override {
+    enqueue([=, this] { b_->compute_logprobs(logits, tokens, token_logprobs, top_ids, top_logprobs); });
+  }
   void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) override {
     enqueue([=, this] { b_->apply_logit_edits(logits, rows, edits, offsets); });
   }

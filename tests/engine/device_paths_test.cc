@@ -1,9 +1,10 @@
 // The engine paths a GPU takes, exercised on the CPU backend with the tiny Qwen3 fixture.
-// Backend sampling (EngineConfig::backend_sampling: only token ids come back): greedy tokens equal
-// the host Sampler's; a seeded request draws the same tokens alone and in a mixed batch (prefill
-// chunks, other settings, requests that stay on the host Sampler because they want logprobs or
-// allowed_token_ids); penalties, logit_bias and min_tokens as LogitEdits equal the host
-// processors exactly; host-path requests are unchanged by the others being sampled on the backend.
+// Backend sampling (EngineConfig::backend_sampling: only token ids and requested logprobs come
+// back): greedy tokens equal the host Sampler's; a seeded request draws the same tokens alone and
+// in a mixed batch (prefill chunks, other settings, a request with logprobs, requests that stay on
+// the host Sampler because they want allowed_token_ids); penalties, logit_bias and min_tokens as
+// LogitEdits equal the host processors exactly; raw logprobs (and their top entries) equal the host
+// Sampler's; host-path requests are unchanged by the others being sampled on the backend.
 // The padded decode layout CUDA graphs replay (EngineConfig::cuda_graphs = 1: decode steps padded
 // to a capture size, fixed-width block tables, padding tokens that write no K/V): the same tokens
 // as the unpadded steps while the batch shrinks through every capture size.
@@ -150,8 +151,9 @@ TEST(BackendSampling, SeededDrawsDoNotDependOnTheBatch) {
   for (int i = 0; i < 5; ++i)
     batch.push_back({numbered("other", i), test_prompt(10 + 23 * i, 20 + i), sampled(i, 1.0f + 0.1f * i, 0, 0.95f, 0)});
   SamplingParams lp = sampled(5, 1.0f, 0, 1.0f, 0);
-  lp.logprobs = 2;  // stays on the host Sampler
-  batch.push_back({"logprobs", test_prompt(40, 30), lp});
+  lp.logprobs = 2;  // on the backend, logprobs by Backend::compute_logprobs
+  const Req logprobs{"logprobs", test_prompt(40, 30), lp};
+  batch.push_back(logprobs);
   SamplingParams pen = sampled(6, 0.8f, 10, 1.0f, 0);
   pen.repetition_penalty = 1.3f;  // on the backend, with LogitEdits
   pen.logit_bias = {{11, 1.5f}};
@@ -165,14 +167,75 @@ TEST(BackendSampling, SeededDrawsDoNotDependOnTheBatch) {
   const auto mixed = run(batch, 1, 48);
   EXPECT_EQ(mixed.at("mine"), alone);
   EXPECT_EQ(mixed.at("penalty"), run({penalty}, 1)["penalty"]);
+  EXPECT_EQ(mixed.at("logprobs"), run({logprobs}, 1)["logprobs"]);
 
   // Host-path requests: the same tokens as with every request on the host Sampler.
   const auto host = run(batch, 0, 48);
-  EXPECT_EQ(mixed.at("logprobs"), host.at("logprobs"));
   EXPECT_EQ(mixed.at("allowed"), host.at("allowed"));
   for (const Req& r : batch) EXPECT_EQ(mixed.at(r.id).size(), 24u) << r.id;
   // Different seeds draw different texts (the backend draw is not stuck on one token).
   EXPECT_NE(mixed.at("other0"), mixed.at("other1"));
+}
+
+// Raw logprobs of backend-sampled tokens (Backend::compute_logprobs, up to kMaxBackendLogprobs
+// top entries) equal the host Sampler's: the same greedy tokens, each token's logprob and the top
+// entries' ids exactly, their logprobs within 1e-5 (FP32 exp summed in another order). A request
+// wanting more top logprobs than the backend computes is sampled on the host, unchanged.
+TEST(BackendSampling, LogprobsEqualTheHostSampler) {
+  std::vector<Req> reqs;
+  const int wants[] = {0, 1, 5, 20, kMaxBackendLogprobs, kMaxBackendLogprobs + 8};
+  for (int i = 0; i < 6; ++i) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.max_tokens = 12;
+    p.ignore_eos = true;
+    p.logprobs = wants[i];
+    if (i == 3) p.repetition_penalty = 1.3f;  // edits: the logprobs stay those of the raw logits
+    if (i == 4) p.logit_bias = {{17, 5.0f}};
+    reqs.push_back({numbered("l", i), test_prompt(7 + 9 * i, 90 + i), p});
+  }
+  auto collect = [&](int backend_sampling) {
+    auto backend = make_cpu_backend();
+    ModelLoadOptions lo;
+    lo.max_num_tokens = 64;
+    lo.max_num_logits = 16;
+    auto model = load_model(std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/qwen3", *backend, lo);
+    EngineConfig c;
+    c.max_num_seqs = 16;
+    c.max_num_batched_tokens = 64;
+    c.max_model_len = 256;
+    c.num_kv_blocks = 100;
+    c.kv_cache_dtype = DType::kF32;
+    c.eos_token_ids = {2};
+    c.backend_sampling = backend_sampling;
+    c.max_logprobs = 64;
+    LLMEngine engine(*model, *backend, c);
+    for (const Req& r : reqs) engine.add_request(r.id, r.prompt, r.params);
+    std::map<std::string, std::vector<SampledToken>> out;
+    while (engine.has_unfinished())
+      for (const RequestOutput& o : engine.step()) {
+        EXPECT_EQ(o.new_logprobs.size(), o.new_token_ids.size()) << o.request_id;
+        for (const SampledToken& t : o.new_logprobs) out[o.request_id].push_back(t);
+      }
+    return out;
+  };
+  const auto host = collect(0), dev = collect(1);
+  for (int i = 0; i < 6; ++i) {
+    const std::string id = numbered("l", i);
+    ASSERT_EQ(dev.at(id).size(), 12u) << id;
+    ASSERT_EQ(host.at(id).size(), 12u) << id;
+    for (size_t k = 0; k < 12; ++k) {
+      const SampledToken &d = dev.at(id)[k], &h = host.at(id)[k];
+      ASSERT_EQ(d.token, h.token) << id << " token " << k;
+      EXPECT_NEAR(d.logprob, h.logprob, 1e-5) << id << " token " << k;
+      ASSERT_EQ(d.top_logprobs.size(), static_cast<size_t>(wants[i])) << id;
+      ASSERT_EQ(h.top_logprobs.size(), static_cast<size_t>(wants[i])) << id;
+      for (size_t e = 0; e < d.top_logprobs.size(); ++e) {
+        EXPECT_EQ(d.top_logprobs[e].first, h.top_logprobs[e].first) << id << " token " << k << " entry " << e;
+        EXPECT_NEAR(d.top_logprobs[e].second, h.top_logprobs[e].second, 1e-5) << id << " token " << k << " entry " << e;
+      }
+    }
+  }
 }
 
 TEST(PaddedDecode, SameTokensAsUnpaddedSteps) {

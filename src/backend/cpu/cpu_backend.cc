@@ -552,6 +552,27 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void compute_logprobs(const Tensor& logits, const Tensor& tokens, Tensor token_logprobs, Tensor top_ids,
+                        Tensor top_logprobs) override {
+    check_f32(logits, "compute_logprobs", "logits");
+    const int64_t N = logits.dim(0), V = logits.dim(1), K = top_ids.cols();
+    PAGODA_CHECK(logits.ndim == 2 && tokens.dtype == DType::kI32 && tokens.numel() == N &&
+                     token_logprobs.dtype == DType::kF32 && token_logprobs.numel() == N && top_ids.dtype == DType::kI32 &&
+                     top_ids.rows() == N && top_logprobs.dtype == DType::kF32 && top_logprobs.rows() == N &&
+                     top_logprobs.cols() == K && K >= 1 && K <= V,
+                 "compute_logprobs: logits ", logits.shape_string(), " tokens ", tokens.shape_string(), " top_ids ",
+                 top_ids.shape_string(), " top_logprobs ", top_logprobs.shape_string());
+    const float* l = logits.ptr<float>();
+    const int32_t* t = tokens.ptr<int32_t>();
+    for (int64_t i = 0; i < N; ++i)
+      PAGODA_CHECK(t[i] >= 0 && t[i] < V, "compute_logprobs: token ", t[i], " outside [0, ", V, ")");
+    pool_.parallel_for(N, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0; i < r1; ++i)
+        cpu::logprobs_row(l + i * V, V, t[i], static_cast<int>(K), token_logprobs.ptr<float>() + i,
+                          top_ids.ptr<int32_t>() + i * K, top_logprobs.ptr<float>() + i * K);
+    });
+  }
+
   void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) override {
     check_f32(logits, "apply_logit_edits", "logits");
     const int64_t R = logits.dim(0), V = logits.dim(1);

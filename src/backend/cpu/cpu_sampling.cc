@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+#include <vector>
 
 namespace pagoda::cpu {
 namespace {
@@ -123,6 +125,30 @@ int32_t sample_row(const float* l, int64_t vocab, const SamplingRow& row, Sample
     }
   }
   return static_cast<int32_t>(token);
+}
+
+void logprobs_row(const float* l, int64_t vocab, int32_t token, int k, float* token_logprob, int32_t* top_ids,
+                  float* top_logprobs) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < vocab; ++i) m = std::max(m, l[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += static_cast<double>(std::exp(l[i] - m));
+  const float lse = m + static_cast<float>(std::log(sum));
+  *token_logprob = l[token] - lse;
+  // The k best so far, best first (ties: the lower id, seen first, stays ahead).
+  std::vector<std::pair<float, int32_t>> top;
+  top.reserve(static_cast<size_t>(k) + 1);
+  for (int64_t i = 0; i < vocab; ++i) {
+    if (static_cast<int>(top.size()) == k && !(l[i] > top.back().first)) continue;
+    auto pos = std::upper_bound(top.begin(), top.end(), l[i],
+                                [](float v, const std::pair<float, int32_t>& e) { return v > e.first; });
+    top.insert(pos, {l[i], static_cast<int32_t>(i)});
+    if (static_cast<int>(top.size()) > k) top.pop_back();
+  }
+  for (int j = 0; j < k; ++j) {
+    top_ids[j] = top[static_cast<size_t>(j)].second;
+    top_logprobs[j] = top[static_cast<size_t>(j)].first - lse;
+  }
 }
 
 }  // namespace pagoda::cpu

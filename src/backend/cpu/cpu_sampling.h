@@ -1,4 +1,5 @@
-// Backend::sample_tokens on the CPU (sampling_math.h has the definition): one row at a time.
+// Backend::sample_tokens (sampling_math.h has the definition) and Backend::compute_logprobs on the
+// CPU: one row at a time.
 #pragma once
 
 #include <cstdint>
@@ -16,5 +17,9 @@ struct SampleScratch {
 };
 
 int32_t sample_row(const float* logits, int64_t vocab, const SamplingRow& row, SampleScratch& scratch);
+
+// Backend::compute_logprobs for one row (k top entries).
+void logprobs_row(const float* logits, int64_t vocab, int32_t token, int k, float* token_logprob, int32_t* top_ids,
+                  float* top_logprobs);
 
 }  // namespace pagoda::cpu

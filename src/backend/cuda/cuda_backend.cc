@@ -425,6 +425,20 @@ class CudaBackend final : public Backend {
                                static_cast<const SamplingRow*>(rows.data), tokens.ptr<int32_t>(), stream_);
   }
   bool samples_on_device() const override { return true; }
+  void compute_logprobs(const Tensor& logits, const Tensor& tokens, Tensor token_logprobs, Tensor top_ids,
+                        Tensor top_logprobs) override {
+    use_device();
+    const int64_t N = logits.dim(0), V = logits.dim(1), K = top_ids.cols();
+    PAGODA_CHECK(logits.dtype == DType::kF32 && logits.ndim == 2 && tokens.dtype == DType::kI32 && tokens.numel() == N &&
+                     token_logprobs.dtype == DType::kF32 && token_logprobs.numel() == N &&
+                     top_ids.dtype == DType::kI32 && top_ids.rows() == N && top_logprobs.dtype == DType::kF32 &&
+                     top_logprobs.rows() == N && top_logprobs.cols() == K && K >= 1 && K <= V,
+                 "compute_logprobs: logits ", logits.shape_string(), " tokens ", tokens.shape_string(), " top_ids ",
+                 top_ids.shape_string(), " top_logprobs ", top_logprobs.shape_string());
+    cuda::launch_compute_logprobs(logits.ptr<float>(), N, V, tokens.ptr<int32_t>(), static_cast<int>(K),
+                                  token_logprobs.ptr<float>(), top_ids.ptr<int32_t>(), top_logprobs.ptr<float>(),
+                                  stream_);
+  }
   void apply_logit_edits(Tensor logits, const Tensor& rows, const Tensor& edits, const Tensor& offsets) override {
     use_device();
     const int64_t R = logits.dim(0);

@@ -13,6 +13,10 @@ namespace pagoda::cuda {
 void launch_sample_tokens(const float* logits, int64_t R, int64_t V, const SamplingRow* rows, int32_t* tokens,
                           cudaStream_t stream);
 
+// Backend::compute_logprobs over logits [N, V] (one block per row).
+void launch_compute_logprobs(const float* logits, int64_t N, int64_t V, const int32_t* tokens, int K,
+                             float* token_logprobs, int32_t* top_ids, float* top_logprobs, cudaStream_t stream);
+
 // Row r's edits[offsets[r], offsets[r + 1]) applied to logits [R, V] in place (one block per row;
 // a token outside [0, V) is skipped).
 void launch_apply_logit_edits(float* logits, int64_t R, int64_t V, const SamplingRow* rows, const LogitEdit* edits,

@@ -26,13 +26,19 @@ constexpr int kNB = kSampleBuckets;
 constexpr int kPerLane = kNB / 32;
 static_assert(kNB % 32 == 0, "buckets split evenly over a warp");
 
+// Block reductions' per-warp partials.
+struct Reduce {
+  float v[32];
+  int i[32];
+  double d[32];
+};
+
 struct Shared {
   int count1[kNB];
   float mass1[kNB];
   int count2[kNB];
   float mass2[kNB];
-  float red_v[32];
-  int red_i[32];
+  Reduce red;
   int cross;      // walk result: the crossing index
   double before;  // and the sum before it
 };
@@ -50,27 +56,43 @@ __device__ __forceinline__ void warp_argmax(float& v, int& i) {
 }
 
 // Block-wide (value desc, index asc) arg-max; every thread gets the result.
-__device__ void block_argmax(float& v, int& i, Shared& sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+__device__ void block_argmax(float& v, int& i, Reduce& red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   warp_argmax(v, i);
-  __syncthreads();  // red_* may still be read by a previous call
+  __syncthreads();  // red may still be read by a previous call
   if (lane == 0) {
-    sh.red_v[warp] = v;
-    sh.red_i[warp] = i;
+    red.v[warp] = v;
+    red.i[warp] = i;
   }
   __syncthreads();
   if (warp == 0) {
-    v = lane < kThreads / 32 ? sh.red_v[lane] : -INFINITY;
-    i = lane < kThreads / 32 ? sh.red_i[lane] : INT_MAX;
+    v = lane < warps ? red.v[lane] : -INFINITY;
+    i = lane < warps ? red.i[lane] : INT_MAX;
     warp_argmax(v, i);
     if (lane == 0) {
-      sh.red_v[0] = v;
-      sh.red_i[0] = i;
+      red.v[0] = v;
+      red.i[0] = i;
     }
   }
   __syncthreads();
-  v = sh.red_v[0];
-  i = sh.red_i[0];
+  v = red.v[0];
+  i = red.i[0];
+}
+
+// Block-wide sum; every thread gets the result.
+__device__ double block_sum(double x, Reduce& red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  __syncthreads();
+  if (lane == 0) red.d[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    x = lane < warps ? red.d[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    if (lane == 0) red.d[0] = x;
+  }
+  __syncthreads();
+  return red.d[0];
 }
 
 // Warp 0: the first c < limit with before + vals[c] >= target (sh.cross, sh.before = the sum of
@@ -127,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       arg = static_cast<int>(i);
     }
   }
-  block_argmax(m, arg, sh);
+  block_argmax(m, arg, sh.red);
   if (arg == INT_MAX) arg = 0;
   if (sample_greedy(row) || !(m > -INFINITY)) {
     if (threadIdx.x == 0) tokens[r] = arg;
@@ -224,8 +246,55 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restric
       token = static_cast<int>(i);
     }
   }
-  block_argmax(best, token, sh);
+  block_argmax(best, token, sh.red);
   if (threadIdx.x == 0) tokens[r] = token == INT_MAX ? arg : token;
+}
+
+constexpr int kLogprobThreads = 256;
+
+// Backend::compute_logprobs, one block per row: max, the FP64 sum of exp, then the K best entries
+// one block arg-max each (each pass takes the best entry ordered after the previous one).
+__global__ void __launch_bounds__(kLogprobThreads) logprobs_kernel(const float* __restrict__ logits, int64_t V,
+                                                                   const int32_t* __restrict__ tokens, int K,
+                                                                   float* __restrict__ token_logprobs,
+                                                                   int32_t* __restrict__ top_ids,
+                                                                   float* __restrict__ top_logprobs) {
+  __shared__ Reduce red;
+  const int64_t r = blockIdx.x;
+  const float* l = logits + r * V;
+  float m = -INFINITY;
+  int arg = INT_MAX;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+    if (l[i] > m) {
+      m = l[i];
+      arg = static_cast<int>(i);
+    }
+  block_argmax(m, arg, red);
+  double part = 0.0;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) part += static_cast<double>(expf(l[i] - m));
+  const float lse = m + static_cast<float>(log(block_sum(part, red)));
+  if (threadIdx.x == 0) token_logprobs[r] = l[tokens[r]] - lse;
+  float pv = INFINITY;
+  int pi = -1;
+  for (int k = 0; k < K; ++k) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+      const float v = l[i];
+      const bool after = v < pv || (v == pv && static_cast<int>(i) > pi);
+      if (after && (v > bv || bi == INT_MAX)) {
+        bv = v;
+        bi = static_cast<int>(i);
+      }
+    }
+    block_argmax(bv, bi, red);
+    if (threadIdx.x == 0) {
+      top_ids[r * K + k] = bi;
+      top_logprobs[r * K + k] = bv - lse;
+    }
+    pv = bv;
+    pi = bi;
+  }
 }
 
 __global__ void apply_edits_kernel(float* __restrict__ logits, int64_t V, const SamplingRow* __restrict__ rows,
