@@ -528,6 +528,46 @@ TEST_F(CudaOpsTest, SampleTokensMatchesCpu) {
 }
 
 // apply_logit_edits: the same float operations on both backends, so the rows match exactly.
+TEST_F(CudaOpsTest, ComputeLogprobsMatchesCpu) {
+  std::mt19937 rng(35);
+  struct Shape {
+    int64_t N, V, K;
+  };
+  for (const Shape sh : {Shape{37, 151936, 20}, Shape{300, 64, 64}}) {
+    const int64_t N = sh.N, V = sh.V, K = sh.K;
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    std::vector<float> logits(static_cast<size_t>(N * V));
+    for (float& x : logits) x = nd(rng);
+    for (int64_t r = 0; r < N; r += 3)  // ties and -inf: ordered by the lower id
+      for (int64_t i = 0; i < V; i += 7) logits[static_cast<size_t>(r * V + i)] = i % 2 ? 4.0f : -INFINITY;
+    std::vector<int32_t> tokens(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; ++r) tokens[static_cast<size_t>(r)] = static_cast<int32_t>((r * 7919 + 1) % V);
+    std::vector<float> want_lp(static_cast<size_t>(N)), want_top(static_cast<size_t>(N * K));
+    std::vector<int32_t> want_ids(static_cast<size_t>(N * K));
+    cpu_->compute_logprobs(Tensor(logits.data(), DType::kF32, {N, V}), Tensor(tokens.data(), DType::kI32, {N}),
+                           Tensor(want_lp.data(), DType::kF32, {N}), Tensor(want_ids.data(), DType::kI32, {N, K}),
+                           Tensor(want_top.data(), DType::kF32, {N, K}));
+    Dev l = upload(*gpu_, logits, DType::kF32, {N, V});
+    Dev t = upload_i32(*gpu_, tokens);
+    Dev lp = dev_alloc(*gpu_, DType::kF32, {N});
+    Dev ids = upload_i32(*gpu_, std::vector<int32_t>(static_cast<size_t>(N * K), -1), {N, K});
+    Dev top = dev_alloc(*gpu_, DType::kF32, {N, K});
+    poison(*gpu_, lp.t);
+    poison(*gpu_, top.t);
+    gpu_->compute_logprobs(l.t, t.t, lp.t, ids.t, top.t);
+    std::vector<int32_t> got_ids(static_cast<size_t>(N * K));
+    gpu_->copy_to_host(got_ids.data(), ids.t.data, got_ids.size() * 4);
+    EXPECT_EQ(got_ids, want_ids) << "V " << V;
+    const std::vector<float> got_lp = download(*gpu_, lp.t), got_top = download(*gpu_, top.t);
+    for (size_t i = 0; i < got_lp.size(); ++i)
+      ASSERT_TRUE(got_lp[i] == want_lp[i] || std::abs(got_lp[i] - want_lp[i]) <= 1e-4) << "row " << i << ": "
+                                                                                      << got_lp[i] << " vs " << want_lp[i];
+    for (size_t i = 0; i < got_top.size(); ++i)
+      ASSERT_TRUE(got_top[i] == want_top[i] || std::abs(got_top[i] - want_top[i]) <= 1e-4)
+          << "entry " << i << ": " << got_top[i] << " vs " << want_top[i];
+  }
+}
+
 TEST_F(CudaOpsTest, ApplyLogitEditsMatchesCpu) {
   std::mt19937 rng(32);
   const int64_t R = 5, V = 151936;
