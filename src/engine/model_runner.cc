@@ -164,8 +164,7 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
     for (int p = start; p < len; ++p) {
       const int32_t token = r.all_token_ids[static_cast<size_t>(p)];
       if (token == kPlaceholderToken) {  // sampled by the step in flight: fed on the device
-        auto it = std::find_if(last_sampled_rows_.begin(), last_sampled_rows_.end(),
-                               [&](const auto& e) { return e.first == &r; });
+        auto it = last_sampled_rows_.find(&r);
         PAGODA_CHECK(it != last_sampled_rows_.end(), "request '", r.request_id, "': token ", p,
                      " is not known yet and the step before does not sample it on the backend");
         feed_.push_back(static_cast<int32_t>(ids_.size()));
@@ -180,7 +179,7 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
     for (int k = 0; k < s.num_prompt_logprob_rows; ++k)
       logits_idx_.push_back(first_row + (s.prompt_logprob_begin - start) + k);
     if (s.samples) {
-      sampled_rows_.emplace_back(&r, static_cast<int32_t>(logits_idx_.size()));
+      sampled_rows_.emplace(&r, static_cast<int32_t>(logits_idx_.size()));
       logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
     }
     qsl_.push_back(static_cast<int32_t>(ids_.size()));

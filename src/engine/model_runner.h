@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -137,7 +138,7 @@ class ModelRunner {
   std::vector<InFlight> in_flight_;  // launched and not waited for, oldest first
   int next_parity_ = 0;
   // The sampled_buf_ row of each request that the last launched step samples on the backend.
-  std::vector<std::pair<const Request*, int32_t>> last_sampled_rows_, sampled_rows_;
+  std::unordered_map<const Request*, int32_t> last_sampled_rows_, sampled_rows_;
   std::vector<int> capture_sizes_;
   bool backend_graphs_ = false;        // record and replay (cleared if a recording fails)
   std::vector<std::pair<int, int>> graph_of_;  // (padded batch size, graph id)
