@@ -24,6 +24,35 @@
 #include <stdexcept>
 #include <vector>
 
+#define PAGODA_CUDA_EMULATION 1
+
+// BF16 and F16 scalars with the conversions the kernels use (round to nearest even).
+struct __nv_bfloat16 {
+  uint16_t x;
+};
+struct __half {
+  _Float16 h;
+};
+inline float __bfloat162float(__nv_bfloat16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{static_cast<uint16_t>((u >> 16) | 0x40u)};  // NaN
+  return __nv_bfloat16{static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline float __half2float(__half v) { return static_cast<float>(v.h); }
+inline __half __float2half_rn(float f) { return __half{static_cast<_Float16>(f)}; }
+inline float __int_as_float(int i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+
 struct uint4 {
   uint32_t x, y, z, w;
 };

@@ -9,14 +9,7 @@
 
 #include <cstdint>
 
-// nvcc unrolls the loops marked so; the host build of the emulation tests has no such pragma.
-#if defined(__CUDACC__)
-#define PAGODA_UNROLL _Pragma("unroll")
-#define PAGODA_UNROLL16 _Pragma("unroll 16")
-#else
-#define PAGODA_UNROLL
-#define PAGODA_UNROLL16
-#endif
+#include "backend/cuda/kernel_macros.cuh"
 
 namespace pagoda::cuda {
 

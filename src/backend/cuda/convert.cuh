@@ -1,12 +1,19 @@
 // Device helpers shared by the CUDA kernels: BF16 / F16 / F32 element conversions (FP32 math,
 // round-to-nearest-even stores), loads of run-time-typed weights, and the activation functions.
+//
+// Under tests/cuda/cuda_emu.h (a host build of a kernel, PAGODA_CUDA_EMULATION) the BF16 / F16
+// types and conversions come from the emulator instead of the CUDA headers.
 #pragma once
 
+#if !defined(PAGODA_CUDA_EMULATION)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#endif
 
+#include <cmath>
 #include <cstdint>
 
+#include "backend/cuda/kernel_macros.cuh"
 #include "base/dtype.h"
 
 namespace pagoda::cuda {

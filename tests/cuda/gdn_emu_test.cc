@@ -1,0 +1,190 @@
+// The CUDA Gated DeltaNet kernels (src/backend/cuda/gdn_kernels.cuh: causal conv1d and the gated
+// delta rule) run on the host under tests/cuda/cuda_emu.h with F32 activations, against the CPU
+// backend's causal_conv1d / gated_delta_rule (token by token, chunk_size 0) on the same inputs and
+// states, over the shapes and batches of cuda_hybrid_test.cc (which checks the GPU itself when a
+// device is present): fresh and continuing sequences, slots out of order, an empty sequence, pure
+// decode, long prefill, chunked prefill then decode; conv weights F32 and BF16.
+// Bounds: the conv state holds raw inputs (exact); conv output rel 1e-5 + abs 1e-6 (one FP32 dot of
+// K taps, another order); gated_delta_rule output and recurrent state rel 1e-4 + abs 1e-5 of
+// scale (FP32 summation order over d_k; the update is non-expansive).
+#include "cuda_emu.h"  // first: it defines the CUDA keywords for the kernel source
+
+#include "backend/cuda/gdn_kernels.cuh"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "cuda_test_util.h"
+
+namespace pagoda::testing {
+namespace {
+
+namespace gk = cuda::gdn_kernels;
+
+struct Seq {
+  int32_t qlen, seq_len, slot;
+};
+
+// One linear-attention layer: the CPU backend and the emulated kernels, each with its own copy of
+// the conv + recurrent state of every slot (the same random values at the start).
+class EmuGdnLayer {
+ public:
+  EmuGdnLayer(const GdnShape& sh, int K, int64_t slots, bool bf16_weights, std::mt19937& rng)
+      : cpu_(make_cpu_backend()), sh_(sh), K_(K), S_(slots), bf16_weights_(bf16_weights) {
+    C_ = 2 * int64_t{sh.num_k_heads} * sh.k_head_dim + int64_t{sh.num_v_heads} * sh.v_head_dim;
+    const int64_t nv = sh.num_v_heads, dk = sh.k_head_dim, dv = sh.v_head_dim;
+    conv_w_ = bf16_weights ? rand_bf16(C_ * K, rng, -0.6f, 0.6f) : rand_f32(C_ * K, rng, -0.6f, 0.6f);
+    for (float w : conv_w_) conv_w_bf16_.push_back(f32_to_bf16(w));
+    A_log_ = rand_f32(nv, rng, -1.0f, 0.5f);
+    dt_bias_ = rand_f32(nv, rng, -1.0f, 1.0f);
+    conv_ = rand_bf16(S_ * C_ * (K - 1), rng, -1.0f, 1.0f);
+    rec_ = rand_f32(S_ * nv * dk * dv, rng, -0.5f, 0.5f);
+    e_conv_ = conv_;
+    e_rec_ = rec_;
+  }
+
+  void step(const std::vector<Seq>& seqs, std::mt19937& rng, const std::string& what) {
+    const int n = static_cast<int>(seqs.size());
+    const int nk = sh_.num_k_heads, nv = sh_.num_v_heads, dk = sh_.k_head_dim, dv = sh_.v_head_dim;
+    std::vector<int32_t> qsl(n + 1, 0), lens(n), slots(n);
+    int32_t max_q = 0, max_len = 0;
+    for (int s = 0; s < n; ++s) {
+      qsl[s + 1] = qsl[s] + seqs[s].qlen;
+      lens[s] = seqs[s].seq_len;
+      slots[s] = seqs[s].slot;
+      max_q = std::max(max_q, seqs[s].qlen);
+      max_len = std::max(max_len, seqs[s].seq_len);
+    }
+    const int64_t T = qsl[n];
+    const std::vector<float> x = rand_bf16(T * C_, rng, -1.0f, 1.0f);
+    const std::vector<float> a = rand_bf16(T * nv, rng, -1.0f, 1.0f);
+    const std::vector<float> b = rand_bf16(T * nv, rng, -2.0f, 2.0f);
+
+    AttentionMetadata m;
+    m.query_start_loc = Tensor(qsl.data(), DType::kI32, {n + 1});
+    m.seq_lens = Tensor(lens.data(), DType::kI32, {n});
+    m.state_slots = Tensor(slots.data(), DType::kI32, {n});
+    m.num_seqs = n;
+    m.num_tokens = static_cast<int32_t>(T);
+    m.max_query_len = max_q;
+    m.max_seq_len = max_len;
+    LinearAttnState st;
+    st.conv = Tensor(conv_.data(), DType::kF32, {S_, C_, K_ - 1});
+    st.recurrent = Tensor(rec_.data(), DType::kF32, {S_, nv, dk, dv});
+    std::vector<float> ref_conv(T * C_), ref_out(T * nv * dv);
+    std::vector<float> xc = x, ac = a, bc = b;
+    cpu_->causal_conv1d(Tensor(xc.data(), DType::kF32, {T, C_}), Tensor(conv_w_.data(), DType::kF32, {C_, K_}), m, st,
+                        Tensor(ref_conv.data(), DType::kF32, {T, C_}));
+    cpu_->gated_delta_rule(Tensor(xc.data(), DType::kF32, {T, C_}), Tensor(ac.data(), DType::kF32, {T, nv}),
+                           Tensor(bc.data(), DType::kF32, {T, nv}), Tensor(A_log_.data(), DType::kF32, {nv}),
+                           Tensor(dt_bias_.data(), DType::kF32, {nv}), sh_, m, 0, st,
+                           Tensor(ref_out.data(), DType::kF32, {T, nv * dv}));
+
+    // The kernels, with the grids cuda_gdn.cu launches them on.
+    std::vector<float> conv_out(T * C_, NAN), out(T * nv * dv, NAN);
+    const void* w = bf16_weights_ ? static_cast<const void*>(conv_w_bf16_.data()) : conv_w_.data();
+    const DType wd = bf16_weights_ ? DType::kBF16 : DType::kF32;
+    const cuda_emu::Dim3 conv_grid{static_cast<unsigned>((C_ + gk::kConvThreads - 1) / gk::kConvThreads),
+                                   static_cast<unsigned>(n), 1};
+    auto conv = [&](auto kmax) {
+      constexpr int KM = decltype(kmax)::value;
+      cuda_emu::launch(conv_grid, gk::kConvThreads, [&] {
+        gk::causal_conv1d_kernel<float, KM>(x.data(), w, wd, qsl.data(), lens.data(), slots.data(), T, C_, K_,
+                                            e_conv_.data(), S_, conv_out.data());
+      });
+    };
+    if (K_ <= 4) {
+      conv(std::integral_constant<int, 4>{});
+    } else {
+      conv(std::integral_constant<int, 8>{});
+    }
+    const int64_t tiles = (dv + gk::kGdnColumns - 1) / gk::kGdnColumns;
+    const cuda_emu::Dim3 gdn_grid{static_cast<unsigned>(tiles * nv), static_cast<unsigned>(n), 1};
+    auto gdn = [&](auto maxr) {
+      constexpr int R = decltype(maxr)::value;
+      cuda_emu::launch(gdn_grid, gk::kGdnWarps * 32, [&] {
+        gk::gated_delta_rule_kernel<float, R>(x.data(), a.data(), b.data(), A_log_.data(), dt_bias_.data(), qsl.data(),
+                                              lens.data(), slots.data(), T, nk, nv, dk, dv, e_rec_.data(), S_,
+                                              out.data());
+      });
+    };
+    const int rows = (dk + gk::kGdnWarps - 1) / gk::kGdnWarps;
+    if (rows <= 4) {
+      gdn(std::integral_constant<int, 4>{});
+    } else if (rows <= 8) {
+      gdn(std::integral_constant<int, 8>{});
+    } else if (rows <= 16) {
+      gdn(std::integral_constant<int, 16>{});
+    } else {
+      gdn(std::integral_constant<int, 32>{});
+    }
+
+    EXPECT_TRUE(close(conv_out, ref_conv, 1e-5, 1e-6)) << what << ": causal_conv1d out";
+    EXPECT_TRUE(close(e_conv_, conv_, 0, 0)) << what << ": conv state";
+    EXPECT_TRUE(close_scaled(out, ref_out, 1e-4, 1e-5)) << what << ": gated_delta_rule out";
+    EXPECT_TRUE(close_scaled(e_rec_, rec_, 1e-4, 1e-5)) << what << ": recurrent state";
+  }
+
+ private:
+  std::unique_ptr<Backend> cpu_;
+  GdnShape sh_;
+  int K_;
+  int64_t S_, C_ = 0;
+  bool bf16_weights_;
+  std::vector<float> conv_w_, A_log_, dt_bias_, conv_, rec_;  // weights + the CPU's states
+  std::vector<uint16_t> conv_w_bf16_;
+  std::vector<float> e_conv_, e_rec_;  // the kernels' states
+};
+
+struct GdnConfig {
+  GdnShape shape;
+  int K;
+  const char* name;
+};
+
+const GdnConfig kGdnConfigs[] = {
+    {{16, 16, 128, 128}, 4, "qwen3.5-0.8b 16/16x128"},
+    {{2, 4, 64, 32}, 2, "2/4 x 64/32"},
+    {{1, 2, 48, 40}, 6, "1/2 x 48/40 (odd dims)"},
+    {{1, 1, 256, 64}, 3, "1/1 x 256/64"},
+};
+
+TEST(GdnKernelsEmulated, MixedBatchesMatchCpu) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
+#endif
+  std::mt19937 rng(101);
+  for (const GdnConfig& c : kGdnConfigs) {
+    for (bool bf16_weights : {false, true}) {
+      const std::string name = std::string(c.name) + (bf16_weights ? " bf16 conv weights" : "");
+      EmuGdnLayer layer(c.shape, c.K, 8, bf16_weights, rng);
+      layer.step({{1, 40, 3}, {7, 7, 0}, {1, 2, 5}, {33, 50, 1}, {3, 3, 4}, {0, 12, 2}, {5, 9, 6}}, rng, name + " mixed");
+      for (int i = 0; i < 2; ++i)
+        layer.step({{1, 42 + i, 3}, {1, 8 + i, 0}, {1, 3 + i, 5}, {1, 51 + i, 1}}, rng, name + " decode");
+      layer.step({{20, 20, 7}}, rng, name + " prefill 20");
+    }
+  }
+}
+
+TEST(GdnKernelsEmulated, ChunkedPrefillThenDecodeMatchesCpu) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
+#endif
+  std::mt19937 rng(102);
+  for (const GdnConfig& c : {kGdnConfigs[0], kGdnConfigs[2]}) {
+    EmuGdnLayer layer(c.shape, c.K, 4, false, rng);
+    layer.step({{20, 20, 2}, {5, 5, 0}}, rng, std::string(c.name) + " step 0");
+    layer.step({{13, 33, 2}, {1, 6, 0}}, rng, std::string(c.name) + " step 1");
+    layer.step({{2, 35, 2}, {1, 7, 0}}, rng, std::string(c.name) + " step 2");
+    for (int i = 0; i < 3; ++i) layer.step({{1, 8 + i, 0}, {1, 36 + i, 2}}, rng, std::string(c.name) + " decode");
+  }
+}
+
+}  // namespace
+}  // namespace pagoda::testing
