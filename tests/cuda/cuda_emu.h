@@ -47,17 +47,21 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 }
 inline float __half2float(__half v) { return static_cast<float>(v.h); }
 inline __half __float2half_rn(float f) { return __half{static_cast<_Float16>(f)}; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __fmul_rn(float a, float b) { return a * b; }  // (no contraction across the call)
 inline float __int_as_float(int i) {
   float f;
   std::memcpy(&f, &i, 4);
   return f;
 }
 
-struct uint4 {
+// may_alias: kernels move 16 bytes of any type through uint4 (a CUDA idiom that is type punning
+// on the host).
+struct __attribute__((may_alias)) uint4 {
   uint32_t x, y, z, w;
 };
 inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
-struct float2 {
+struct __attribute__((may_alias)) float2 {
   float x, y;
 };
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
@@ -112,7 +116,9 @@ inline void wait(Barrier& b) {
   if (_setjmp(f.jb) == 0) _longjmp(block->scheduler, 1);
 }
 
-inline Barrier& warp_barrier() { return block->warp_barriers[thread_idx.x / 32]; }
+// The running fiber's linear thread index (x fastest).
+inline unsigned linear_tid() { return block->fibers[block->current].tid; }
+inline Barrier& warp_barrier() { return block->warp_barriers[linear_tid() / 32]; }
 inline uint32_t* lane_words(unsigned tid) { return &block->lane_words[static_cast<size_t>(tid) * BlockState::kWords]; }
 
 template <class Kernel>
@@ -151,12 +157,14 @@ __attribute__((noinline)) inline void make_fiber(Fiber& f, void (*fn)(), unsigne
   makecontext(&f.ctx, fn, 2, hi, lo);
 }
 
-// Runs kernel() as grid x block threads (block.x a multiple of 32; y = z = 1 for threads).
+// Runs kernel() on grid x block threads (block.x * block.y * block.z a multiple of 32: warps are
+// consecutive linear thread indices, x fastest, as on a GPU).
 template <class Kernel>
-void launch(Dim3 grid, unsigned threads, Kernel kernel) {
+void launch(Dim3 grid, Dim3 shape, Kernel kernel) {
+  const unsigned threads = shape.x * shape.y * shape.z;
   if (threads % 32 != 0) throw std::runtime_error("cuda_emu: threads per block must be a multiple of 32");
   grid_dim = grid;
-  block_dim = Dim3{threads, 1, 1};
+  block_dim = shape;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
@@ -185,7 +193,7 @@ void launch(Dim3 grid, unsigned threads, Kernel kernel) {
               f.waiting = nullptr;
             }
             state.current = i;
-            thread_idx = Dim3{f.tid, 0, 0};
+            thread_idx = Dim3{f.tid % shape.x, (f.tid / shape.x) % shape.y, f.tid / (shape.x * shape.y)};
             resume(f);
             progress = true;
           }
@@ -194,6 +202,11 @@ void launch(Dim3 grid, unsigned threads, Kernel kernel) {
         }
         block = nullptr;
       }
+}
+
+template <class Kernel>
+void launch(Dim3 grid, unsigned threads, Kernel kernel) {
+  launch(grid, Dim3{threads, 1, 1}, kernel);
 }
 
 }  // namespace cuda_emu
@@ -217,7 +230,7 @@ namespace cuda_emu {
 template <class T, class Src>
 T warp_exchange(T v, Src src) {
   static_assert(sizeof(T) <= 8, "warp values of at most 8 bytes");
-  const unsigned tid = thread_idx.x, base = tid & ~31u;
+  const unsigned tid = linear_tid(), base = tid & ~31u;
   std::memcpy(lane_words(tid), &v, sizeof(T));
   wait(warp_barrier());
   const int from = src(static_cast<int>(tid & 31u));
@@ -242,7 +255,7 @@ T __shfl_sync(unsigned, T v, int src_lane) {
   return cuda_emu::warp_exchange(v, [&](int) { return src_lane; });
 }
 inline unsigned __ballot_sync(unsigned, int predicate) {
-  const unsigned tid = cuda_emu::thread_idx.x, base = tid & ~31u;
+  const unsigned tid = cuda_emu::linear_tid(), base = tid & ~31u;
   cuda_emu::lane_words(tid)[0] = predicate != 0 ? 1u : 0u;
   cuda_emu::wait(cuda_emu::warp_barrier());
   unsigned bits = 0;
@@ -262,7 +275,7 @@ inline int max(int a, int b) { return a > b ? a : b; }
 
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as both C and D.
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  const unsigned tid = cuda_emu::thread_idx.x, base = tid & ~31u, lane = tid & 31u;
+  const unsigned tid = cuda_emu::linear_tid(), base = tid & ~31u, lane = tid & 31u;
   uint32_t* mine = cuda_emu::lane_words(tid);
   std::memcpy(mine, a, 16);
   std::memcpy(mine + 4, b, 8);
