@@ -95,6 +95,7 @@ struct BlockState {
   std::vector<Fiber> fibers;
   size_t current = 0;
   Barrier block_barrier;
+  std::vector<uint4> dynamic_shared;  // `extern __shared__` memory (16-byte aligned)
   std::vector<Barrier> warp_barriers;
   std::vector<uint32_t> lane_words;  // [thread][kWords]: what a lane hands to its warp
   static constexpr int kWords = 10;
@@ -102,6 +103,8 @@ struct BlockState {
 inline BlockState* block = nullptr;
 
 inline Fiber& self() { return block->fibers[block->current]; }
+// The running block's dynamic shared memory (PAGODA_DYNAMIC_SHARED).
+inline void* dynamic_shared() { return block->dynamic_shared.data(); }
 
 // Waits until `expected` fibers have arrived at b (the arriving fiber that completes it goes on).
 inline void wait(Barrier& b) {
@@ -160,7 +163,7 @@ __attribute__((noinline)) inline void make_fiber(Fiber& f, void (*fn)(), unsigne
 // Runs kernel() on grid x block threads (block.x * block.y * block.z a multiple of 32: warps are
 // consecutive linear thread indices, x fastest, as on a GPU).
 template <class Kernel>
-void launch(Dim3 grid, Dim3 shape, Kernel kernel) {
+void launch(Dim3 grid, Dim3 shape, Kernel kernel, size_t dynamic_shared_bytes = 0) {
   const unsigned threads = shape.x * shape.y * shape.z;
   if (threads % 32 != 0) throw std::runtime_error("cuda_emu: threads per block must be a multiple of 32");
   grid_dim = grid;
@@ -172,6 +175,7 @@ void launch(Dim3 grid, Dim3 shape, Kernel kernel) {
         block = &state;
         block_idx = Dim3{x, y, z};
         state.block_barrier.expected = static_cast<int>(threads);
+        state.dynamic_shared.resize((dynamic_shared_bytes + 15) / 16);
         state.warp_barriers.assign(threads / 32, Barrier{32, 0, 0});
         state.lane_words.assign(static_cast<size_t>(threads) * BlockState::kWords, 0);
         state.fibers.resize(threads);
@@ -205,8 +209,8 @@ void launch(Dim3 grid, Dim3 shape, Kernel kernel) {
 }
 
 template <class Kernel>
-void launch(Dim3 grid, unsigned threads, Kernel kernel) {
-  launch(grid, Dim3{threads, 1, 1}, kernel);
+void launch(Dim3 grid, unsigned threads, Kernel kernel, size_t dynamic_shared_bytes = 0) {
+  launch(grid, Dim3{threads, 1, 1}, kernel, dynamic_shared_bytes);
 }
 
 }  // namespace cuda_emu

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -28,6 +29,20 @@ namespace pagoda::testing {
 namespace {
 
 namespace ek = cuda::elementwise_kernels;
+
+// "k1=v1 k2=v2 ..." labels for failure messages (built by appending: GCC 12 warns falsely on
+// "literal" + std::to_string chains in some builds).
+std::string label(std::initializer_list<std::pair<const char*, int64_t>> parts) {
+  std::string s;
+  for (const auto& [k, v] : parts) {
+    if (!s.empty()) s += ' ';
+    s += k;
+    s += '=';
+    s += std::to_string(v);
+  }
+  return s;
+}
+
 
 // cuda_kernels.cu's launch shapes.
 constexpr int kThreads = 256;
@@ -52,7 +67,7 @@ class ElementwiseEmulated : public ::testing::Test {
 TEST_F(ElementwiseEmulated, EmbeddingRmsNormAndGatedNorm) {
   for (int64_t H : {64, 37, 1024}) {
     const int64_t R = 5;
-    const std::string what = "H=" + std::to_string(H);
+    const std::string what = label({{"H", H}});
     // embedding (F32 and BF16 tables)
     const int64_t V = 11;
     const std::vector<float> table = rand_bf16(V * H, rng_);
@@ -110,7 +125,7 @@ TEST_F(ElementwiseEmulated, RopeAndCache) {
   for (int64_t D : {64, 128}) {
     for (int64_t rotary : {D, D / 2}) {
       const int64_t T = 37;
-      const std::string what = "D=" + std::to_string(D) + " rotary=" + std::to_string(rotary);
+      const std::string what = label({{"D", D}, {"rotary", rotary}});
       std::vector<int32_t> pos(T);
       for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>((t * 7919 + 5) % 40000);
       std::vector<float> inv(rotary / 2);
@@ -167,7 +182,7 @@ TEST_F(ElementwiseEmulated, RopeAndCache) {
 
 TEST_F(ElementwiseEmulated, SiluAndMulAddSigmoidMul) {
   for (int64_t n : {1024, 37}) {
-    const std::string what = "n=" + std::to_string(n);
+    const std::string what = label({{"n", n}});
     const std::vector<float> g = rand_bf16(n, rng_, -4.0f, 4.0f), u = rand_bf16(n, rng_, -2.0f, 2.0f);
     std::vector<float> ref(n), got(n, NAN);
     cpu_->silu_and_mul(Tensor(const_cast<float*>(g.data()), DType::kF32, {1, n}), Tensor(const_cast<float*>(u.data()), DType::kF32, {1, n}),

@@ -8,14 +8,10 @@
 
 #include <cstdint>
 
+#include "backend/cuda/moe_limits.h"
 #include "base/dtype.h"
 
 namespace pagoda::cuda {
-
-// Limits the kernels rely on (the caller checks them).
-constexpr int64_t kMoeMaxExperts = 1024;  // one sort block: one expert per thread in the scan
-constexpr int64_t kMoeMaxTopK = 64;
-constexpr int64_t kMoeRouteMaxExperts = 8192;  // the probabilities of a token sit in shared memory
 
 // p = softmax(logits[t, :]) in F32, ids[t, :] = the top_k experts by descending p (ties: lower id
 // first), weights[t, :] = their p (divided by their sum when renormalize). logits F32 [T, E].
