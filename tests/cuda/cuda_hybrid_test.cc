@@ -55,11 +55,7 @@ class CudaHybridTest : public ::testing::Test {
 
 // ================================ Gated DeltaNet ================================================
 
-// One sequence of a batch: qlen query tokens, seq_len tokens of context after the step
-// (seq_len == qlen: starts at position 0, from a zero state), state slot.
-struct Seq {
-  int32_t qlen, seq_len, slot;
-};
+using Seq = GdnSeq;  // cuda_test_util.h
 
 // One linear-attention layer on both backends: the same weights, each backend with its own copy
 // of the conv + recurrent state of num_slots slots (both start from the same random values, so
@@ -86,31 +82,16 @@ class GdnLayer {
   // backends and compares outputs and states. The same x is the conv input and the qkv input
   // (each op is compared on its own).
   void step(const std::vector<Seq>& seqs, std::mt19937& rng, const std::string& what) {
+    const GdnBatch batch(seqs);
     const int64_t n = static_cast<int64_t>(seqs.size());
     const int64_t nv = sh_.num_v_heads, dk = sh_.k_head_dim, dv = sh_.v_head_dim;
-    std::vector<int32_t> qsl(n + 1, 0), lens(n), slots(n);
-    int32_t max_q = 0, max_len = 0;
-    for (int64_t s = 0; s < n; ++s) {
-      qsl[s + 1] = qsl[s] + seqs[s].qlen;
-      lens[s] = seqs[s].seq_len;
-      slots[s] = seqs[s].slot;
-      max_q = std::max(max_q, seqs[s].qlen);
-      max_len = std::max(max_len, seqs[s].seq_len);
-    }
-    const int64_t T = qsl[n];
+    const int64_t T = batch.T;
     const std::vector<float> x = rand_bf16(T * C_, rng, -1.0f, 1.0f);
     const std::vector<float> a = rand_bf16(T * nv, rng, -1.0f, 1.0f);
     const std::vector<float> b = rand_bf16(T * nv, rng, -2.0f, 2.0f);
 
     // CPU reference (token by token: chunk_size 0).
-    AttentionMetadata cm;
-    cm.query_start_loc = Tensor(qsl.data(), DType::kI32, {n + 1});
-    cm.seq_lens = Tensor(lens.data(), DType::kI32, {n});
-    cm.state_slots = Tensor(slots.data(), DType::kI32, {n});
-    cm.num_seqs = static_cast<int32_t>(n);
-    cm.num_tokens = static_cast<int32_t>(T);
-    cm.max_query_len = max_q;
-    cm.max_seq_len = max_len;
+    const AttentionMetadata& cm = batch.meta;
     LinearAttnState cst;
     cst.conv = Tensor(conv_.data(), DType::kF32, {S_, C_, K_ - 1});
     cst.recurrent = Tensor(rec_.data(), DType::kF32, {S_, nv, dk, dv});
@@ -124,7 +105,8 @@ class GdnLayer {
                           Tensor(ref_out.data(), DType::kF32, {T, nv * dv}));
 
     // GPU.
-    Dev gq = upload_i32(gpu_, qsl, {n + 1}), gl = upload_i32(gpu_, lens, {n}), gs = upload_i32(gpu_, slots, {n});
+    Dev gq = upload_i32(gpu_, batch.qsl, {n + 1}), gl = upload_i32(gpu_, batch.lens, {n}),
+        gs = upload_i32(gpu_, batch.slots, {n});
     AttentionMetadata gm = cm;
     gm.query_start_loc = gq.t;
     gm.seq_lens = gl.t;
@@ -160,19 +142,6 @@ class GdnLayer {
   Dev g_conv_w_, g_A_log_, g_dt_bias_, g_conv_, g_rec_;
 };
 
-struct GdnConfig {
-  GdnShape shape;
-  int K;
-  const char* name;
-};
-
-const GdnConfig kGdnConfigs[] = {
-    {{16, 16, 128, 128}, 4, "qwen3.5-0.8b 16/16x128"},
-    {{16, 32, 128, 128}, 4, "qwen3-next 16/32x128"},
-    {{2, 4, 64, 32}, 2, "2/4 x 64/32"},
-    {{1, 2, 48, 40}, 6, "1/2 x 48/40 (odd dims)"},
-    {{1, 1, 256, 64}, 3, "1/1 x 256/64"},
-};
 
 std::string config_name(const GdnConfig& c) { return std::string(c.name) + " K=" + std::to_string(c.K); }
 
@@ -244,20 +213,6 @@ TEST_F(CudaHybridTest, GdnBadSlotGivesNaNAndLeavesStates) {
 
 // ================================ Mixture of experts =============================================
 
-// Logits whose probabilities are distinct with a margin: a random permutation of E values spaced
-// 8 / E apart (so the top-k set and order cannot flip on a 1-ulp difference of exp / sum).
-std::vector<float> distinct_logits(int64_t T, int64_t E, std::mt19937& rng) {
-  std::vector<float> l(T * E);
-  std::vector<int> perm(E);
-  std::uniform_real_distribution<float> shift(-2.0f, 2.0f);
-  for (int64_t t = 0; t < T; ++t) {
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    const float s = shift(rng);
-    for (int64_t e = 0; e < E; ++e) l[t * E + e] = s + (perm[e] - E / 2.0f) * (8.0f / static_cast<float>(E));
-  }
-  return l;
-}
 
 struct RouteResult {
   std::vector<int32_t> ids;
@@ -351,20 +306,13 @@ void check_experts(Backend& gpu, Backend& cpu, const Experts& ex, const std::vec
                    int64_t E, int64_t k, const std::string& what) {
   const int64_t R = T * k;
   // CPU (F32 activations).
-  std::vector<float> sx(R * H), sy(R * H), sg(R * I), su(R * I), ref(T * H);
-  std::vector<int32_t> rop(R), por(R), off(E + 1);
-  MoeScratch cs;
-  cs.x = Tensor(sx.data(), DType::kF32, {R, H});
-  cs.y = Tensor(sy.data(), DType::kF32, {R, H});
-  cs.gate = Tensor(sg.data(), DType::kF32, {R, I});
-  cs.up = Tensor(su.data(), DType::kF32, {R, I});
-  cs.row_of_pair = Tensor(rop.data(), DType::kI32, {R});
-  cs.pair_of_row = Tensor(por.data(), DType::kI32, {R});
-  cs.expert_offsets = Tensor(off.data(), DType::kI32, {E + 1});
+  std::vector<float> ref(T * H);
+  CpuMoeScratch cs(R, H, I, E);
+  const std::vector<int32_t>& off = cs.offsets;
   std::vector<float> xc = x, wc = w;
   std::vector<int32_t> idc = ids;
   cpu.moe_experts(Tensor(xc.data(), DType::kF32, {T, H}), Tensor(idc.data(), DType::kI32, {T, k}),
-                  Tensor(wc.data(), DType::kF32, {T, k}), ex.host, cs, Tensor(ref.data(), DType::kF32, {T, H}));
+                  Tensor(wc.data(), DType::kF32, {T, k}), ex.host, cs.scratch, Tensor(ref.data(), DType::kF32, {T, H}));
   // GPU (BF16 activations; y aliases x like the models' scratch).
   Dev gx = upload(gpu, x, DType::kBF16, {T, H});
   Dev gids = upload_i32(gpu, ids, {T, k});

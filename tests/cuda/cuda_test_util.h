@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../backend/test_util.h"
@@ -124,5 +126,103 @@ inline ::testing::AssertionResult close_scaled(const std::vector<float>& got, co
   for (float r : ref) scale = std::max(scale, static_cast<double>(std::abs(r)));
   return close(got, ref, rel, abs_of_scale * scale);
 }
+
+// "k1=v1 k2=v2 ..." labels for failure messages (built by appending: GCC 12 warns falsely on
+// "literal" + std::to_string chains in some builds).
+inline std::string label(std::initializer_list<std::pair<const char*, int64_t>> parts) {
+  std::string s;
+  for (const auto& [k, v] : parts) {
+    if (!s.empty()) s += ' ';
+    s += k;
+    s += '=';
+    s += std::to_string(v);
+  }
+  return s;
+}
+
+// One sequence of a linear-attention batch: qlen query tokens, seq_len tokens of context after the
+// step (seq_len == qlen: starts at position 0, from a zero state), its state slot.
+struct GdnSeq {
+  int32_t qlen, seq_len, slot;
+};
+
+// The host metadata of such a batch (tests repoint the tensors at device copies as needed).
+struct GdnBatch {
+  std::vector<int32_t> qsl, lens, slots;
+  AttentionMetadata meta;
+  int64_t T = 0;
+  explicit GdnBatch(const std::vector<GdnSeq>& seqs) {
+    const int32_t n = static_cast<int32_t>(seqs.size());
+    qsl.assign(static_cast<size_t>(n) + 1, 0);
+    int32_t max_q = 0, max_len = 0;
+    for (int32_t s = 0; s < n; ++s) {
+      qsl[s + 1] = qsl[s] + seqs[s].qlen;
+      lens.push_back(seqs[s].seq_len);
+      slots.push_back(seqs[s].slot);
+      max_q = std::max(max_q, seqs[s].qlen);
+      max_len = std::max(max_len, seqs[s].seq_len);
+    }
+    T = qsl[n];
+    meta.query_start_loc = Tensor(qsl.data(), DType::kI32, {n + 1});
+    meta.seq_lens = Tensor(lens.data(), DType::kI32, {n});
+    meta.state_slots = Tensor(slots.data(), DType::kI32, {n});
+    meta.num_seqs = n;
+    meta.num_tokens = static_cast<int32_t>(T);
+    meta.max_query_len = max_q;
+    meta.max_seq_len = max_len;
+  }
+  GdnBatch(const GdnBatch&) = delete;
+  GdnBatch& operator=(const GdnBatch&) = delete;
+};
+
+// Gated DeltaNet layer shapes the GPU and emulated tests run (the real Qwen3.5 / Qwen3-Next head
+// layouts and odd ones).
+struct GdnConfig {
+  GdnShape shape;
+  int K;
+  const char* name;
+};
+inline constexpr GdnConfig kGdnConfigs[] = {
+    {{16, 16, 128, 128}, 4, "qwen3.5-0.8b 16/16x128"},
+    {{16, 32, 128, 128}, 4, "qwen3-next 16/32x128"},
+    {{2, 4, 64, 32}, 2, "2/4 x 64/32"},
+    {{1, 2, 48, 40}, 6, "1/2 x 48/40 (odd dims)"},
+    {{1, 1, 256, 64}, 3, "1/1 x 256/64"},
+};
+
+// Router logits whose probabilities are distinct with a margin: per token a random permutation of
+// E values spaced 8 / E apart (so the top-k set and order cannot flip on a 1-ulp difference of
+// exp / sum).
+inline std::vector<float> distinct_logits(int64_t T, int64_t E, std::mt19937& rng) {
+  std::vector<float> l(T * E);
+  std::vector<int> perm(E);
+  std::uniform_real_distribution<float> shift(-2.0f, 2.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t e = 0; e < E; ++e) perm[e] = static_cast<int>(e);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    const float s = shift(rng);
+    for (int64_t e = 0; e < E; ++e) l[t * E + e] = s + (perm[e] - E / 2.0f) * (8.0f / static_cast<float>(E));
+  }
+  return l;
+}
+
+// MoeScratch for R (token, expert) pairs on the CPU backend (F32 activations).
+struct CpuMoeScratch {
+  std::vector<float> x, y, gate, up;
+  std::vector<int32_t> row_of_pair, pair_of_row, offsets;
+  MoeScratch scratch;
+  CpuMoeScratch(int64_t R, int64_t H, int64_t I, int64_t E)
+      : x(R * H), y(R * H), gate(R * I), up(R * I), row_of_pair(R), pair_of_row(R), offsets(E + 1) {
+    scratch.x = Tensor(x.data(), DType::kF32, {R, H});
+    scratch.y = Tensor(y.data(), DType::kF32, {R, H});
+    scratch.gate = Tensor(gate.data(), DType::kF32, {R, I});
+    scratch.up = Tensor(up.data(), DType::kF32, {R, I});
+    scratch.row_of_pair = Tensor(row_of_pair.data(), DType::kI32, {R});
+    scratch.pair_of_row = Tensor(pair_of_row.data(), DType::kI32, {R});
+    scratch.expert_offsets = Tensor(offsets.data(), DType::kI32, {E + 1});
+  }
+  CpuMoeScratch(const CpuMoeScratch&) = delete;
+  CpuMoeScratch& operator=(const CpuMoeScratch&) = delete;
+};
 
 }  // namespace pagoda::testing

@@ -30,19 +30,6 @@ namespace {
 
 namespace ek = cuda::elementwise_kernels;
 
-// "k1=v1 k2=v2 ..." labels for failure messages (built by appending: GCC 12 warns falsely on
-// "literal" + std::to_string chains in some builds).
-std::string label(std::initializer_list<std::pair<const char*, int64_t>> parts) {
-  std::string s;
-  for (const auto& [k, v] : parts) {
-    if (!s.empty()) s += ' ';
-    s += k;
-    s += '=';
-    s += std::to_string(v);
-  }
-  return s;
-}
-
 
 // cuda_kernels.cu's launch shapes.
 constexpr int kThreads = 256;

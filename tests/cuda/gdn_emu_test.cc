@@ -27,9 +27,7 @@ namespace {
 
 namespace gk = cuda::gdn_kernels;
 
-struct Seq {
-  int32_t qlen, seq_len, slot;
-};
+using Seq = GdnSeq;
 
 // One linear-attention layer: the CPU backend and the emulated kernels, each with its own copy of
 // the conv + recurrent state of every slot (the same random values at the start).
@@ -50,30 +48,17 @@ class EmuGdnLayer {
   }
 
   void step(const std::vector<Seq>& seqs, std::mt19937& rng, const std::string& what) {
+    const GdnBatch batch(seqs);
     const int n = static_cast<int>(seqs.size());
     const int nk = sh_.num_k_heads, nv = sh_.num_v_heads, dk = sh_.k_head_dim, dv = sh_.v_head_dim;
-    std::vector<int32_t> qsl(n + 1, 0), lens(n), slots(n);
-    int32_t max_q = 0, max_len = 0;
-    for (int s = 0; s < n; ++s) {
-      qsl[s + 1] = qsl[s] + seqs[s].qlen;
-      lens[s] = seqs[s].seq_len;
-      slots[s] = seqs[s].slot;
-      max_q = std::max(max_q, seqs[s].qlen);
-      max_len = std::max(max_len, seqs[s].seq_len);
-    }
-    const int64_t T = qsl[n];
+    const int64_t T = batch.T;
+    const std::vector<int32_t>& qsl = batch.qsl;
+    const std::vector<int32_t>& lens = batch.lens;
+    const std::vector<int32_t>& slots = batch.slots;
     const std::vector<float> x = rand_bf16(T * C_, rng, -1.0f, 1.0f);
     const std::vector<float> a = rand_bf16(T * nv, rng, -1.0f, 1.0f);
     const std::vector<float> b = rand_bf16(T * nv, rng, -2.0f, 2.0f);
-
-    AttentionMetadata m;
-    m.query_start_loc = Tensor(qsl.data(), DType::kI32, {n + 1});
-    m.seq_lens = Tensor(lens.data(), DType::kI32, {n});
-    m.state_slots = Tensor(slots.data(), DType::kI32, {n});
-    m.num_seqs = n;
-    m.num_tokens = static_cast<int32_t>(T);
-    m.max_query_len = max_q;
-    m.max_seq_len = max_len;
+    const AttentionMetadata& m = batch.meta;
     LinearAttnState st;
     st.conv = Tensor(conv_.data(), DType::kF32, {S_, C_, K_ - 1});
     st.recurrent = Tensor(rec_.data(), DType::kF32, {S_, nv, dk, dv});
@@ -142,18 +127,6 @@ class EmuGdnLayer {
   std::vector<float> e_conv_, e_rec_;  // the kernels' states
 };
 
-struct GdnConfig {
-  GdnShape shape;
-  int K;
-  const char* name;
-};
-
-const GdnConfig kGdnConfigs[] = {
-    {{16, 16, 128, 128}, 4, "qwen3.5-0.8b 16/16x128"},
-    {{2, 4, 64, 32}, 2, "2/4 x 64/32"},
-    {{1, 2, 48, 40}, 6, "1/2 x 48/40 (odd dims)"},
-    {{1, 1, 256, 64}, 3, "1/1 x 256/64"},
-};
 
 TEST(GdnKernelsEmulated, MixedBatchesMatchCpu) {
 #if defined(__SANITIZE_ADDRESS__)
@@ -177,7 +150,7 @@ TEST(GdnKernelsEmulated, ChunkedPrefillThenDecodeMatchesCpu) {
   GTEST_SKIP() << "fibers (setjmp / makecontext stacks) confuse AddressSanitizer's stack tracking";
 #endif
   std::mt19937 rng(102);
-  for (const GdnConfig& c : {kGdnConfigs[0], kGdnConfigs[2]}) {
+  for (const GdnConfig& c : {kGdnConfigs[0], kGdnConfigs[3]}) {
     EmuGdnLayer layer(c.shape, c.K, 4, false, rng);
     layer.step({{20, 20, 2}, {5, 5, 0}}, rng, std::string(c.name) + " step 0");
     layer.step({{13, 33, 2}, {1, 6, 0}}, rng, std::string(c.name) + " step 1");

@@ -28,32 +28,7 @@ namespace {
 
 namespace mk = cuda::moe_kernels;
 
-// "k1=v1 k2=v2 ..." labels for failure messages (built by appending: GCC 12 warns falsely on
-// "literal" + std::to_string chains in some builds).
-std::string label(std::initializer_list<std::pair<const char*, int64_t>> parts) {
-  std::string s;
-  for (const auto& [k, v] : parts) {
-    if (!s.empty()) s += ' ';
-    s += k;
-    s += '=';
-    s += std::to_string(v);
-  }
-  return s;
-}
 
-
-std::vector<float> distinct_logits(int64_t T, int64_t E, std::mt19937& rng) {
-  std::vector<float> l(T * E);
-  std::vector<int> perm(E);
-  std::uniform_real_distribution<float> shift(-2.0f, 2.0f);
-  for (int64_t t = 0; t < T; ++t) {
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    const float s = shift(rng);
-    for (int64_t e = 0; e < E; ++e) l[t * E + e] = s + (perm[e] - E / 2.0f) * (8.0f / static_cast<float>(E));
-  }
-  return l;
-}
 
 class MoeKernelsEmulated : public ::testing::Test {
  protected:
@@ -130,20 +105,13 @@ void run_experts(Backend& cpu, const MoeConfig& c, std::mt19937& rng, bool skewe
   const std::vector<float> x = rand_bf16(T * H, rng);
 
   // CPU.
-  std::vector<float> sx(R * H), sy(R * H), sg(R * I), su(R * I), ref(T * H);
-  std::vector<int32_t> rop(R), por(R), off(E + 1);
-  MoeScratch cs;
-  cs.x = Tensor(sx.data(), DType::kF32, {R, H});
-  cs.y = Tensor(sy.data(), DType::kF32, {R, H});
-  cs.gate = Tensor(sg.data(), DType::kF32, {R, I});
-  cs.up = Tensor(su.data(), DType::kF32, {R, I});
-  cs.row_of_pair = Tensor(rop.data(), DType::kI32, {R});
-  cs.pair_of_row = Tensor(por.data(), DType::kI32, {R});
-  cs.expert_offsets = Tensor(off.data(), DType::kI32, {E + 1});
+  std::vector<float> ref(T * H);
+  CpuMoeScratch cs(R, H, I, E);
+  const std::vector<int32_t>& off = cs.offsets;
   std::vector<float> xc = x, wc = w;
   std::vector<int32_t> idc = ids;
   cpu.moe_experts(Tensor(xc.data(), DType::kF32, {T, H}), Tensor(idc.data(), DType::kI32, {T, k}),
-                  Tensor(wc.data(), DType::kF32, {T, k}), ex, cs, Tensor(ref.data(), DType::kF32, {T, H}));
+                  Tensor(wc.data(), DType::kF32, {T, k}), ex, cs.scratch, Tensor(ref.data(), DType::kF32, {T, H}));
 
   // The kernels, as cuda_moe.cu launches them (TA = F32 activations).
   std::vector<float> h_scratch(R * I, NAN), y_scratch(R * H, NAN), out(T * H, NAN);
