@@ -4,7 +4,8 @@
 // vectors where rows allow, one element otherwise): embedding, rms_norm (with and without the
 // fused residual add), rms_norm_gated, rope_cos_sin, rope_and_cache (rotated q / k, and K / V in
 // the CUDA cache layout, BF16, against the CPU backend's BF16 cache), silu_and_mul, add,
-// sigmoid_mul, gather_rows, feed_tokens and the fallback GEMM. The GPU itself is checked by cuda_ops_test.cc.
+// sigmoid_mul, gather_rows, feed_tokens and the fallback GEMM; then the BF16 activations the GPU
+// runs, with their 8-wide vector paths. The GPU itself is checked by cuda_ops_test.cc.
 // Bounds: FP32 on both sides, only the order of sums differs: rel 1e-5 + abs 1e-6 (GEMM: abs
 // 1e-5 * sqrt(K)); the BF16 cache: one BF16 rounding of values that may differ in the last FP32
 // bit, so rel 2^-8; V copied: exact.
@@ -234,6 +235,107 @@ TEST_F(ElementwiseEmulated, GatherRowsAndFeedTokens) {
                     Tensor(sampled.data(), DType::kI32, {64}));
   cuda_emu::launch(grid1(grid_for(5)), kThreads, [&] { ek::feed_tokens_kernel(ids.data(), feed.data(), 5, sampled.data()); });
   EXPECT_EQ(ids, want);
+}
+
+// BF16 activations (what the GPU runs): the 8-wide vector paths and the BF16 stores, against the
+// CPU backend in F32 on the same (BF16-rounded) inputs. Bounds as cuda_ops_test.cc's for BF16
+// outputs: rel 1e-2 + abs 1e-3 (one or two BF16 roundings, 2^-8 relative each).
+TEST_F(ElementwiseEmulated, Bf16ActivationsAndVectorPaths) {
+  using bf16 = __nv_bfloat16;
+  auto to16 = [](const std::vector<float>& v) {
+    std::vector<bf16> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16_rn(v[i]);
+    return h;
+  };
+  auto to32 = [](const std::vector<bf16>& h) {
+    std::vector<float> v(h.size());
+    for (size_t i = 0; i < h.size(); ++i) v[i] = __bfloat162float(h[i]);
+    return v;
+  };
+  for (int64_t H : {64, 37}) {
+    const int64_t R = 5;
+    const std::string what = label({{"H", H}});
+    const std::vector<float> x = rand_bf16(R * H, rng_, -2.0f, 2.0f), res0 = rand_bf16(R * H, rng_, -2.0f, 2.0f);
+    const std::vector<float> w = rand_bf16(H, rng_, 0.5f, 1.5f);
+    std::vector<float> ref_res = res0, ref_out(R * H);
+    cpu_->add_rms_norm(Tensor(ref_res.data(), DType::kF32, {R, H}), Tensor(const_cast<float*>(x.data()), DType::kF32, {R, H}),
+                       Tensor(const_cast<float*>(w.data()), DType::kF32, {H}), 1e-6f, Tensor(ref_out.data(), DType::kF32, {R, H}));
+    const std::vector<bf16> x16 = to16(x), w16 = to16(w);
+    std::vector<bf16> res16 = to16(res0), out16(R * H, __float2bfloat16_rn(NAN));
+    if (H % 8 == 0) {
+      cuda_emu::launch(grid1(R), row_threads(H / 8), [&] {
+        ek::rms_norm_kernel<bf16, 8>(res16.data(), x16.data(), w16.data(), DType::kBF16, 1e-6f, H, out16.data());
+      });
+    } else {
+      cuda_emu::launch(grid1(R), row_threads(H), [&] {
+        ek::rms_norm_kernel<bf16, 1>(res16.data(), x16.data(), w16.data(), DType::kBF16, 1e-6f, H, out16.data());
+      });
+    }
+    EXPECT_TRUE(close(to32(res16), ref_res, 1e-2, 1e-3)) << what << " add_rms_norm residual";
+    EXPECT_TRUE(close(to32(out16), ref_out, 1e-2, 1e-3)) << what << " add_rms_norm out";
+  }
+  for (int64_t n : {1024, 37}) {
+    const std::string what = label({{"n", n}});
+    const std::vector<float> g = rand_bf16(n, rng_, -4.0f, 4.0f), u = rand_bf16(n, rng_, -2.0f, 2.0f);
+    std::vector<float> ref(n), ref_a = g;
+    cpu_->silu_and_mul(Tensor(const_cast<float*>(g.data()), DType::kF32, {1, n}), Tensor(const_cast<float*>(u.data()), DType::kF32, {1, n}),
+                       Tensor(ref.data(), DType::kF32, {1, n}));
+    cpu_->add(Tensor(ref_a.data(), DType::kF32, {1, n}), Tensor(const_cast<float*>(u.data()), DType::kF32, {1, n}));
+    const std::vector<bf16> g16 = to16(g), u16 = to16(u);
+    std::vector<bf16> out16(n), a16 = g16;
+    if (n % 8 == 0) {
+      cuda_emu::launch(grid1(grid_for(n / 8)), kThreads, [&] { ek::silu_and_mul_kernel<bf16, 8>(g16.data(), u16.data(), out16.data(), n / 8); });
+      cuda_emu::launch(grid1(grid_for(n / 8)), kThreads, [&] { ek::add_kernel<bf16, 8>(a16.data(), u16.data(), n / 8); });
+    } else {
+      cuda_emu::launch(grid1(grid_for(n)), kThreads, [&] { ek::silu_and_mul_kernel<bf16, 1>(g16.data(), u16.data(), out16.data(), n); });
+      cuda_emu::launch(grid1(grid_for(n)), kThreads, [&] { ek::add_kernel<bf16, 1>(a16.data(), u16.data(), n); });
+    }
+    EXPECT_TRUE(close(to32(out16), ref, 1e-2, 1e-5)) << what << " silu_and_mul";
+    EXPECT_TRUE(close(to32(a16), ref_a, 1e-2, 1e-5)) << what << " add";
+  }
+  // rope_and_cache with BF16 q / k / v.
+  const int64_t Hq = 8, Hk = 2, D = 128, rotary = 64, T = 9, num_blocks = 4, block_size = 16;
+  std::vector<float> cs(T * rotary);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < rotary / 2; ++i) {
+      const double a = (t + 3) * std::pow(1e4, -2.0 * i / rotary);
+      cs[t * rotary + i] = static_cast<float>(std::cos(a));
+      cs[t * rotary + rotary / 2 + i] = static_cast<float>(std::sin(a));
+    }
+  const std::vector<float> q = rand_bf16(T * Hq * D, rng_), k = rand_bf16(T * Hk * D, rng_), v = rand_bf16(T * Hk * D, rng_);
+  std::vector<int32_t> slots(T);
+  for (int64_t t = 0; t < T; ++t) slots[t] = static_cast<int32_t>((t * 37 + 5) % (num_blocks * block_size));
+  KvCache ckv = cpu_->allocate_kv_cache(1, num_blocks, block_size, Hk, D, DType::kBF16);
+  std::vector<float> cq = q, ck = k;
+  cpu_->rope_and_cache(Tensor(cq.data(), DType::kF32, {T, Hq, D}), Tensor(ck.data(), DType::kF32, {T, Hk, D}),
+                       Tensor(const_cast<float*>(v.data()), DType::kF32, {T, Hk, D}), Tensor(cs.data(), DType::kF32, {T, rotary}),
+                       static_cast<int>(rotary), Tensor(slots.data(), DType::kI32, {T}), ckv.layers[0]);
+  std::vector<bf16> q16 = to16(q), k16 = to16(k);
+  const std::vector<bf16> v16 = to16(v);
+  const size_t cache_elems = static_cast<size_t>(num_blocks * block_size * Hk * D);
+  std::vector<bf16> kc(cache_elems, bf16{0}), vc(cache_elems, bf16{0});
+  cuda_emu::launch(grid1(T), kThreads, [&] {
+    ek::rope_and_cache_kernel<bf16>(q16.data(), k16.data(), v16.data(), cs.data(), static_cast<int>(rotary), slots.data(), Hq,
+                                    Hk, D, kc.data(), vc.data(), num_blocks * block_size, block_size);
+  });
+  EXPECT_TRUE(close(to32(q16), cq, 1e-2, 1e-3)) << "rope q";
+  EXPECT_TRUE(close(to32(k16), ck, 1e-2, 1e-3)) << "rope k";
+  std::vector<float> got_k, ref_k, got_v, ref_v;
+  const uint16_t* ckc = ckv.layers[0].k.ptr<uint16_t>();
+  const uint16_t* cvc = ckv.layers[0].v.ptr<uint16_t>();
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t blk = slots[t] / block_size, off = slots[t] % block_size;
+    for (int64_t h = 0; h < Hk; ++h)
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t c = ((blk * Hk + h) * block_size + off) * D + d, g = ((blk * block_size + off) * Hk + h) * D + d;
+        got_k.push_back(__bfloat162float(kc[static_cast<size_t>(g)]));
+        ref_k.push_back(bf16_to_f32(ckc[c]));
+        got_v.push_back(__bfloat162float(vc[static_cast<size_t>(g)]));
+        ref_v.push_back(bf16_to_f32(cvc[c]));
+      }
+  }
+  EXPECT_TRUE(close(got_k, ref_k, 1e-2, 1e-3)) << "k cache";
+  EXPECT_TRUE(close(got_v, ref_v, 0, 0)) << "v cache";
 }
 
 TEST_F(ElementwiseEmulated, FallbackGemm) {

@@ -1,7 +1,8 @@
 // The CUDA Gated DeltaNet kernels (src/backend/cuda/gdn_kernels.cuh: causal conv1d and the gated
 // delta rule) run on the host under tests/cuda/cuda_emu.h with F32 activations, against the CPU
 // backend's causal_conv1d / gated_delta_rule (token by token, chunk_size 0) on the same inputs and
-// states, over the shapes and batches of cuda_hybrid_test.cc (which checks the GPU itself when a
+// states (and BF16 activations, what the GPU runs, on copies of the states, with the GPU test's
+// bounds), over the shapes and batches of cuda_hybrid_test.cc (which checks the GPU itself when a
 // device is present): fresh and continuing sequences, slots out of order, an empty sequence, pure
 // decode, long prefill, chunked prefill then decode; conv weights F32 and BF16.
 // Bounds: the conv state holds raw inputs (exact); conv output rel 1e-5 + abs 1e-6 (one FP32 dot of
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backend/backend.h"
@@ -77,39 +79,78 @@ class EmuGdnLayer {
     const DType wd = bf16_weights_ ? DType::kBF16 : DType::kF32;
     const cuda_emu::Dim3 conv_grid{static_cast<unsigned>((C_ + gk::kConvThreads - 1) / gk::kConvThreads),
                                    static_cast<unsigned>(n), 1};
-    auto conv = [&](auto kmax) {
-      constexpr int KM = decltype(kmax)::value;
-      cuda_emu::launch(conv_grid, gk::kConvThreads, [&] {
-        gk::causal_conv1d_kernel<float, KM>(x.data(), w, wd, qsl.data(), lens.data(), slots.data(), T, C_, K_,
-                                            e_conv_.data(), S_, conv_out.data());
-      });
-    };
-    if (K_ <= 4) {
-      conv(std::integral_constant<int, 4>{});
-    } else {
-      conv(std::integral_constant<int, 8>{});
-    }
     const int64_t tiles = (dv + gk::kGdnColumns - 1) / gk::kGdnColumns;
     const cuda_emu::Dim3 gdn_grid{static_cast<unsigned>(tiles * nv), static_cast<unsigned>(n), 1};
-    auto gdn = [&](auto maxr) {
-      constexpr int R = decltype(maxr)::value;
-      cuda_emu::launch(gdn_grid, gk::kGdnWarps * 32, [&] {
-        gk::gated_delta_rule_kernel<float, R>(x.data(), a.data(), b.data(), A_log_.data(), dt_bias_.data(), qsl.data(),
-                                              lens.data(), slots.data(), T, nk, nv, dk, dv, e_rec_.data(), S_,
-                                              out.data());
-      });
-    };
     const int rows = (dk + gk::kGdnWarps - 1) / gk::kGdnWarps;
-    if (rows <= 4) {
-      gdn(std::integral_constant<int, 4>{});
-    } else if (rows <= 8) {
-      gdn(std::integral_constant<int, 8>{});
-    } else if (rows <= 16) {
-      gdn(std::integral_constant<int, 16>{});
-    } else {
-      gdn(std::integral_constant<int, 32>{});
-    }
-
+    // Both kernels for activations of type TA on the given states.
+    auto run = [&](auto tag, const std::vector<float>& xf, const std::vector<float>& af, const std::vector<float>& bf,
+                   std::vector<float>& conv_state, std::vector<float>& rec_state, std::vector<float>& conv_res,
+                   std::vector<float>& out_res) {
+      using TA = decltype(tag);
+      auto cvt = [](const std::vector<float>& v) {
+        std::vector<TA> h(v.size());
+        for (size_t i = 0; i < v.size(); ++i) {
+          if constexpr (std::is_same_v<TA, float>) {
+            h[i] = v[i];
+          } else {
+            h[i] = __float2bfloat16_rn(v[i]);
+          }
+        }
+        return h;
+      };
+      auto back = [](const std::vector<TA>& h) {
+        std::vector<float> v(h.size());
+        for (size_t i = 0; i < h.size(); ++i) {
+          if constexpr (std::is_same_v<TA, float>) {
+            v[i] = h[i];
+          } else {
+            v[i] = __bfloat162float(h[i]);
+          }
+        }
+        return v;
+      };
+      const std::vector<TA> xa = cvt(xf), aa = cvt(af), ba = cvt(bf);
+      std::vector<TA> co(T * C_), o(T * nv * dv);
+      auto conv = [&](auto kmax) {
+        constexpr int KM = decltype(kmax)::value;
+        cuda_emu::launch(conv_grid, gk::kConvThreads, [&] {
+          gk::causal_conv1d_kernel<TA, KM>(xa.data(), w, wd, qsl.data(), lens.data(), slots.data(), T, C_, K_,
+                                           conv_state.data(), S_, co.data());
+        });
+      };
+      if (K_ <= 4) {
+        conv(std::integral_constant<int, 4>{});
+      } else {
+        conv(std::integral_constant<int, 8>{});
+      }
+      auto gdn = [&](auto maxr) {
+        constexpr int R = decltype(maxr)::value;
+        cuda_emu::launch(gdn_grid, gk::kGdnWarps * 32, [&] {
+          gk::gated_delta_rule_kernel<TA, R>(xa.data(), aa.data(), ba.data(), A_log_.data(), dt_bias_.data(), qsl.data(),
+                                             lens.data(), slots.data(), T, nk, nv, dk, dv, rec_state.data(), S_, o.data());
+        });
+      };
+      if (rows <= 4) {
+        gdn(std::integral_constant<int, 4>{});
+      } else if (rows <= 8) {
+        gdn(std::integral_constant<int, 8>{});
+      } else if (rows <= 16) {
+        gdn(std::integral_constant<int, 16>{});
+      } else {
+        gdn(std::integral_constant<int, 32>{});
+      }
+      conv_res = back(co);
+      out_res = back(o);
+    };
+    // BF16 activations (what the GPU runs) on copies of the states, with cuda_hybrid_test.cc's bounds.
+    std::vector<float> b_conv = e_conv_, b_rec = e_rec_, b_conv_out, b_out;
+    run(__nv_bfloat16{}, x, a, b, b_conv, b_rec, b_conv_out, b_out);
+    EXPECT_TRUE(close(b_conv_out, ref_conv, 1e-2, 1e-5)) << what << ": causal_conv1d out (BF16)";
+    EXPECT_TRUE(close(b_conv, conv_, 0, 0)) << what << ": conv state (BF16)";
+    EXPECT_TRUE(close_scaled(b_out, ref_out, 1e-2, 2e-3)) << what << ": gated_delta_rule out (BF16)";
+    EXPECT_TRUE(close_scaled(b_rec, rec_, 1e-3, 1e-4)) << what << ": recurrent state (BF16)";
+    // F32 activations on the kernels' own states (carried to the next step).
+    run(float{}, x, a, b, e_conv_, e_rec_, conv_out, out);
     EXPECT_TRUE(close(conv_out, ref_conv, 1e-5, 1e-6)) << what << ": causal_conv1d out";
     EXPECT_TRUE(close(e_conv_, conv_, 0, 0)) << what << ": conv state";
     EXPECT_TRUE(close_scaled(out, ref_out, 1e-4, 1e-5)) << what << ": gated_delta_rule out";

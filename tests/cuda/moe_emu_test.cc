@@ -1,10 +1,11 @@
 // The CUDA mixture-of-experts kernels (src/backend/cuda/moe_kernels.cuh: routing, the counting
 // sort of (token, expert) pairs, the grouped gate/up and down GEMMs, the weighted scatter) run on
-// the host under tests/cuda/cuda_emu.h with F32 activations and the grids cuda_moe.cu launches,
+// the host under tests/cuda/cuda_emu.h with F32 and BF16 activations and the grids cuda_moe.cu launches,
 // against the CPU backend's moe_route / moe_experts on the same inputs (the GPU itself:
 // cuda_hybrid_test.cc). Expert weights BF16, F16 and F32.
 // Bounds: routing ids exact (logits distinct with a margin), weights rel 1e-5 + abs 1e-7; expert
-// outputs rel 1e-4 + abs 1e-5 of scale (FP32 on both sides, only summation order differs);
+// outputs rel 1e-4 + abs 1e-5 of scale with F32 activations (only summation order differs), rel
+// 1e-2 + abs 1e-2 of scale with BF16 ones (two BF16 roundings, as cuda_hybrid_test.cc);
 // expert offsets exact.
 #include "cuda_emu.h"  // first: it defines the CUDA keywords for the kernel source
 
@@ -17,6 +18,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -113,28 +115,50 @@ void run_experts(Backend& cpu, const MoeConfig& c, std::mt19937& rng, bool skewe
   cpu.moe_experts(Tensor(xc.data(), DType::kF32, {T, H}), Tensor(idc.data(), DType::kI32, {T, k}),
                   Tensor(wc.data(), DType::kF32, {T, k}), ex, cs.scratch, Tensor(ref.data(), DType::kF32, {T, H}));
 
-  // The kernels, as cuda_moe.cu launches them (TA = F32 activations).
-  std::vector<float> h_scratch(R * I, NAN), y_scratch(R * H, NAN), out(T * H, NAN);
-  std::vector<int32_t> e_rop(R, -7), e_por(R, -7), e_off(E + 1, -7);
-  const int64_t tiles = (R + mk::kBM - 1) / mk::kBM + std::min<int64_t>(E, R);
-  const unsigned col_tiles_i = static_cast<unsigned>((I + mk::kBN - 1) / mk::kBN);
-  const unsigned col_tiles_h = static_cast<unsigned>((H + mk::kBN - 1) / mk::kBN);
-  const unsigned sblocks = static_cast<unsigned>((H + mk::kScatterThreads - 1) / mk::kScatterThreads);
-  const int Ei = static_cast<int>(E), ki = static_cast<int>(k);
-  cuda_emu::launch(cuda_emu::Dim3{1, 1, 1}, mk::kSortThreads,
-                   [&] { mk::moe_sort_kernel(ids.data(), R, Ei, e_rop.data(), e_por.data(), e_off.data()); },
-                   2 * static_cast<size_t>(E) * sizeof(int));
-  cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(tiles), col_tiles_i, 1}, mk::kGemmThreads, [&] {
-    mk::moe_gemm_kernel<float, TW, true>(x.data(), e_por.data(), ki, e_off.data(), Ei, ptrs.data(), I, H, h_scratch.data());
-  });
-  cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(tiles), col_tiles_h, 1}, mk::kGemmThreads, [&] {
-    mk::moe_gemm_kernel<float, TW, false>(h_scratch.data(), nullptr, ki, e_off.data(), Ei, ptrs.data() + 2 * E, H, I,
-                                          y_scratch.data());
-  });
-  cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(T), sblocks, 1}, mk::kScatterThreads,
-                   [&] { mk::moe_scatter_kernel<float>(y_scratch.data(), w.data(), e_rop.data(), ki, H, out.data()); });
-  EXPECT_TRUE(close_scaled(out, ref, 1e-4, 1e-5)) << what;
-  EXPECT_EQ(e_off, off) << what << ": expert_offsets";
+  // The kernels, as cuda_moe.cu launches them: F32 activations, then BF16 ones (what the GPU runs;
+  // y aliases x as in the models' scratch).
+  auto run = [&](auto tag, double rel, double abs_of_scale) {
+    using TA = decltype(tag);
+    std::vector<TA> xa(T * H), h_scratch(R * I), xy(R * H), out(T * H);
+    for (size_t i = 0; i < xa.size(); ++i) {
+      if constexpr (std::is_same_v<TA, float>) {
+        xa[i] = x[i];
+      } else {
+        xa[i] = __float2bfloat16_rn(x[i]);
+      }
+    }
+    std::vector<int32_t> e_rop(R, -7), e_por(R, -7), e_off(E + 1, -7);
+    const int64_t tiles = (R + mk::kBM - 1) / mk::kBM + std::min<int64_t>(E, R);
+    const unsigned col_tiles_i = static_cast<unsigned>((I + mk::kBN - 1) / mk::kBN);
+    const unsigned col_tiles_h = static_cast<unsigned>((H + mk::kBN - 1) / mk::kBN);
+    const unsigned sblocks = static_cast<unsigned>((H + mk::kScatterThreads - 1) / mk::kScatterThreads);
+    const int Ei = static_cast<int>(E), ki = static_cast<int>(k);
+    cuda_emu::launch(cuda_emu::Dim3{1, 1, 1}, mk::kSortThreads,
+                     [&] { mk::moe_sort_kernel(ids.data(), R, Ei, e_rop.data(), e_por.data(), e_off.data()); },
+                     2 * static_cast<size_t>(E) * sizeof(int));
+    cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(tiles), col_tiles_i, 1}, mk::kGemmThreads, [&] {
+      mk::moe_gemm_kernel<TA, TW, true>(xa.data(), e_por.data(), ki, e_off.data(), Ei, ptrs.data(), I, H, h_scratch.data());
+    });
+    cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(tiles), col_tiles_h, 1}, mk::kGemmThreads, [&] {
+      mk::moe_gemm_kernel<TA, TW, false>(h_scratch.data(), nullptr, ki, e_off.data(), Ei, ptrs.data() + 2 * E, H, I,
+                                         xy.data());
+    });
+    cuda_emu::launch(cuda_emu::Dim3{static_cast<unsigned>(T), sblocks, 1}, mk::kScatterThreads,
+                     [&] { mk::moe_scatter_kernel<TA>(xy.data(), w.data(), e_rop.data(), ki, H, out.data()); });
+    std::vector<float> got(out.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      if constexpr (std::is_same_v<TA, float>) {
+        got[i] = out[i];
+      } else {
+        got[i] = __bfloat162float(out[i]);
+      }
+    }
+    EXPECT_TRUE(close_scaled(got, ref, rel, abs_of_scale)) << what << (std::is_same_v<TA, float> ? " F32" : " BF16");
+    EXPECT_EQ(e_off, off) << what << ": expert_offsets";
+  };
+  run(float{}, 1e-4, 1e-5);
+  // BF16 activations: silu(gate) * up and the down projection rounded to BF16 (cuda_hybrid_test.cc's bound).
+  run(__nv_bfloat16{}, 1e-2, 1e-2);
 }
 
 TEST_F(MoeKernelsEmulated, ExpertsMatchCpu) {
