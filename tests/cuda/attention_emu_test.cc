@@ -34,14 +34,13 @@ namespace {
 
 namespace mma = cuda::mma_attention;
 
-void run_mma(int D, int Hq, int Hk, int bs, int window, const std::vector<AttnSeq>& seqs, uint32_t seed,
-              const std::string& name) {
-  const AttentionCase a(D, Hq, Hk, bs, window, seqs, seed);
-  // The kernel, with the parameters cuda_attention.cu passes it.
-  std::vector<uint16_t> out(a.ref.size(), 0x7fc0);
-  mma::Params p{};
+// The fields both kernels' Params share, as cuda_attention.cu fills them (rows_per_tile: the
+// kernel's query rows per block).
+template <class P>
+P kernel_params(const AttentionCase& a, uint16_t* out, int rows_per_tile) {
+  P p{};
   p.q = a.q.data();
-  p.out = out.data();
+  p.out = out;
   p.k_cache = a.k.data();
   p.v_cache = a.v.data();
   p.query_start_loc = a.qsl.data();
@@ -49,15 +48,24 @@ void run_mma(int D, int Hq, int Hk, int bs, int window, const std::vector<AttnSe
   p.block_tables = a.tables.data();
   p.num_seqs = a.S;
   p.num_tokens = a.T;
-  p.Hq = Hq;
-  p.Hk = Hk;
-  p.G = Hq / Hk;
-  p.block_size = bs;
+  p.Hq = a.Hq;
+  p.Hk = a.Hk;
+  p.G = a.Hq / a.Hk;
+  p.block_size = a.block_size;
   p.num_blocks = a.num_blocks;
   p.max_blocks_per_seq = a.max_blocks;
-  p.tok_per_tile = std::max(1, mma::kRows / p.G);
-  p.window = window;
+  p.tok_per_tile = std::max(1, rows_per_tile / p.G);
+  p.window = a.window;
   p.scale_log2 = a.scale * 1.4426950408889634f;
+  return p;
+}
+
+void run_mma(int D, int Hq, int Hk, int bs, int window, const std::vector<AttnSeq>& seqs, uint32_t seed,
+              const std::string& name) {
+  const AttentionCase a(D, Hq, Hk, bs, window, seqs, seed);
+  // The kernel, with the parameters cuda_attention.cu passes it.
+  std::vector<uint16_t> out(a.ref.size(), 0x7fc0);
+  const mma::Params p = kernel_params<mma::Params>(a, out.data(), mma::kRows);
   const cuda_emu::Dim3 grid{static_cast<unsigned>(a.T / p.tok_per_tile + a.S), static_cast<unsigned>(Hk), 1};
   if (D == 64) {
     cuda_emu::launch(grid, mma::kThreads, [&] { mma::paged_attention_mma_kernel<64>(p); });
@@ -76,27 +84,9 @@ void run_core(int D, int Hq, int Hk, int bs, int window, const std::vector<AttnS
   std::vector<uint16_t> out(a.ref.size(), 0x7fc0);
   const int64_t rows = static_cast<int64_t>(a.T) * Hq;
   std::vector<float> ws_out(static_cast<size_t>(num_splits * rows * D), NAN), ws_lse(static_cast<size_t>(num_splits * rows), NAN);
-  core::Params p{};
-  p.q = a.q.data();
-  p.out = out.data();
-  p.k_cache = a.k.data();
-  p.v_cache = a.v.data();
-  p.query_start_loc = a.qsl.data();
-  p.seq_lens = a.seq_lens.data();
-  p.block_tables = a.tables.data();
+  core::Params p = kernel_params<core::Params>(a, out.data(), core::kRows);
   p.ws_out = ws_out.data();
   p.ws_lse = ws_lse.data();
-  p.num_seqs = a.S;
-  p.num_tokens = a.T;
-  p.Hq = Hq;
-  p.Hk = Hk;
-  p.G = Hq / Hk;
-  p.block_size = bs;
-  p.num_blocks = a.num_blocks;
-  p.max_blocks_per_seq = a.max_blocks;
-  p.tok_per_tile = std::max(1, core::kRows / p.G);
-  p.window = window;
-  p.scale_log2 = a.scale * 1.4426950408889634f;
   const cuda_emu::Dim3 grid{static_cast<unsigned>(a.T / p.tok_per_tile + a.S), static_cast<unsigned>(Hk),
                             static_cast<unsigned>(num_splits)};
   const cuda_emu::Dim3 merge_grid{static_cast<unsigned>((rows + core::kWarps - 1) / core::kWarps), 1, 1};

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -205,6 +206,34 @@ inline std::vector<float> distinct_logits(int64_t T, int64_t E, std::mt19937& rn
   }
   return l;
 }
+
+// Rows of penalties and LogitEdits for apply_logit_edits tests: row r has r * 3000 random distinct
+// tokens (row 0 none) with counts, biases, repetition and min_tokens-mask flags.
+struct RandomEdits {
+  std::vector<SamplingRow> rows;
+  std::vector<LogitEdit> edits;
+  std::vector<int32_t> offsets = {0};
+  RandomEdits(int64_t R, int64_t V, std::mt19937& rng) : rows(static_cast<size_t>(R)) {
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V) - 1);
+    for (int64_t r = 0; r < R; ++r) {
+      rows[static_cast<size_t>(r)].repetition_penalty = 1.0f + 0.15f * static_cast<float>(r);
+      rows[static_cast<size_t>(r)].presence_penalty = 0.1f * static_cast<float>(r);
+      rows[static_cast<size_t>(r)].frequency_penalty = 0.05f * static_cast<float>(r % 3);
+      std::set<int32_t> used;
+      for (int j = 0; j < 3000 * static_cast<int>(r); ++j) {
+        const int32_t t = tok(rng);
+        if (!used.insert(t).second) continue;
+        LogitEdit e;
+        e.token = t;
+        e.count = j % 4;
+        e.bias = j % 5 == 0 ? 1.5f : 0.0f;
+        e.flags = (j % 2 ? kEditRepeat : 0u) | (j % 97 == 0 ? kEditMask : 0u);
+        edits.push_back(e);
+      }
+      offsets.push_back(static_cast<int32_t>(edits.size()));
+    }
+  }
+};
 
 // MoeScratch for R (token, expert) pairs on the CPU backend (F32 activations).
 struct CpuMoeScratch {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "cuda_test_util.h"
 
 namespace pagoda::testing {
 namespace {
@@ -168,27 +169,10 @@ TEST(SamplingKernelsEmulated, ApplyLogitEditsMatchCpu) {
   std::normal_distribution<float> nd(0.0f, 2.0f);
   std::vector<float> logits(static_cast<size_t>(R * V));
   for (float& x : logits) x = nd(rng);
-  std::vector<SamplingRow> rows(static_cast<size_t>(R));
-  std::vector<LogitEdit> edits;
-  std::vector<int32_t> offsets = {0};
-  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(V) - 1);
-  for (int64_t r = 0; r < R; ++r) {
-    rows[static_cast<size_t>(r)].repetition_penalty = 1.0f + 0.15f * static_cast<float>(r);
-    rows[static_cast<size_t>(r)].presence_penalty = 0.1f * static_cast<float>(r);
-    rows[static_cast<size_t>(r)].frequency_penalty = 0.05f * static_cast<float>(r % 3);
-    std::set<int32_t> used;
-    for (int j = 0; j < 3000 * static_cast<int>(r); ++j) {  // row 0: no edits
-      const int32_t t = tok(rng);
-      if (!used.insert(t).second) continue;
-      LogitEdit e;
-      e.token = t;
-      e.count = j % 4;
-      e.bias = j % 5 == 0 ? 1.5f : 0.0f;
-      e.flags = (j % 2 ? kEditRepeat : 0u) | (j % 97 == 0 ? kEditMask : 0u);
-      edits.push_back(e);
-    }
-    offsets.push_back(static_cast<int32_t>(edits.size()));
-  }
+  RandomEdits re(R, V, rng);
+  std::vector<SamplingRow>& rows = re.rows;
+  std::vector<LogitEdit>& edits = re.edits;
+  std::vector<int32_t>& offsets = re.offsets;
   const int64_t N = static_cast<int64_t>(edits.size());
   std::vector<float> want = logits;
   cpu->apply_logit_edits(Tensor(want.data(), DType::kF32, {R, V}), Tensor(rows.data(), DType::kI32, {R, kSamplingRowWords}),
