@@ -126,6 +126,7 @@ class EngineCore {
   const EngineConfig& config() const { return config_; }  // with max_model_len, num_kv_blocks resolved
   const KvCacheManager& kv_cache_manager() const { return *kv_; }
   const Scheduler& scheduler() const { return *scheduler_; }
+  const ModelRunner& model_runner() const { return *runner_; }
   int64_t vocab_size() const { return runner_->vocab_size(); }
 
  private:

@@ -1,19 +1,17 @@
 // A host emulation of the parts of the CUDA execution model that our kernels use, so that a
 // kernel's own source (written to compile for the host too, like attention_mma.cuh and
-// sampling_kernels.cuh) can be run and checked without a GPU: one fiber per CUDA thread (started
-// with makecontext, switched with _setjmp / _longjmp), the threads of one block run together in
-// one OS thread, blocks one after another; __syncthreads, warp shuffles and ballots and the
-// warp-wide mma.sync m16n8k16 (BF16 in, FP32 accumulate) are barriers over fibers with the lane
-// data exchanged through memory; atomics are plain read-modify-writes (one fiber runs at a time). Fragment layouts follow the PTX ISA's description of
-// mma.m16n8k16 (.bf16): lane = 4 * groupID + threadID_in_group; each 32-bit register holds two
-// consecutive elements, the first in its low half.
+// sampling_kernels.cuh) can be run and checked without a GPU: one fiber per CUDA thread (its own
+// stack; a switch saves the callee-saved registers and swaps stack pointers, x86-64 only), the
+// threads of one block run together in one OS thread, blocks one after another; __syncthreads,
+// warp shuffles and ballots and the warp-wide mma.sync m16n8k16 (BF16 in, FP32 accumulate) are
+// barriers over fibers with the lane data exchanged through memory; atomics are plain
+// read-modify-writes (one fiber runs at a time). Fragment layouts follow the PTX ISA's
+// description of mma.m16n8k16 (.bf16): lane = 4 * groupID + threadID_in_group; each 32-bit
+// register holds two consecutive elements, the first in its low half.
 //
 // Include this before the kernel's source and nothing from CUDA in the same file: it defines the
 // CUDA keywords (__global__, __shared__, ...) as host C++.
 #pragma once
-
-#include <setjmp.h>
-#include <ucontext.h>
 
 #include <climits>
 #include <cmath>
@@ -80,9 +78,7 @@ struct Barrier {
 };
 
 struct Fiber {
-  ucontext_t ctx{};  // the first entry
-  jmp_buf jb{};      // where it yielded
-  char* stack = nullptr;
+  void* sp = nullptr;  // its saved stack pointer (see switch_stack)
   unsigned tid = 0;
   bool started = false;
   bool done = false;
@@ -91,16 +87,35 @@ struct Fiber {
 };
 
 struct BlockState {
-  jmp_buf scheduler{};
+  void* scheduler_sp = nullptr;
   std::vector<Fiber> fibers;
   size_t current = 0;
   Barrier block_barrier;
   std::vector<uint4> dynamic_shared;  // `extern __shared__` memory (16-byte aligned)
   std::vector<Barrier> warp_barriers;
-  std::vector<uint32_t> lane_words;  // [thread][kWords]: what a lane hands to its warp
+  // [2][thread][kWords]: what a lane hands to its warp, double-buffered by the parity of its warp
+  // barrier's generation so that one barrier per exchange suffices (a lane can write the same
+  // buffer again only after the next barrier, which every lane reaches after reading it).
+  std::vector<uint32_t> lane_words;
+  void* kernel = nullptr;            // the launch's functor, run by entry (fiber_main<Kernel>)
+  void (*entry)() = nullptr;
   static constexpr int kWords = 10;
 };
 inline BlockState* block = nullptr;
+
+// Saves the callee-saved registers on the current stack and the stack pointer in *save, then
+// continues the context whose stack pointer is next (saved by an earlier switch_stack, or
+// prepared by resume for a fiber's first run).
+#if defined(__x86_64__)
+__attribute__((naked, noinline)) inline void switch_stack(void** /*save*/, void* /*next*/) {
+  asm volatile(
+      "pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+      "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+      "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret");
+}
+#else
+#error "cuda_emu: the fiber switch is written for x86-64"
+#endif
 
 inline Fiber& self() { return block->fibers[block->current]; }
 // The running block's dynamic shared memory (PAGODA_DYNAMIC_SHARED).
@@ -116,33 +131,25 @@ inline void wait(Barrier& b) {
   Fiber& f = self();
   f.waiting = &b;
   f.waiting_generation = b.generation;
-  if (_setjmp(f.jb) == 0) _longjmp(block->scheduler, 1);
+  switch_stack(&f.sp, block->scheduler_sp);
 }
 
 // The running fiber's linear thread index (x fastest).
 inline unsigned linear_tid() { return block->fibers[block->current].tid; }
 inline Barrier& warp_barrier() { return block->warp_barriers[linear_tid() / 32]; }
-inline uint32_t* lane_words(unsigned tid) { return &block->lane_words[static_cast<size_t>(tid) * BlockState::kWords]; }
+inline uint32_t* lane_words(unsigned tid, uint64_t generation) {
+  const size_t threads = block->fibers.size();
+  return &block->lane_words[((generation & 1) * threads + tid) * BlockState::kWords];
+}
 
 template <class Kernel>
-void fiber_main(unsigned hi, unsigned lo) {
-  auto* fn = reinterpret_cast<Kernel*>((static_cast<uintptr_t>(hi) << 32) | static_cast<uintptr_t>(lo));
-  (*fn)();
+void fiber_main() {
+  (*static_cast<Kernel*>(block->kernel))();
   self().done = true;
-  _longjmp(block->scheduler, 1);  // never returns: the scheduler picks the next fiber
+  switch_stack(&self().sp, block->scheduler_sp);  // never comes back: the scheduler picks the next fiber
+  __builtin_unreachable();
 }
 
-// Runs fiber f until it waits or ends. (_setjmp returns twice: kept out of the callers' frames.)
-__attribute__((noinline)) inline void resume(Fiber& f) {
-  if (_setjmp(block->scheduler) != 0) return;
-  if (!f.started) {
-    f.started = true;
-    setcontext(&f.ctx);
-  }
-  _longjmp(f.jb, 1);
-}
-
-// (getcontext returns twice: kept out of the launch loop's frame.)
 // Fiber stacks, allocated once and reused by every block (uninitialised: only touched pages cost).
 constexpr size_t kStackBytes = 128 * 1024;
 inline char* fiber_stack(unsigned tid) {
@@ -151,13 +158,20 @@ inline char* fiber_stack(unsigned tid) {
   return stacks[tid].get();
 }
 
-__attribute__((noinline)) inline void make_fiber(Fiber& f, void (*fn)(), unsigned hi, unsigned lo) {
-  f.stack = fiber_stack(f.tid);
-  getcontext(&f.ctx);
-  f.ctx.uc_stack.ss_sp = f.stack;
-  f.ctx.uc_stack.ss_size = kStackBytes;
-  f.ctx.uc_link = nullptr;
-  makecontext(&f.ctx, fn, 2, hi, lo);
+// Runs fiber f until it waits or ends. A fiber that has not run yet starts in block->entry on
+// a fresh stack: its initial stack holds six zero registers and entry as the return address.
+inline void resume(Fiber& f) {
+  if (!f.started) {
+    f.started = true;
+    char* top = fiber_stack(f.tid) + kStackBytes;
+    top -= reinterpret_cast<uintptr_t>(top) % 16;
+    void** sp = reinterpret_cast<void**>(top) - 2;  // entry starts with rsp = top - 8, as after a call
+    sp[0] = reinterpret_cast<void*>(block->entry);
+    sp -= 6;
+    for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+    f.sp = sp;
+  }
+  switch_stack(&block->scheduler_sp, f.sp);
 }
 
 // Runs kernel() on grid x block threads (block.x * block.y * block.z a multiple of 32: warps are
@@ -177,14 +191,11 @@ void launch(Dim3 grid, Dim3 shape, Kernel kernel, size_t dynamic_shared_bytes = 
         state.block_barrier.expected = static_cast<int>(threads);
         state.dynamic_shared.resize((dynamic_shared_bytes + 15) / 16);
         state.warp_barriers.assign(threads / 32, Barrier{32, 0, 0});
-        state.lane_words.assign(static_cast<size_t>(threads) * BlockState::kWords, 0);
+        state.lane_words.assign(2 * static_cast<size_t>(threads) * BlockState::kWords, 0);
         state.fibers.resize(threads);
-        const auto ptr = reinterpret_cast<uintptr_t>(&kernel);
-        for (unsigned t = 0; t < threads; ++t) {
-          state.fibers[t].tid = t;
-          make_fiber(state.fibers[t], reinterpret_cast<void (*)()>(&fiber_main<Kernel>),
-                     static_cast<unsigned>(ptr >> 32), static_cast<unsigned>(ptr & 0xffffffffu));
-        }
+        state.kernel = &kernel;
+        state.entry = &fiber_main<Kernel>;
+        for (unsigned t = 0; t < threads; ++t) state.fibers[t].tid = t;
         // Round-robin over runnable fibers until all are done.
         for (;;) {
           bool progress = false, all_done = true;
@@ -235,12 +246,12 @@ template <class T, class Src>
 T warp_exchange(T v, Src src) {
   static_assert(sizeof(T) <= 8, "warp values of at most 8 bytes");
   const unsigned tid = linear_tid(), base = tid & ~31u;
-  std::memcpy(lane_words(tid), &v, sizeof(T));
+  const uint64_t gen = warp_barrier().generation;
+  std::memcpy(lane_words(tid, gen), &v, sizeof(T));
   wait(warp_barrier());
   const int from = src(static_cast<int>(tid & 31u));
   T r = v;
-  if (from >= 0 && from < 32) std::memcpy(&r, lane_words(base + static_cast<unsigned>(from)), sizeof(T));
-  wait(warp_barrier());
+  if (from >= 0 && from < 32) std::memcpy(&r, lane_words(base + static_cast<unsigned>(from), gen), sizeof(T));
   return r;
 }
 }  // namespace cuda_emu
@@ -260,11 +271,11 @@ T __shfl_sync(unsigned, T v, int src_lane) {
 }
 inline unsigned __ballot_sync(unsigned, int predicate) {
   const unsigned tid = cuda_emu::linear_tid(), base = tid & ~31u;
-  cuda_emu::lane_words(tid)[0] = predicate != 0 ? 1u : 0u;
+  const uint64_t gen = cuda_emu::warp_barrier().generation;
+  cuda_emu::lane_words(tid, gen)[0] = predicate != 0 ? 1u : 0u;
   cuda_emu::wait(cuda_emu::warp_barrier());
   unsigned bits = 0;
-  for (unsigned l = 0; l < 32; ++l) bits |= cuda_emu::lane_words(base + l)[0] << l;
-  cuda_emu::wait(cuda_emu::warp_barrier());
+  for (unsigned l = 0; l < 32; ++l) bits |= cuda_emu::lane_words(base + l, gen)[0] << l;
   return bits;
 }
 inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
@@ -280,7 +291,8 @@ inline int max(int a, int b) { return a > b ? a : b; }
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as both C and D.
 inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   const unsigned tid = cuda_emu::linear_tid(), base = tid & ~31u, lane = tid & 31u;
-  uint32_t* mine = cuda_emu::lane_words(tid);
+  const uint64_t gen = cuda_emu::warp_barrier().generation;
+  uint32_t* mine = cuda_emu::lane_words(tid, gen);
   std::memcpy(mine, a, 16);
   std::memcpy(mine + 4, b, 8);
   cuda_emu::wait(cuda_emu::warp_barrier());
@@ -292,22 +304,19 @@ inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t
   };
   // A[row][k]: lane 4 * (row % 8) + (k % 8) / 2, register (row >= 8) + 2 * (k >= 8), half k % 2.
   auto A = [&](int row, int k) {
-    const uint32_t* w = cuda_emu::lane_words(base + 4 * (row % 8) + (k % 8) / 2);
+    const uint32_t* w = cuda_emu::lane_words(base + 4 * (row % 8) + (k % 8) / 2, gen);
     return bf16(w[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
   };
   // B[k][col]: lane 4 * col + (k % 8) / 2, register 4 + (k >= 8), half k % 2.
   auto B = [&](int k, int col) {
-    const uint32_t* w = cuda_emu::lane_words(base + 4 * col + (k % 8) / 2);
+    const uint32_t* w = cuda_emu::lane_words(base + 4 * col + (k % 8) / 2, gen);
     return bf16(w[4 + (k >= 8 ? 1 : 0)], k % 2);
   };
   const int g = static_cast<int>(lane >> 2), t = static_cast<int>(lane & 3u);
-  float out[4];
   for (int e = 0; e < 4; ++e) {
     const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
     float acc = d[e];
     for (int k = 0; k < 16; ++k) acc = std::fma(A(row, k), B(k, col), acc);
-    out[e] = acc;
+    d[e] = acc;
   }
-  cuda_emu::wait(cuda_emu::warp_barrier());  // everyone has read the fragments
-  for (int e = 0; e < 4; ++e) d[e] = out[e];
 }

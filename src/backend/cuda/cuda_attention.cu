@@ -49,12 +49,12 @@ int sm_count() {
 
 template <int D>
 void launch(const Params& p, int num_tiles, int num_splits, cudaStream_t stream) {
-  paged_attention_kernel<D><<<dim3(num_tiles, p.Hk, num_splits), kThreads, 0, stream>>>(p);
+  PAGODA_LAUNCH(dim3(num_tiles, p.Hk, num_splits), kThreads, 0, stream, paged_attention_kernel<D>)(p);
   PAGODA_CUDA_CHECK_LAUNCH();
   if (num_splits > 1) {
     const int64_t rows = static_cast<int64_t>(p.num_tokens) * p.Hq;
     const int blocks = static_cast<int>((rows + kWarps - 1) / kWarps);
-    merge_splits_kernel<D><<<blocks, kThreads, 0, stream>>>(p.ws_out, p.ws_lse, num_splits, rows, p.out);
+    PAGODA_LAUNCH(blocks, kThreads, 0, stream, merge_splits_kernel<D>)(p.ws_out, p.ws_lse, num_splits, rows, p.out);
     PAGODA_CUDA_CHECK_LAUNCH();
   }
 }
@@ -155,9 +155,9 @@ void paged_attention(const Tensor& q, const KvCacheLayer& cache, const Attention
     const int64_t mma_tiles = T / mp.tok_per_tile + meta.num_seqs;
     const dim3 grid(static_cast<unsigned>(mma_tiles), static_cast<unsigned>(Hk));
     if (D == 64) {
-      mma_attention::paged_attention_mma_kernel<64><<<grid, mma_attention::kThreads, 0, stream>>>(mp);
+      PAGODA_LAUNCH(grid, mma_attention::kThreads, 0, stream, mma_attention::paged_attention_mma_kernel<64>)(mp);
     } else {
-      mma_attention::paged_attention_mma_kernel<128><<<grid, mma_attention::kThreads, 0, stream>>>(mp);
+      PAGODA_LAUNCH(grid, mma_attention::kThreads, 0, stream, mma_attention::paged_attention_mma_kernel<128>)(mp);
     }
     PAGODA_CUDA_CHECK_LAUNCH();
     return;

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include "backend/cuda/kernel_macros.cuh"
 #include "base/error.h"
 
 #define PAGODA_CUDA_CHECK(expr)                                                                         \

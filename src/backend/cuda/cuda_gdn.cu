@@ -66,9 +66,9 @@ void launch_gdn_typed(const void* qkv, const void* a, const void* b, const float
   PAGODA_CHECK(gx <= 0x7fffffff && num_seqs <= 65535, "gated_delta_rule: too many heads / sequences for one launch (",
                nv, " value heads, ", num_seqs, " sequences)");
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(num_seqs));
-  gated_delta_rule_kernel<T, MAXR><<<grid, kGdnWarps * 32, 0, stream>>>(
-      static_cast<const T*>(qkv), static_cast<const T*>(a), static_cast<const T*>(b), A_log, dt_bias, qsl, seq_lens,
-      slots, tokens, nk, nv, dk, dv, state, num_slots, static_cast<T*>(out));
+  PAGODA_LAUNCH(grid, kGdnWarps * 32, 0, stream, gated_delta_rule_kernel<T, MAXR>)
+  (static_cast<const T*>(qkv), static_cast<const T*>(a), static_cast<const T*>(b), A_log, dt_bias, qsl, seq_lens, slots,
+   tokens, nk, nv, dk, dv, state, num_slots, static_cast<T*>(out));
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 
@@ -88,11 +88,11 @@ void launch_causal_conv1d(const void* x, const void* weight, DType weight_dtype,
     const auto* xp = static_cast<const T_*>(x);
     auto* op = static_cast<T_*>(out);
     if (K <= 4) {
-      causal_conv1d_kernel<T_, 4><<<grid, kConvThreads, 0, stream>>>(xp, weight, weight_dtype, query_start_loc, seq_lens,
-                                                                     state_slots, T, C, K, conv_state, num_slots, op);
+      PAGODA_LAUNCH(grid, kConvThreads, 0, stream, causal_conv1d_kernel<T_, 4>)
+      (xp, weight, weight_dtype, query_start_loc, seq_lens, state_slots, T, C, K, conv_state, num_slots, op);
     } else {
-      causal_conv1d_kernel<T_, 8><<<grid, kConvThreads, 0, stream>>>(xp, weight, weight_dtype, query_start_loc, seq_lens,
-                                                                     state_slots, T, C, K, conv_state, num_slots, op);
+      PAGODA_LAUNCH(grid, kConvThreads, 0, stream, causal_conv1d_kernel<T_, 8>)
+      (xp, weight, weight_dtype, query_start_loc, seq_lens, state_slots, T, C, K, conv_state, num_slots, op);
     }
     PAGODA_CUDA_CHECK_LAUNCH();
   });

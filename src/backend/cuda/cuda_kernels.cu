@@ -60,8 +60,8 @@ void launch_embedding(const int32_t* ids, int64_t T, const void* table, DType ta
   if (T == 0 || H == 0) return;
   dispatch_act(out_dtype, "embedding", [&](auto tag) {
     using TO = decltype(tag);
-    embedding_kernel<TO><<<static_cast<unsigned>(T), row_threads(H), 0, stream>>>(ids, table, table_dtype, V, H,
-                                                                                  static_cast<TO*>(out));
+    PAGODA_LAUNCH(static_cast<unsigned>(T), row_threads(H), 0, stream, embedding_kernel<TO>)
+    (ids, table, table_dtype, V, H, static_cast<TO*>(out));
   });
   PAGODA_CUDA_CHECK_LAUNCH();
 }
@@ -78,9 +78,10 @@ void launch_rms_norm(void* residual, const void* x, const void* weight, DType we
     T* o = static_cast<T*>(out);
     const unsigned grid = static_cast<unsigned>(rows);
     if (vec) {
-      rms_norm_kernel<T, VV><<<grid, row_threads(H / VV), 0, stream>>>(r, xp, weight, weight_dtype, eps, H, o);
+      PAGODA_LAUNCH(grid, row_threads(H / VV), 0, stream, rms_norm_kernel<T, VV>)
+      (r, xp, weight, weight_dtype, eps, H, o);
     } else {
-      rms_norm_kernel<T, 1><<<grid, row_threads(H), 0, stream>>>(r, xp, weight, weight_dtype, eps, H, o);
+      PAGODA_LAUNCH(grid, row_threads(H), 0, stream, rms_norm_kernel<T, 1>)(r, xp, weight, weight_dtype, eps, H, o);
     }
   });
   PAGODA_CUDA_CHECK_LAUNCH();
@@ -98,9 +99,11 @@ void launch_rms_norm_gated(const void* x, const void* z, const void* weight, DTy
     T* o = static_cast<T*>(out);
     const unsigned grid = static_cast<unsigned>(rows);
     if (vec) {
-      rms_norm_gated_kernel<T, VV><<<grid, row_threads(d / VV), 0, stream>>>(xp, zp, weight, weight_dtype, eps, d, o);
+      PAGODA_LAUNCH(grid, row_threads(d / VV), 0, stream, rms_norm_gated_kernel<T, VV>)
+      (xp, zp, weight, weight_dtype, eps, d, o);
     } else {
-      rms_norm_gated_kernel<T, 1><<<grid, row_threads(d), 0, stream>>>(xp, zp, weight, weight_dtype, eps, d, o);
+      PAGODA_LAUNCH(grid, row_threads(d), 0, stream, rms_norm_gated_kernel<T, 1>)
+      (xp, zp, weight, weight_dtype, eps, d, o);
     }
   });
   PAGODA_CUDA_CHECK_LAUNCH();
@@ -109,8 +112,8 @@ void launch_rms_norm_gated(const void* x, const void* z, const void* weight, DTy
 void launch_rope_cos_sin(const void* positions, bool positions_i64, int64_t T, const float* inv_freq, int64_t half,
                          float attention_factor, float* cos_sin, cudaStream_t stream) {
   if (T == 0 || half == 0) return;
-  rope_cos_sin_kernel<<<grid_for(T * half), kThreads, 0, stream>>>(positions, positions_i64, T, inv_freq, half,
-                                                                   attention_factor, cos_sin);
+  PAGODA_LAUNCH(grid_for(T * half), kThreads, 0, stream, rope_cos_sin_kernel)
+  (positions, positions_i64, T, inv_freq, half, attention_factor, cos_sin);
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 
@@ -121,9 +124,9 @@ void launch_rope_and_cache(void* q, void* k, const void* v, DType act, const flo
   if (T == 0) return;
   dispatch_act(act, "rope_and_cache", [&](auto tag) {
     using T_ = decltype(tag);
-    rope_and_cache_kernel<T_><<<static_cast<unsigned>(T), kThreads, 0, stream>>>(
-        static_cast<T_*>(q), static_cast<T_*>(k), static_cast<const T_*>(v), cos_sin, rotary_dim, slot_mapping, Hq, Hk,
-        D, static_cast<bf16*>(k_cache), static_cast<bf16*>(v_cache), num_blocks * block_size, block_size);
+    PAGODA_LAUNCH(static_cast<unsigned>(T), kThreads, 0, stream, rope_and_cache_kernel<T_>)
+    (static_cast<T_*>(q), static_cast<T_*>(k), static_cast<const T_*>(v), cos_sin, rotary_dim, slot_mapping, Hq, Hk, D,
+     static_cast<bf16*>(k_cache), static_cast<bf16*>(v_cache), num_blocks * block_size, block_size);
   });
   PAGODA_CUDA_CHECK_LAUNCH();
 }
@@ -137,9 +140,9 @@ void launch_silu_and_mul(const void* gate, const void* up, void* out, int64_t n,
     const T* u = static_cast<const T*>(up);
     T* o = static_cast<T*>(out);
     if (n % VV == 0 && aligned16(gate) && aligned16(up) && aligned16(out)) {
-      silu_and_mul_kernel<T, VV><<<grid_for(n / VV), kThreads, 0, stream>>>(g, u, o, n / VV);
+      PAGODA_LAUNCH(grid_for(n / VV), kThreads, 0, stream, silu_and_mul_kernel<T, VV>)(g, u, o, n / VV);
     } else {
-      silu_and_mul_kernel<T, 1><<<grid_for(n), kThreads, 0, stream>>>(g, u, o, n);
+      PAGODA_LAUNCH(grid_for(n), kThreads, 0, stream, silu_and_mul_kernel<T, 1>)(g, u, o, n);
     }
   });
   PAGODA_CUDA_CHECK_LAUNCH();
@@ -153,9 +156,9 @@ void launch_add(void* a, const void* b, int64_t n, DType act, cudaStream_t strea
     T* ap = static_cast<T*>(a);
     const T* bp = static_cast<const T*>(b);
     if (n % VV == 0 && aligned16(a) && aligned16(b)) {
-      add_kernel<T, VV><<<grid_for(n / VV), kThreads, 0, stream>>>(ap, bp, n / VV);
+      PAGODA_LAUNCH(grid_for(n / VV), kThreads, 0, stream, add_kernel<T, VV>)(ap, bp, n / VV);
     } else {
-      add_kernel<T, 1><<<grid_for(n), kThreads, 0, stream>>>(ap, bp, n);
+      PAGODA_LAUNCH(grid_for(n), kThreads, 0, stream, add_kernel<T, 1>)(ap, bp, n);
     }
   });
   PAGODA_CUDA_CHECK_LAUNCH();
@@ -166,8 +169,8 @@ void launch_sigmoid_mul(void* x, const void* gate, DType gate_dtype, bool gate_b
   if (R == 0 || N == 0) return;
   dispatch_act(act, "sigmoid_mul", [&](auto tag) {
     using T = decltype(tag);
-    sigmoid_mul_kernel<T><<<grid_for(R * N), kThreads, 0, stream>>>(static_cast<T*>(x), gate, gate_dtype,
-                                                                    gate_broadcast, R, N);
+    PAGODA_LAUNCH(grid_for(R * N), kThreads, 0, stream, sigmoid_mul_kernel<T>)
+    (static_cast<T*>(x), gate, gate_dtype, gate_broadcast, R, N);
   });
   PAGODA_CUDA_CHECK_LAUNCH();
 }
@@ -178,19 +181,19 @@ void launch_gather_rows(const void* x, int64_t R, size_t row_bytes, const int32_
   const unsigned grid = static_cast<unsigned>(n);
   if (row_bytes % 16 == 0 && aligned16(x) && aligned16(out)) {
     const int64_t units = static_cast<int64_t>(row_bytes / 16);
-    gather_rows_kernel<uint4><<<grid, row_threads(units), 0, stream>>>(static_cast<const uint4*>(x), R, units, indices,
-                                                                       static_cast<uint4*>(out));
+    PAGODA_LAUNCH(grid, row_threads(units), 0, stream, gather_rows_kernel<uint4>)
+    (static_cast<const uint4*>(x), R, units, indices, static_cast<uint4*>(out));
   } else {
     const int64_t units = static_cast<int64_t>(row_bytes);
-    gather_rows_kernel<unsigned char><<<grid, row_threads(units), 0, stream>>>(
-        static_cast<const unsigned char*>(x), R, units, indices, static_cast<unsigned char*>(out));
+    PAGODA_LAUNCH(grid, row_threads(units), 0, stream, gather_rows_kernel<unsigned char>)
+    (static_cast<const unsigned char*>(x), R, units, indices, static_cast<unsigned char*>(out));
   }
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 
 void launch_feed_tokens(int32_t* ids, const int32_t* feed, int64_t n, const int32_t* sampled, cudaStream_t stream) {
   if (n == 0) return;
-  feed_tokens_kernel<<<grid_for(n), kThreads, 0, stream>>>(ids, feed, n, sampled);
+  PAGODA_LAUNCH(grid_for(n), kThreads, 0, stream, feed_tokens_kernel)(ids, feed, n, sampled);
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 
@@ -199,7 +202,8 @@ void launch_fill_bias_rows(const void* bias, DType bias_dtype, int64_t T, int64_
   if (T == 0 || N == 0) return;
   dispatch_act(out_dtype, "linear", [&](auto tag) {
     using TO = decltype(tag);
-    fill_bias_rows_kernel<TO><<<grid_for(T * N), kThreads, 0, stream>>>(bias, bias_dtype, T, N, static_cast<TO*>(out));
+    PAGODA_LAUNCH(grid_for(T * N), kThreads, 0, stream, fill_bias_rows_kernel<TO>)
+    (bias, bias_dtype, T, N, static_cast<TO*>(out));
   });
   PAGODA_CUDA_CHECK_LAUNCH();
 }
@@ -215,8 +219,8 @@ void launch_gemm_fallback(const void* x, DType x_dtype, const void* w, DType w_d
     using TX = decltype(xtag);
     dispatch_act(out_dtype, "linear", [&](auto otag) {
       using TO = decltype(otag);
-      gemm_fallback_kernel<TX, TO><<<grid, block, 0, stream>>>(static_cast<const TX*>(x), w, w_dtype, bias, bias_dtype,
-                                                               static_cast<TO*>(out), T, N, K);
+      PAGODA_LAUNCH(grid, block, 0, stream, gemm_fallback_kernel<TX, TO>)
+      (static_cast<const TX*>(x), w, w_dtype, bias, bias_dtype, static_cast<TO*>(out), T, N, K);
     });
   });
   PAGODA_CUDA_CHECK_LAUNCH();

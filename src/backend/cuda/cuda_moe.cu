@@ -56,23 +56,22 @@ void launch_experts_typed(const MoeExpertsArgs& g, cudaStream_t stream) {
   PAGODA_CHECK(tiles <= 0x7fffffff && col_tiles_i <= 65535 && col_tiles_h <= 65535 && g.T <= 0x7fffffff &&
                    sblocks <= 65535,
                "moe_experts: problem too large for one launch (R ", R, ", H ", g.H, ", I ", g.I, ")");
-  moe_sort_kernel<<<1, kSortThreads, 2 * static_cast<size_t>(E) * sizeof(int), stream>>>(
-      g.ids, R, E, g.row_of_pair, g.pair_of_row, g.expert_offsets);
+  PAGODA_LAUNCH(1, kSortThreads, 2 * static_cast<size_t>(E) * sizeof(int), stream, moe_sort_kernel)
+  (g.ids, R, E, g.row_of_pair, g.pair_of_row, g.expert_offsets);
   PAGODA_CUDA_CHECK_LAUNCH();
   const auto* const* wp = g.expert_ptrs;
-  moe_gemm_kernel<TA, TW, true>
-      <<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(col_tiles_i)), kGemmThreads, 0, stream>>>(
-          static_cast<const TA*>(g.x), g.pair_of_row, k, g.expert_offsets, E, wp, g.I, g.H,
-          static_cast<TA*>(g.h_scratch));
+  PAGODA_LAUNCH(dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(col_tiles_i)), kGemmThreads, 0, stream,
+                moe_gemm_kernel<TA, TW, true>)
+  (static_cast<const TA*>(g.x), g.pair_of_row, k, g.expert_offsets, E, wp, g.I, g.H, static_cast<TA*>(g.h_scratch));
   PAGODA_CUDA_CHECK_LAUNCH();
-  moe_gemm_kernel<TA, TW, false>
-      <<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(col_tiles_h)), kGemmThreads, 0, stream>>>(
-          static_cast<const TA*>(g.h_scratch), nullptr, k, g.expert_offsets, E, wp + 2 * g.E, g.H, g.I,
-          static_cast<TA*>(g.y_scratch));
+  PAGODA_LAUNCH(dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(col_tiles_h)), kGemmThreads, 0, stream,
+                moe_gemm_kernel<TA, TW, false>)
+  (static_cast<const TA*>(g.h_scratch), nullptr, k, g.expert_offsets, E, wp + 2 * g.E, g.H, g.I,
+   static_cast<TA*>(g.y_scratch));
   PAGODA_CUDA_CHECK_LAUNCH();
-  moe_scatter_kernel<TA><<<dim3(static_cast<unsigned>(g.T), static_cast<unsigned>(sblocks)), kScatterThreads, 0,
-                           stream>>>(static_cast<const TA*>(g.y_scratch), g.weights, g.row_of_pair, k, g.H,
-                                     static_cast<TA*>(g.out));
+  PAGODA_LAUNCH(dim3(static_cast<unsigned>(g.T), static_cast<unsigned>(sblocks)), kScatterThreads, 0, stream,
+                moe_scatter_kernel<TA>)
+  (static_cast<const TA*>(g.y_scratch), g.weights, g.row_of_pair, k, g.H, static_cast<TA*>(g.out));
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 
@@ -95,8 +94,9 @@ void launch_moe_route(const float* logits, int64_t T, int64_t E, int64_t top_k, 
                "moe_route: ", E, " experts / top-", top_k, " not supported (at most ", kMoeRouteMaxExperts,
                " experts, top-", kMoeMaxTopK, ")");
   PAGODA_CHECK(T <= 0x7fffffff, "moe_route: too many tokens");
-  moe_route_kernel<<<static_cast<unsigned>(T), kRouteThreads, static_cast<size_t>(E) * sizeof(float), stream>>>(
-      logits, E, static_cast<int>(top_k), renormalize, ids, weights);
+  PAGODA_LAUNCH(static_cast<unsigned>(T), kRouteThreads, static_cast<size_t>(E) * sizeof(float), stream,
+                moe_route_kernel)
+  (logits, E, static_cast<int>(top_k), renormalize, ids, weights);
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 

@@ -18,3 +18,13 @@
 #else
 #define PAGODA_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
 #endif
+
+// A kernel launch: PAGODA_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...) is
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) under nvcc; under the host emulation of
+// the CUDA runtime (tests/cuda_emulated) it enqueues the launch on the emulated stream.
+#if defined(PAGODA_CUDA_EMULATION)
+#define PAGODA_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  ::cuda_emu::launcher(grid, block, shared_bytes, stream, __VA_ARGS__)
+#else
+#define PAGODA_LAUNCH(grid, block, shared_bytes, stream, ...) __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#endif

@@ -1,0 +1,215 @@
+// The engine on the CUDA backend over the emulated runtime (include/cuda_runtime.h): the paths
+// only a GPU backend takes — decode steps recorded as CUDA graphs and replayed, async
+// scheduling (step N+1 issued before step N is waited for, its placeholder tokens fed on the
+// device, pinned host buffers reused by step parity), sampling and logprobs on the device, and
+// the KV pool sized from the device's free memory by --gpu-memory-utilization.
+//
+// The emulated device computes every kernel the same way whatever the batch (its GEMM is one
+// dot product per output, attention and the rest are per row / per sequence), so eager,
+// graph-replayed, synchronous and asynchronous runs of the same requests must give identical
+// tokens and identical logprobs; a graph replaying stale arguments, a placeholder fed from the
+// wrong row or a pinned buffer overwritten too early changes them.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/device.h"
+#include "base/error.h"
+#include "engine/llm_engine.h"
+#include "model/model.h"
+
+namespace pagoda {
+namespace {
+
+std::string fixture_dir(const std::string& name) { return std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + name; }
+
+struct RunResult {
+  std::map<std::string, std::vector<int32_t>> tokens;
+  std::map<std::string, std::vector<float>> logprobs;  // sampled token's, then the top ones'
+  std::map<std::string, std::string> finish;
+  EngineStats stats;
+  int num_graphs = 0;
+};
+
+struct Job {
+  std::string id;
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+};
+
+// 16 requests: prompts of 1..40 tokens, 1..16 outputs, greedy with top logprobs, seeded
+// top-k / top-p sampling, penalties, min_tokens with a stop token.
+std::vector<Job> jobs() {
+  std::mt19937 rng(11);
+  std::vector<Job> out;
+  for (int i = 0; i < 16; ++i) {
+    Job j;
+    j.id = "r";
+    j.id.append(std::to_string(i));
+    const int len = 1 + static_cast<int>(rng() % 40);
+    for (int t = 0; t < len; ++t) j.prompt.push_back(static_cast<int32_t>(3 + rng() % 500));
+    SamplingParams& p = j.params;
+    p.max_tokens = 1 + static_cast<int>(rng() % 16);
+    switch (i % 4) {
+      case 0:
+        p.temperature = 0.0f;
+        p.logprobs = 3;
+        break;
+      case 1:
+        p.temperature = 0.8f;
+        p.top_k = 20;
+        p.top_p = 0.9f;
+        p.seed = 100 + static_cast<uint64_t>(i);
+        p.logprobs = 0;
+        break;
+      case 2:
+        p.temperature = 1.0f;
+        p.seed = 200 + static_cast<uint64_t>(i);
+        p.presence_penalty = 0.5f;
+        p.repetition_penalty = 1.2f;
+        break;
+      default:
+        p.temperature = 0.0f;
+        p.min_tokens = 2;
+        p.stop_token_ids = {static_cast<int32_t>(3 + i)};
+        p.ignore_eos = true;
+        break;
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+class EmulatedCudaEngine : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    backend_ = make_backend("cuda");
+    ModelLoadOptions lo;
+    lo.max_num_tokens = 64;
+    lo.max_num_logits = 16;
+    model_ = load_model(fixture_dir(GetParam()), *backend_, lo);
+  }
+
+  EngineConfig config(int graphs, int async) const {
+    EngineConfig c;
+    c.max_num_seqs = 16;
+    c.max_num_batched_tokens = 64;  // prompts are cut into chunks beside decode tokens
+    c.max_model_len = 128;
+    c.block_size = 16;
+    c.num_kv_blocks = 256;
+    c.kv_cache_dtype = DType::kBF16;
+    c.eos_token_ids = {2};
+    c.cuda_graphs = graphs;
+    c.async_scheduling = async;
+    return c;
+  }
+
+  RunResult run(const EngineConfig& c) {
+    LLMEngine engine(*model_, *backend_, c);
+    for (const Job& j : jobs()) engine.add_request(j.id, j.prompt, j.params);
+    RunResult r;
+    for (int step = 0; engine.has_unfinished() && step < 10000; ++step)
+      for (const RequestOutput& o : engine.step()) {
+        auto& t = r.tokens[o.request_id];
+        t.insert(t.end(), o.new_token_ids.begin(), o.new_token_ids.end());
+        for (const SampledToken& s : o.new_logprobs) {
+          r.logprobs[o.request_id].push_back(s.logprob);
+          for (const auto& [token, lp] : s.top_logprobs) {
+            r.tokens[o.request_id + "/top"].push_back(token);
+            r.logprobs[o.request_id].push_back(lp);
+          }
+        }
+        if (o.finished) r.finish[o.request_id] = o.finish_reason;
+      }
+    EXPECT_FALSE(engine.has_unfinished());
+    r.stats = engine.stats();
+    r.num_graphs = engine.core().model_runner().num_graphs();
+    const KvCacheManager& kv = engine.core().kv_cache_manager();
+    EXPECT_EQ(kv.num_free_blocks(), kv.num_blocks()) << "KV blocks leaked";
+    return r;
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<CausalLM> model_;
+};
+
+void expect_identical(const RunResult& got, const RunResult& want, const char* what) {
+  EXPECT_EQ(got.finish, want.finish) << what;
+  for (const auto& [id, w] : want.tokens) EXPECT_EQ(got.tokens.at(id), w) << what << ": request " << id;
+  for (const auto& [id, w] : want.logprobs) EXPECT_EQ(got.logprobs.at(id), w) << what << ": logprobs of " << id;
+}
+
+TEST_P(EmulatedCudaEngine, GraphsAndAsyncSchedulingChangeNothing) {
+  const RunResult eager = run(config(0, 0));
+  EXPECT_EQ(eager.num_graphs, 0);
+  EXPECT_EQ(eager.stats.num_overlapped_steps, 0);
+  ASSERT_EQ(eager.finish.size(), 16u);
+
+  // Hybrid models (recurrent-state slots) decode eagerly (ModelRunner: not replayable).
+  const bool replayable = model_->replayable_decode() && model_->num_state_slots() == 0;
+  const RunResult graphs = run(config(-1, 0));
+  EXPECT_EQ(graphs.num_graphs > 0, replayable) << graphs.num_graphs << " decode graphs recorded";
+  expect_identical(graphs, eager, "graphs");
+
+  const RunResult async = run(config(-1, -1));  // auto: on, the backend samples on the device
+  EXPECT_EQ(async.num_graphs > 0, replayable);
+  EXPECT_GT(async.stats.num_overlapped_steps, 0) << "no step was issued while the one before ran";
+  expect_identical(async, eager, "graphs + async scheduling");
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, EmulatedCudaEngine, ::testing::Values("qwen3", "qwen3_moe", "qwen3_next"));
+
+// With neither --num-kv-blocks nor --kv-cache-memory, the pool takes what --gpu-memory-utilization
+// leaves of the device after the weights and workspaces, less the engine's 512 MiB reserve.
+TEST(EmulatedCudaEngineMemory, KvPoolIsSizedFromTheDeviceMemory) {
+  std::unique_ptr<Backend> backend = make_backend("cuda");
+  ModelLoadOptions lo;
+  lo.max_num_tokens = 64;
+  lo.max_num_logits = 16;
+  std::unique_ptr<CausalLM> model = load_model(fixture_dir("qwen3"), *backend, lo);
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_TRUE(backend->memory_info(&free_bytes, &total_bytes));
+  EngineConfig c;
+  c.max_num_seqs = 16;
+  c.max_num_batched_tokens = 64;
+  c.max_model_len = 128;
+  c.block_size = 16;
+  c.kv_cache_dtype = DType::kBF16;
+  c.gpu_memory_utilization = 0.4;
+  const size_t allowed = static_cast<size_t>(0.4 * static_cast<double>(total_bytes));
+  const size_t reserve = size_t{512} << 20;
+  ASSERT_GT(allowed, total_bytes - free_bytes + reserve) << "the emulated device is too small for this test";
+  const size_t per_block = ModelRunner::kv_bytes_per_block(*model, c.block_size, c.kv_cache_dtype);
+  const auto want_blocks = static_cast<int>((allowed - (total_bytes - free_bytes) - reserve) / per_block);
+  {
+    LLMEngine engine(*model, *backend, c);
+    EXPECT_EQ(engine.core().config().num_kv_blocks, want_blocks);
+    size_t free_after = 0;
+    ASSERT_TRUE(backend->memory_info(&free_after, &total_bytes));
+    EXPECT_GE(free_bytes - free_after, static_cast<size_t>(want_blocks) * per_block);  // the pool is allocated
+    SamplingParams p;
+    p.temperature = 0.0f;
+    p.max_tokens = 4;
+    engine.add_request("a", {5, 6, 7}, p);
+    int tokens = 0;
+    while (engine.has_unfinished())
+      for (const RequestOutput& o : engine.step()) tokens += static_cast<int>(o.new_token_ids.size());
+    EXPECT_EQ(tokens, 4);
+  }
+  // A utilization that leaves nothing after the weights fails, naming the flag.
+  c.gpu_memory_utilization = 0.05;
+  try {
+    LLMEngine engine(*model, *backend, c);
+    FAIL() << "an engine without room for a KV cache was built";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--gpu-memory-utilization"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pagoda
