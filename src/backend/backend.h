@@ -97,8 +97,11 @@ struct AttentionMetadata {
   int32_t max_seq_len = 0;
   int32_t sliding_window = -1;  // > 0: a query attends only to the last `sliding_window` keys
   // Hybrid (linear-attention) models only: I32 [num_seqs], the state slot of each sequence (see
-  // LinearAttnState). data == nullptr when the model keeps no per-sequence state.
+  // LinearAttnState). data == nullptr when the model keeps no per-sequence state. kPaddingSlot
+  // marks a padding sequence (the padded decode batches replayed as CUDA graphs): the linear-
+  // attention ops write zeros for its tokens and touch no state.
   Tensor state_slots;
+  static constexpr int32_t kPaddingSlot = -1;
 };
 
 // The per-sequence state of one Gated DeltaNet (linear-attention) layer for num_slots sequences,

@@ -65,7 +65,8 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
     h.lp_top = backend.allocate_host(rows * kMaxBackendLogprobs * sizeof(float));
   }
   logits_host_ = backend.allocate_host(rows * static_cast<size_t>(vocab_) * sizeof(float));
-  const bool replayable = model.replayable_decode() && model.num_state_slots() == 0;
+  // Hybrid models replay too: padding sequences get AttentionMetadata::kPaddingSlot.
+  const bool replayable = model.replayable_decode();
   if (config_.graphs != 0 && replayable && (backend.has_graphs() || config_.graphs == 1)) {
     const int limit = static_cast<int>(std::min<size_t>({seqs, rows, size_t{512}}));
     for (int b : {1, 2, 4})
@@ -191,9 +192,10 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   const int L = static_cast<int>(logits_idx_.size());
   PAGODA_ASSERT(T_real == output.total_num_scheduled_tokens && L == output.num_logits_rows &&
                 L <= config_.max_num_logits);
-  // Padding sequences: one token at position 0 of block 0, K/V not written (slot -1), logits
-  // computed and ignored.
+  // Padding sequences: one token at position 0 of block 0, K/V not written (slot -1), no
+  // recurrent state (kPaddingSlot), logits computed and ignored.
   for (int i = num_seqs; i < B; ++i) {
+    if (hybrid) state_slots_.push_back(AttentionMetadata::kPaddingSlot);
     ids_.push_back(0);
     pos_.push_back(0);
     slots_.push_back(-1);
@@ -267,7 +269,7 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   m.num_tokens = T;
   m.max_query_len = max_query_len;
   m.max_seq_len = max_seq_len;
-  if (hybrid) m.state_slots = state_slots_buf_.as(DType::kI32, {num_seqs});
+  if (hybrid) m.state_slots = state_slots_buf_.as(DType::kI32, {B});
 
   Tensor logits = logits_buf_.as(DType::kF32, {std::max(L_fwd, 1), vocab_});
   auto forward = [&] { model_.forward(batch, kv_, logits); };

@@ -39,6 +39,9 @@ class HybridLM : public CausalLM {
   size_t state_bytes_per_slot() const override { return state_bytes_per_slot_; }
 
   void forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) override;
+  // Decode steps replay as CUDA graphs (no dynamic RoPE here; padding sequences of the padded
+  // layout carry AttentionMetadata::kPaddingSlot and touch no recurrent state).
+  bool replayable_decode() const override { return true; }
 
   bool is_linear_layer(int layer) const { return layers_[layer].linear; }
   bool is_moe_layer(int layer) const { return layers_[layer].moe; }

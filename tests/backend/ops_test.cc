@@ -460,5 +460,63 @@ TEST(GatedDeltaNet, CausalConvContinuesFromSlot) {
   }
 }
 
+// Padding sequences (AttentionMetadata::kPaddingSlot, the padded decode batches replayed as CUDA
+// graphs), even two of them: zero outputs, no state read or written; the real sequences beside
+// them get exactly what they get alone.
+TEST(GatedDeltaNet, PaddingSequencesGiveZerosAndTouchNoState) {
+  std::unique_ptr<Backend> be = make_cpu_backend();
+  gdn_test::Host h{*be, {}};
+  GdnShape shape{1, 2, 8, 4};
+  const int64_t nk = 1, nv = 2, dk = 8, dv = 4, conv_dim = 2 * nk * dk + nv * dv, S = 3, K = 4, T = 4;
+  const int32_t pad = AttentionMetadata::kPaddingSlot;
+  const std::vector<float> qkv = gdn_test::randn(T * conv_dim, 21, 1.0f), w = gdn_test::randn(conv_dim * K, 22, 1.0f);
+  const std::vector<float> a = gdn_test::randn(T * nv, 23, 2.0f), b = gdn_test::randn(T * nv, 24, 2.0f);
+  Tensor tq = h.f32(qkv, {T, conv_dim}), tw = h.f32(w, {conv_dim, K}), ta = h.f32(a, {T, nv}), tb = h.f32(b, {T, nv});
+  Tensor tal = h.f32(gdn_test::randn(nv, 25, 1.0f), {nv}), tdt = h.f32(gdn_test::randn(nv, 26, 1.0f), {nv});
+  const std::vector<float> conv0 = gdn_test::randn(S * conv_dim * (K - 1), 27, 1.0f);
+  const std::vector<float> rec0 = gdn_test::randn(S * nv * dk * dv, 28, 1.0f);
+  // Tokens 0, 3: decode steps of sequences in slots 2 and 0; tokens 1, 2: padding.
+  auto run = [&](const std::vector<std::array<int32_t, 3>>& seqs, int64_t rows, Tensor x, Tensor ax, Tensor bx,
+                 std::vector<float>& conv_out, std::vector<float>& out, std::vector<float>& conv_st,
+                 std::vector<float>& rec_st) {
+    LinearAttnState st;
+    st.conv = h.f32(conv0, {S, conv_dim, K - 1});
+    st.recurrent = h.f32(rec0, {S, nv, dk, dv});
+    Tensor co = h.f32(std::vector<float>(rows * conv_dim, 7.0f), {rows, conv_dim});
+    Tensor o = h.f32(std::vector<float>(rows * nv * dv, 7.0f), {rows, nv * dv});
+    const AttentionMetadata m = h.meta(seqs);
+    be->causal_conv1d(x, tw, m, st, co);
+    be->gated_delta_rule(co, ax, bx, tal, tdt, shape, m, 0, st, o);
+    conv_out.assign(co.ptr<float>(), co.ptr<float>() + co.numel());
+    out.assign(o.ptr<float>(), o.ptr<float>() + o.numel());
+    conv_st.assign(st.conv.ptr<float>(), st.conv.ptr<float>() + st.conv.numel());
+    rec_st.assign(st.recurrent.ptr<float>(), st.recurrent.ptr<float>() + st.recurrent.numel());
+  };
+  std::vector<float> pc, po, pcs, prs;
+  run({{5, 1, 2}, {0, 1, pad}, {0, 1, pad}, {9, 1, 0}}, T, tq, ta, tb, pc, po, pcs, prs);
+  // The same two real sequences without the padding.
+  std::vector<float> x2, a2, b2;
+  for (int64_t t : {0, 3}) {
+    x2.insert(x2.end(), qkv.begin() + t * conv_dim, qkv.begin() + (t + 1) * conv_dim);
+    a2.insert(a2.end(), a.begin() + t * nv, a.begin() + (t + 1) * nv);
+    b2.insert(b2.end(), b.begin() + t * nv, b.begin() + (t + 1) * nv);
+  }
+  std::vector<float> rc, ro, rcs, rrs;
+  run({{5, 1, 2}, {9, 1, 0}}, 2, h.f32(x2, {2, conv_dim}), h.f32(a2, {2, nv}), h.f32(b2, {2, nv}), rc, ro, rcs, rrs);
+  for (int64_t t : {1, 2}) {
+    for (int64_t c = 0; c < conv_dim; ++c) EXPECT_EQ(pc[t * conv_dim + c], 0.0f) << "conv out, token " << t;
+    for (int64_t c = 0; c < nv * dv; ++c) EXPECT_EQ(po[t * nv * dv + c], 0.0f) << "out, token " << t;
+  }
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = r == 0 ? 0 : 3;
+    for (int64_t c = 0; c < conv_dim; ++c) EXPECT_EQ(pc[t * conv_dim + c], rc[r * conv_dim + c]);
+    for (int64_t c = 0; c < nv * dv; ++c) EXPECT_EQ(po[t * nv * dv + c], ro[r * nv * dv + c]);
+  }
+  EXPECT_EQ(pcs, rcs);  // slot 1 untouched in both, slots 0 and 2 updated alike
+  EXPECT_EQ(prs, rrs);
+  EXPECT_TRUE(std::equal(pcs.begin() + conv_dim * (K - 1), pcs.begin() + 2 * conv_dim * (K - 1),
+                         conv0.begin() + conv_dim * (K - 1)));
+}
+
 }  // namespace
 }  // namespace pagoda::testing

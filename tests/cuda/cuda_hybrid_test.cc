@@ -179,36 +179,49 @@ TEST_F(CudaHybridTest, GdnChunkedPrefillThenDecodeMatchesCpu) {
 
 // A sequence whose slot is out of range cannot be rejected on the host (slots are device data):
 // its outputs become NaN and no state changes.
-TEST_F(CudaHybridTest, GdnBadSlotGivesNaNAndLeavesStates) {
-  std::mt19937 rng(103);
-  const GdnShape sh{2, 2, 32, 32};
-  const int64_t S = 2, K = 4, C = 2 * 2 * 32 + 2 * 32;
-  const int32_t T = 3;
-  std::vector<float> conv = rand_bf16(S * C * (K - 1), rng), rec = rand_f32(S * 2 * 32 * 32, rng, -0.5f, 0.5f);
-  Dev gconv = upload(*gpu_, conv, DType::kF32, {S, C, K - 1});
-  Dev grec = upload(*gpu_, rec, DType::kF32, {S, 2, 32, 32});
-  Dev w = upload(*gpu_, rand_f32(C * K, rng, -0.5f, 0.5f), DType::kF32, {C, K});
-  Dev A_log = upload(*gpu_, rand_f32(2, rng, -1, 0), DType::kF32, {2});
-  Dev dt_bias = upload(*gpu_, rand_f32(2, rng, -1, 1), DType::kF32, {2});
-  Dev x = upload(*gpu_, rand_bf16(T * C, rng), DType::kBF16, {T, C});
-  Dev ab = upload(*gpu_, rand_bf16(T * 2, rng), DType::kBF16, {T, 2});
-  Dev q = upload_i32(*gpu_, {0, T}, {2}), l = upload_i32(*gpu_, {T + 4}, {1});
-  Dev s = upload_i32(*gpu_, {static_cast<int32_t>(S)}, {1});  // out of range: slots are [0, S)
-  AttentionMetadata meta;
-  meta.query_start_loc = q.t;
-  meta.seq_lens = l.t;
-  meta.state_slots = s.t;
-  meta.num_seqs = 1;
-  meta.num_tokens = T;
-  LinearAttnState st{gconv.t, grec.t};
-  Dev conv_out = dev_alloc(*gpu_, DType::kBF16, {T, C});
-  Dev out = dev_alloc(*gpu_, DType::kBF16, {T, 2 * 32});
-  gpu_->causal_conv1d(x.t, w.t, meta, st, conv_out.t);
-  gpu_->gated_delta_rule(x.t, ab.t, ab.t, A_log.t, dt_bias.t, sh, meta, 0, st, out.t);
-  for (float v : download(*gpu_, conv_out.t)) ASSERT_TRUE(std::isnan(v));
-  for (float v : download(*gpu_, out.t)) ASSERT_TRUE(std::isnan(v));
-  EXPECT_TRUE(close(download(*gpu_, gconv.t), conv, 0, 0));
-  EXPECT_TRUE(close(download(*gpu_, grec.t), rec, 0, 0));
+// A slot outside [0, S) gives NaN; AttentionMetadata::kPaddingSlot (a padding sequence of the
+// padded decode layout) gives zeros, as on the CPU backend. Neither touches any state.
+TEST_F(CudaHybridTest, GdnBadSlotGivesNaNPaddingZerosAndLeavesStates) {
+  for (const int32_t slot : {int32_t{2}, AttentionMetadata::kPaddingSlot}) {
+    SCOPED_TRACE(slot);
+    std::mt19937 rng(103);
+    const GdnShape sh{2, 2, 32, 32};
+    const int64_t S = 2, K = 4, C = 2 * 2 * 32 + 2 * 32;
+    const int32_t T = 3;
+    std::vector<float> conv = rand_bf16(S * C * (K - 1), rng), rec = rand_f32(S * 2 * 32 * 32, rng, -0.5f, 0.5f);
+    Dev gconv = upload(*gpu_, conv, DType::kF32, {S, C, K - 1});
+    Dev grec = upload(*gpu_, rec, DType::kF32, {S, 2, 32, 32});
+    Dev w = upload(*gpu_, rand_f32(C * K, rng, -0.5f, 0.5f), DType::kF32, {C, K});
+    Dev A_log = upload(*gpu_, rand_f32(2, rng, -1, 0), DType::kF32, {2});
+    Dev dt_bias = upload(*gpu_, rand_f32(2, rng, -1, 1), DType::kF32, {2});
+    Dev x = upload(*gpu_, rand_bf16(T * C, rng), DType::kBF16, {T, C});
+    Dev ab = upload(*gpu_, rand_bf16(T * 2, rng), DType::kBF16, {T, 2});
+    Dev q = upload_i32(*gpu_, {0, T}, {2}), l = upload_i32(*gpu_, {T + 4}, {1});
+    Dev s = upload_i32(*gpu_, {slot}, {1});  // slots are [0, S)
+    AttentionMetadata meta;
+    meta.query_start_loc = q.t;
+    meta.seq_lens = l.t;
+    meta.state_slots = s.t;
+    meta.num_seqs = 1;
+    meta.num_tokens = T;
+    LinearAttnState st{gconv.t, grec.t};
+    Dev conv_out = dev_alloc(*gpu_, DType::kBF16, {T, C});
+    Dev out = dev_alloc(*gpu_, DType::kBF16, {T, 2 * 32});
+    poison(*gpu_, conv_out.t);
+    poison(*gpu_, out.t);
+    gpu_->causal_conv1d(x.t, w.t, meta, st, conv_out.t);
+    gpu_->gated_delta_rule(x.t, ab.t, ab.t, A_log.t, dt_bias.t, sh, meta, 0, st, out.t);
+    for (const std::vector<float>& o : {download(*gpu_, conv_out.t), download(*gpu_, out.t)})
+      for (float v : o) {
+        if (slot == AttentionMetadata::kPaddingSlot) {
+          ASSERT_EQ(v, 0.0f);
+        } else {
+          ASSERT_TRUE(std::isnan(v));
+        }
+      }
+    EXPECT_TRUE(close(download(*gpu_, gconv.t), conv, 0, 0));
+    EXPECT_TRUE(close(download(*gpu_, grec.t), rec, 0, 0));
+  }
 }
 
 // ================================ Mixture of experts =============================================

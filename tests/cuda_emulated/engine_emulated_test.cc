@@ -150,14 +150,12 @@ TEST_P(EmulatedCudaEngine, GraphsAndAsyncSchedulingChangeNothing) {
   EXPECT_EQ(eager.stats.num_overlapped_steps, 0);
   ASSERT_EQ(eager.finish.size(), 16u);
 
-  // Hybrid models (recurrent-state slots) decode eagerly (ModelRunner: not replayable).
-  const bool replayable = model_->replayable_decode() && model_->num_state_slots() == 0;
   const RunResult graphs = run(config(-1, 0));
-  EXPECT_EQ(graphs.num_graphs > 0, replayable) << graphs.num_graphs << " decode graphs recorded";
+  EXPECT_GT(graphs.num_graphs, 0) << "no decode step was recorded as a graph";
   expect_identical(graphs, eager, "graphs");
 
   const RunResult async = run(config(-1, -1));  // auto: on, the backend samples on the device
-  EXPECT_EQ(async.num_graphs > 0, replayable);
+  EXPECT_GT(async.num_graphs, 0);
   EXPECT_GT(async.stats.num_overlapped_steps, 0) << "no step was issued while the one before ran";
   expect_identical(async, eager, "graphs + async scheduling");
 }

@@ -7,7 +7,8 @@
 // Sampler's; host-path requests are unchanged by the others being sampled on the backend.
 // The padded decode layout CUDA graphs replay (EngineConfig::cuda_graphs = 1: decode steps padded
 // to a capture size, fixed-width block tables, padding tokens that write no K/V): the same tokens
-// as the unpadded steps while the batch shrinks through every capture size.
+// as the unpadded steps while the batch shrinks through every capture size, for a dense and a
+// hybrid model.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -34,12 +35,12 @@ using Logprobs = std::map<std::string, std::vector<float>>;
 
 std::map<std::string, std::vector<int32_t>> run(const std::vector<Req>& reqs, int backend_sampling,
                                                 int chunk_budget = 256, int cuda_graphs = 0,
-                                                Logprobs* lps = nullptr) {
+                                                Logprobs* lps = nullptr, const char* fixture = "qwen3") {
   auto backend = make_cpu_backend();
   ModelLoadOptions lo;
   lo.max_num_tokens = 256;
   lo.max_num_logits = 16;
-  auto model = load_model(std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/qwen3", *backend, lo);
+  auto model = load_model(std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + fixture, *backend, lo);
   EngineConfig c;
   c.max_num_seqs = 16;
   c.max_num_batched_tokens = chunk_budget;
@@ -253,10 +254,13 @@ TEST(PaddedDecode, SameTokensAsUnpaddedSteps) {
     if (i == 4) p.prompt_logprobs = 1;
     reqs.push_back({numbered("r", i), test_prompt(4 + 13 * i, 40 + i), p});
   }
+  // qwen3_5: a hybrid model, whose padding sequences carry AttentionMetadata::kPaddingSlot.
+  for (const char* fixture : {"qwen3", "qwen3_5"})
   for (int backend_sampling : {0, 1}) {
+    SCOPED_TRACE(fixture);
     Logprobs lp_eager, lp_padded;
-    const auto eager = run(reqs, backend_sampling, 64, 0, &lp_eager);
-    const auto padded = run(reqs, backend_sampling, 64, 1, &lp_padded);
+    const auto eager = run(reqs, backend_sampling, 64, 0, &lp_eager, fixture);
+    const auto padded = run(reqs, backend_sampling, 64, 1, &lp_padded, fixture);
     EXPECT_EQ(padded, eager) << "backend_sampling " << backend_sampling;
     ASSERT_EQ(lp_padded.size(), lp_eager.size());
     for (const auto& [id, v] : lp_eager) {

@@ -27,7 +27,7 @@ float softplusf(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }  //
 struct SeqInfo {
   int64_t begin, len;  // query tokens [begin, begin + len) of the batch
   bool fresh;          // chunk starts at position 0: zero initial state
-  int64_t slot;
+  int64_t slot;        // AttentionMetadata::kPaddingSlot: a padding sequence (zero outputs, no state)
 };
 
 std::vector<SeqInfo> sequences(const AttentionMetadata& meta, int64_t T, int64_t num_slots, const char* op) {
@@ -41,15 +41,16 @@ std::vector<SeqInfo> sequences(const AttentionMetadata& meta, int64_t T, int64_t
   for (int32_t s = 0; s < meta.num_seqs; ++s) {
     const int64_t b = qsl[s], e = qsl[s + 1];
     PAGODA_CHECK(b >= 0 && b <= e && e <= T, op, ": bad query_start_loc for sequence ", s);
-    PAGODA_CHECK(slots[s] >= 0 && slots[s] < num_slots, op, ": state slot ", slots[s], " of sequence ", s,
-                 " out of range [0, ", num_slots, ")");
+    PAGODA_CHECK((slots[s] >= 0 && slots[s] < num_slots) || slots[s] == AttentionMetadata::kPaddingSlot, op,
+                 ": state slot ", slots[s], " of sequence ", s, " out of range [0, ", num_slots, ")");
     PAGODA_CHECK(lens[s] >= e - b, op, ": seq_lens[", s, "] = ", lens[s], " is shorter than its query");
     out[s] = SeqInfo{b, e - b, lens[s] == e - b, slots[s]};
   }
   for (int32_t s = 0; s < meta.num_seqs; ++s)
     for (int32_t t = s + 1; t < meta.num_seqs; ++t)
-      PAGODA_CHECK(out[s].len == 0 || out[t].len == 0 || out[s].slot != out[t].slot, op, ": sequences ", s, " and ",
-                   t, " share state slot ", out[s].slot);
+      PAGODA_CHECK(out[s].len == 0 || out[t].len == 0 || out[s].slot != out[t].slot ||
+                       out[s].slot == AttentionMetadata::kPaddingSlot,
+                   op, ": sequences ", s, " and ", t, " share state slot ", out[s].slot);
   return out;
 }
 
@@ -126,6 +127,10 @@ void causal_conv1d(ThreadPool& pool, const Tensor& x, const Tensor& weight, cons
       const float* wc = w + c * K;
       for (const SeqInfo& s : seqs) {
         if (s.len == 0) continue;
+        if (s.slot == AttentionMetadata::kPaddingSlot) {
+          for (int64_t t = 0; t < s.len; ++t) op[(s.begin + t) * C + c] = 0.0f;
+          continue;
+        }
         // buf = [history (K-1) | inputs (len)]
         buf.assign(static_cast<size_t>(H + s.len), 0.0f);
         float* hist = st + (s.slot * C + c) * H;
@@ -177,6 +182,10 @@ void gated_delta_rule(ThreadPool& pool, const Tensor& qkv, const Tensor& a, cons
       const SeqInfo& s = seqs[item / nv];
       const int64_t h = item % nv, kh = h / r;
       if (s.len == 0) continue;
+      if (s.slot == AttentionMetadata::kPaddingSlot) {
+        for (int64_t t = 0; t < s.len; ++t) std::fill_n(O + (s.begin + t) * nv * dv + h * dv, dv, 0.0f);
+        continue;
+      }
       float* S = states + ((s.slot * nv + h) * dk) * dv;  // [dk, dv]
       if (s.fresh) std::fill(S, S + dk * dv, 0.0f);
       const int64_t n = s.len;

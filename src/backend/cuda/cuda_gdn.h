@@ -7,7 +7,8 @@
 // Per-sequence metadata (query_start_loc [num_seqs + 1], seq_lens [num_seqs], state_slots
 // [num_seqs], all I32) is read on the device. What the host cannot check:
 //  - a sequence whose query range is malformed (begin < 0, end < begin or end > T) is skipped;
-//  - a sequence whose state slot is outside [0, num_slots) gets NaN outputs and no state update;
+//  - a sequence whose state slot is outside [0, num_slots) gets NaN outputs and no state update,
+//    except AttentionMetadata::kPaddingSlot (-1, a padding sequence): zero outputs;
 //  - two sequences sharing a slot race (the CPU backend rejects that; here it is undefined).
 #pragma once
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/backend.h"
 #include "backend/cuda/convert.cuh"
 #include "base/dtype.h"
 
@@ -32,8 +33,9 @@ __global__ void __launch_bounds__(kConvThreads)
   if (begin < 0 || end < begin || end > T_total || begin == end) return;
   const int64_t len = end - begin;
   const int64_t slot = slots[s];
-  if (slot < 0 || slot >= num_slots) {
-    for (int64_t t = begin; t < end; ++t) out[t * C + c] = from_f<T>(nan_f());
+  if (slot < 0 || slot >= num_slots) {  // a padding sequence: zeros; a bad slot: NaN
+    const float v = slot == AttentionMetadata::kPaddingSlot ? 0.0f : nan_f();
+    for (int64_t t = begin; t < end; ++t) out[t * C + c] = from_f<T>(v);
     return;
   }
   const bool fresh = seq_lens[s] == len;
@@ -89,9 +91,10 @@ __global__ void __launch_bounds__(kGdnWarps * 32)
   const int64_t len = end - begin;
   const int64_t out_stride = static_cast<int64_t>(nv) * dv;
   const int64_t slot = slots[s];
-  if (slot < 0 || slot >= num_slots) {
+  if (slot < 0 || slot >= num_slots) {  // a padding sequence: zeros; a bad slot: NaN
+    const float v = slot == AttentionMetadata::kPaddingSlot ? 0.0f : nan_f();
     if (warp == 0 && col_ok)
-      for (int64_t t = begin; t < end; ++t) out[t * out_stride + static_cast<int64_t>(h) * dv + j] = from_f<T>(nan_f());
+      for (int64_t t = begin; t < end; ++t) out[t * out_stride + static_cast<int64_t>(h) * dv + j] = from_f<T>(v);
     return;
   }
   const bool fresh = seq_lens[s] == len;
