@@ -69,8 +69,10 @@ void run_mma(int D, int Hq, int Hk, int bs, int window, const std::vector<AttnSe
   const cuda_emu::Dim3 grid{static_cast<unsigned>(a.T / p.tok_per_tile + a.S), static_cast<unsigned>(Hk), 1};
   if (D == 64) {
     cuda_emu::launch(grid, mma::kThreads, [&] { mma::paged_attention_mma_kernel<64>(p); });
-  } else {
+  } else if (D == 128) {
     cuda_emu::launch(grid, mma::kThreads, [&] { mma::paged_attention_mma_kernel<128>(p); });
+  } else {
+    cuda_emu::launch(grid, mma::kThreads, [&] { mma::paged_attention_mma_kernel<256>(p); });
   }
   a.check(out, name);
 }
@@ -124,7 +126,7 @@ TEST(AttentionMmaEmulated, MixedBatchesMatchCpu) {
   GTEST_SKIP() << "fibers (swapcontext) confuse AddressSanitizer's stack tracking";
 #endif
   uint32_t seed = 1;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hk] : {std::pair{4, 4}, std::pair{8, 2}, std::pair{14, 2}, std::pair{16, 1}})
       for (int window : {-1, 48})
         run_mma(D, Hq, Hk, 16, window, {{37, 37}, {150, 70}, {300, 1}, {16, 1}, {1, 1}, {65, 33}}, seed++,
@@ -138,6 +140,7 @@ TEST(AttentionMmaEmulated, LongChunkAfterAPriorContextMatchesCpu) {
 #endif
   run_mma(128, 8, 2, 32, -1, {{400, 260}}, 77, "D128_Hq8_Hk2_bs32_long");
   run_mma(64, 14, 2, 32, 100, {{400, 260}}, 78, "D64_Hq14_Hk2_bs32_w100_long");
+  run_mma(256, 16, 2, 16, -1, {{300, 200}}, 79, "D256_Hq16_Hk2_bs16_long");  // Qwen3-Next's full attention
 }
 
 TEST(AttentionCoreEmulated, MixedBatchesMatchCpu) {

@@ -1,13 +1,15 @@
-// Tensor-core paged attention for prefill chunks (flash-attention 2 style), head_dim 64 or 128,
+// Tensor-core paged attention for prefill chunks (flash-attention 2 style), head_dim 64, 128 or 256,
 // BF16 q / K / V / out, FP32 accumulation. cuda_attention.cu launches it for batches whose
 // chunks fill its 64-row tiles; decode-sized batches keep the CUDA-core kernel (and split-KV).
 //
 // A thread block (4 warps) owns one KV head and a tile of 64 query rows of one sequence, a row
 // being (query token, query head of the KV head's GQA group): max(1, 64 / G) tokens x G heads;
 // tiles are numbered as attention_common.cuh describes. Each warp owns 16 rows and keeps their q in
-// registers as mma A fragments. The block streams K and V through shared memory 64 keys at a
-// time (addresses from the block table; rows padded by 16 bytes so fragment loads hit distinct
-// banks). Per tile a warp computes S = q K^T with mma.sync m16n8k16 (BF16 in, FP32 out), masks it
+// registers as mma A fragments (head_dim 256: read again from global memory, L1-cached, at each
+// use: its fragments and the 16 x 256 output accumulator would not fit the registers together).
+// The block streams K and V through shared memory 64 keys at a time (32 at head_dim 256, within
+// the 48 KiB of static shared memory; addresses from the block table; rows padded by 16 bytes so
+// fragment loads hit distinct banks). Per tile a warp computes S = q K^T with mma.sync m16n8k16 (BF16 in, FP32 out), masks it
 // (causal, sliding window, the chunk's own key range), updates the running row max / sum (online
 // softmax in base 2; the four lanes that share a row reduce by shuffles), rounds P to BF16 (as
 // flash-attention does) and accumulates O += P V with mma again, P's accumulator fragments
@@ -31,7 +33,9 @@ namespace pagoda::cuda::mma_attention {
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRows = 16 * kWarps;  // query rows per block
-constexpr int kKeys = 64;           // keys per shared-memory tile
+// Keys per shared-memory tile.
+template <int D>
+constexpr int kKeysPerTile = D > 128 ? 32 : 64;
 
 struct Params {
   const uint16_t* q;  // BF16 bits [T, Hq, D]
@@ -60,7 +64,9 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) paged_attention_mma_kernel(Params p) {
-  static_assert(D == 64 || D == 128, "the tensor-core kernel handles head_dim 64 and 128");
+  static_assert(D == 64 || D == 128 || D == 256, "the tensor-core kernel handles head_dim 64, 128 and 256");
+  constexpr int kKeys = kKeysPerTile<D>;
+  constexpr bool kQInRegisters = D <= 128;
   constexpr int kStride = D + 8;  // BF16 elements per shared-memory row (16-byte pad)
   constexpr int kChunks = D / 8;  // 16-byte chunks per key row
   constexpr int kSteps = D / 16;  // mma k-steps over the head dim (q K^T)
@@ -98,20 +104,21 @@ __global__ void __launch_bounds__(kThreads) paged_attention_mma_kernel(Params p)
 
   // q of the two rows as A fragments: register k of step kk holds row (k & 1 ? r1 : r0), columns
   // kk * 16 + tig * 2 (+ 8 for k >= 2) and the next.
-  uint32_t qf[kSteps][4];
-  {
-    const int64_t t0 = q0 + i0 + r0 / p.G, h0 = static_cast<int64_t>(hk) * p.G + r0 % p.G;
-    const int64_t t1 = q0 + i0 + r1 / p.G, h1 = static_cast<int64_t>(hk) * p.G + r1 % p.G;
-    const uint32_t* q_r0 = reinterpret_cast<const uint32_t*>(p.q + (t0 * p.Hq + h0) * D);
-    const uint32_t* q_r1 = reinterpret_cast<const uint32_t*>(p.q + (t1 * p.Hq + h1) * D);
+  const int64_t t0 = q0 + i0 + r0 / p.G, h0 = static_cast<int64_t>(hk) * p.G + r0 % p.G;
+  const int64_t t1 = q0 + i0 + r1 / p.G, h1 = static_cast<int64_t>(hk) * p.G + r1 % p.G;
+  const uint32_t* q_r0 = reinterpret_cast<const uint32_t*>(p.q + (t0 * p.Hq + h0) * D);
+  const uint32_t* q_r1 = reinterpret_cast<const uint32_t*>(p.q + (t1 * p.Hq + h1) * D);
+  const auto load_q = [&](int kk, uint32_t (&f)[4]) {
+    const int c = (kk * 16 + tig * 2) / 2;  // in 32-bit words
+    f[0] = r0 < rows ? q_r0[c] : 0u;
+    f[1] = r1 < rows ? q_r1[c] : 0u;
+    f[2] = r0 < rows ? q_r0[c + 4] : 0u;
+    f[3] = r1 < rows ? q_r1[c + 4] : 0u;
+  };
+  uint32_t qf[kQInRegisters ? kSteps : 1][4];
+  if constexpr (kQInRegisters) {
 PAGODA_UNROLL
-    for (int kk = 0; kk < kSteps; ++kk) {
-      const int c = (kk * 16 + tig * 2) / 2;  // in 32-bit words
-      qf[kk][0] = r0 < rows ? q_r0[c] : 0u;
-      qf[kk][1] = r1 < rows ? q_r1[c] : 0u;
-      qf[kk][2] = r0 < rows ? q_r0[c + 4] : 0u;
-      qf[kk][3] = r1 < rows ? q_r1[c + 4] : 0u;
-    }
+    for (int kk = 0; kk < kSteps; ++kk) load_q(kk, qf[kk]);
   }
 
   float o[kDimTiles][4];
@@ -135,17 +142,21 @@ PAGODA_UNROLL
     // limit) or sliding window (keys before its first row's window).
     if (kt > w_hi || (p.window > 0 && kt + kKeys - 1 <= w_lo - p.window)) continue;
 
-    // S = q K^T for the 64 keys: 8 n-tiles of 8 keys.
+    // S = q K^T for the tile's keys: n-tiles of 8 keys, each accumulated over the head dim in order.
     float sc[kKeys / 8][4];
 PAGODA_UNROLL
-    for (int n = 0; n < kKeys / 8; ++n) {
-      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
-      const uint16_t* krow = k_s + (n * 8 + gid) * kStride + tig * 2;
+    for (int n = 0; n < kKeys / 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
 PAGODA_UNROLL
-      for (int kk = 0; kk < kSteps; ++kk) {
-        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(krow + kk * 16),
-                               *reinterpret_cast<const uint32_t*>(krow + kk * 16 + 8)};
-        mma_bf16_16816(sc[n], qf[kk], b);
+    for (int kk = 0; kk < kSteps; ++kk) {
+      uint32_t qload[4];
+      if constexpr (!kQInRegisters) load_q(kk, qload);
+      const uint32_t(&a)[4] = kQInRegisters ? qf[kQInRegisters ? kk : 0] : qload;
+PAGODA_UNROLL
+      for (int n = 0; n < kKeys / 8; ++n) {
+        const uint16_t* krow = k_s + (n * 8 + gid) * kStride + tig * 2 + kk * 16;
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(krow),
+                               *reinterpret_cast<const uint32_t*>(krow + 8)};
+        mma_bf16_16816(sc[n], a, b);
       }
     }
     // Mask and scale; element e of n-tile n is key kt + n * 8 + tig * 2 + (e & 1) of row e < 2 ? r0 : r1.

@@ -19,7 +19,7 @@
 // Bad metadata (a position past the block table, a block id outside the pool) never reads
 // outside the cache: such keys read as zeros.
 //
-// Prefill-sized batches (chunks that fill 64-row tiles) at head_dim 64 / 128 run the tensor-core
+// Prefill-sized batches (chunks that fill 64-row tiles) at head_dim 64 / 128 / 256 run the tensor-core
 // kernel of attention_mma.cuh instead (same tiling of sequences, same metadata contract).
 #include <cuda_runtime.h>
 
@@ -131,7 +131,7 @@ void paged_attention(const Tensor& q, const KvCacheLayer& cache, const Attention
   }
   // Tensor cores when the chunks fill the 64-row tiles of the mma kernel (prefill); decode-sized
   // batches keep the CUDA-core kernel, whose 16-row tiles waste less and which splits long contexts.
-  if (num_splits == 1 && (D == 64 || D == 128) &&
+  if (num_splits == 1 && (D == 64 || D == 128 || D == 256) &&
       static_cast<int64_t>(meta.max_query_len) * G >= mma_attention::kRows) {
     mma_attention::Params mp{};
     mp.q = static_cast<const uint16_t*>(q.data);
@@ -156,8 +156,10 @@ void paged_attention(const Tensor& q, const KvCacheLayer& cache, const Attention
     const dim3 grid(static_cast<unsigned>(mma_tiles), static_cast<unsigned>(Hk));
     if (D == 64) {
       PAGODA_LAUNCH(grid, mma_attention::kThreads, 0, stream, mma_attention::paged_attention_mma_kernel<64>)(mp);
-    } else {
+    } else if (D == 128) {
       PAGODA_LAUNCH(grid, mma_attention::kThreads, 0, stream, mma_attention::paged_attention_mma_kernel<128>)(mp);
+    } else {
+      PAGODA_LAUNCH(grid, mma_attention::kThreads, 0, stream, mma_attention::paged_attention_mma_kernel<256>)(mp);
     }
     PAGODA_CUDA_CHECK_LAUNCH();
     return;
