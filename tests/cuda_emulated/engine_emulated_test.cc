@@ -85,25 +85,35 @@ std::vector<Job> jobs() {
   return out;
 }
 
+std::unique_ptr<CausalLM> load_fixture(const std::string& name, Backend& backend) {
+  ModelLoadOptions lo;
+  lo.max_num_tokens = 64;
+  lo.max_num_logits = 16;
+  return load_model(fixture_dir(name), backend, lo);
+}
+
+// KV pool: num_kv_blocks (0: sized from the device memory).
+EngineConfig base_config(int num_kv_blocks) {
+  EngineConfig c;
+  c.max_num_seqs = 16;
+  c.max_num_batched_tokens = 64;  // prompts are cut into chunks beside decode tokens
+  c.max_model_len = 128;
+  c.block_size = 16;
+  c.num_kv_blocks = num_kv_blocks;
+  c.kv_cache_dtype = DType::kBF16;
+  c.eos_token_ids = {2};
+  return c;
+}
+
 class EmulatedCudaEngine : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     backend_ = make_backend("cuda");
-    ModelLoadOptions lo;
-    lo.max_num_tokens = 64;
-    lo.max_num_logits = 16;
-    model_ = load_model(fixture_dir(GetParam()), *backend_, lo);
+    model_ = load_fixture(GetParam(), *backend_);
   }
 
   EngineConfig config(int graphs, int async) const {
-    EngineConfig c;
-    c.max_num_seqs = 16;
-    c.max_num_batched_tokens = 64;  // prompts are cut into chunks beside decode tokens
-    c.max_model_len = 128;
-    c.block_size = 16;
-    c.num_kv_blocks = 256;
-    c.kv_cache_dtype = DType::kBF16;
-    c.eos_token_ids = {2};
+    EngineConfig c = base_config(256);
     c.cuda_graphs = graphs;
     c.async_scheduling = async;
     return c;
@@ -166,18 +176,10 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, EmulatedCudaEngine, ::testing::Values("qwen3"
 // leaves of the device after the weights and workspaces, less the engine's 512 MiB reserve.
 TEST(EmulatedCudaEngineMemory, KvPoolIsSizedFromTheDeviceMemory) {
   std::unique_ptr<Backend> backend = make_backend("cuda");
-  ModelLoadOptions lo;
-  lo.max_num_tokens = 64;
-  lo.max_num_logits = 16;
-  std::unique_ptr<CausalLM> model = load_model(fixture_dir("qwen3"), *backend, lo);
+  std::unique_ptr<CausalLM> model = load_fixture("qwen3", *backend);
   size_t free_bytes = 0, total_bytes = 0;
   ASSERT_TRUE(backend->memory_info(&free_bytes, &total_bytes));
-  EngineConfig c;
-  c.max_num_seqs = 16;
-  c.max_num_batched_tokens = 64;
-  c.max_model_len = 128;
-  c.block_size = 16;
-  c.kv_cache_dtype = DType::kBF16;
+  EngineConfig c = base_config(0);
   c.gpu_memory_utilization = 0.4;
   const size_t allowed = static_cast<size_t>(0.4 * static_cast<double>(total_bytes));
   const size_t reserve = size_t{512} << 20;
