@@ -13,6 +13,10 @@ generation_config.json, model.safetensors) plus the reference outputs of Hugging
   logits_bf16kv.bin  the same rows for the last prompt, with K/V rounded to bfloat16 as they
                   enter the cache (what a BF16 KV cache computes), teacher-forced on the
                   float32 greedy tokens
+  logits_bf16.bin the same rows for the last prompt from transformers run in bfloat16 (weights
+                  and activations), teacher-forced on the float32 greedy tokens: how far
+                  bfloat16 arithmetic alone moves the logits (the yardstick of the CUDA
+                  backend's BF16 golden test, tests/cuda_emulated/golden_emulated_test.cc)
 
 The reference runs in float32 on exactly the weights stored on disk (the checkpoint is saved
 in its storage dtype first and then reloaded with dtype=float32), with the eager attention
@@ -285,6 +289,41 @@ def bf16_kv_reference(model_dir, prompt, generated):
     return torch.cat(rows)
 
 
+def bf16_reference(model_dir, prompt, generated):
+    """transformers in bfloat16 (weights cast, activations bfloat16), teacher-forced on the float32
+    greedy tokens through its cache; same row layout as the float32 rows of that prompt."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prompt], dtype=torch.long), use_cache=True)
+        rows = [out.logits[0].float().clone()]
+        past = out.past_key_values
+        for tok in generated[:-1]:
+            out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            rows.append(out.logits[0].float().clone())
+    return torch.cat(rows)
+
+
+def add_bf16_reference(name, out_root):
+    """Adds logits_bf16.bin (the last prompt, see bf16_reference) to an existing fixture and names it
+    in expected.json; the rest of the fixture is left as it is."""
+    out_dir = os.path.join(out_root, name)
+    path = os.path.join(out_dir, "expected.json")
+    with open(path) as f:
+        expected = json.load(f)
+    index = len(expected["prompts"]) - 1
+    p = expected["prompts"][index]
+    logits = bf16_reference(out_dir, p["tokens"], p["generated"]).contiguous()
+    assert logits.shape[0] == len(p["tokens"]) + p["num_decode_rows"]
+    with open(os.path.join(out_dir, "logits_bf16.bin"), "wb") as f:
+        f.write(struct.pack(f"<{logits.numel()}f", *logits.flatten().tolist()))
+    expected["bf16"] = {"prompt": index, "logits_file": "logits_bf16.bin", "num_rows": logits.shape[0]}
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    print(f"  {name}: bfloat16 reference, prompt {index}, {logits.shape[0]} rows")
+
+
 def add_bf16_kv_reference(name, out_root):
     """Adds logits_bf16kv.bin (the last prompt, see bf16_kv_reference) to an existing fixture and
     names it in expected.json; the rest of the fixture is left as it is."""
@@ -421,6 +460,7 @@ def make_fixture(name, spec, out_root, seed):
         json.dump(expected, f, indent=1)
         f.write("\n")
     add_bf16_kv_reference(name, out_root)
+    add_bf16_reference(name, out_root)
     add_reference_noise(name, out_root)
 
 
@@ -431,6 +471,8 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--bf16-kv-only", action="store_true",
                     help="only (re)write the BF16-KV reference of existing fixtures (logits_bf16kv.bin)")
+    ap.add_argument("--bf16-only", action="store_true",
+                    help="only (re)write the bfloat16 reference of existing fixtures (logits_bf16.bin)")
     ap.add_argument("--noise-only", action="store_true",
                     help="only (re)measure transformers' float32-vs-float64 noise of existing fixtures")
     args = ap.parse_args()
@@ -445,6 +487,8 @@ def main():
         print(name)
         if args.bf16_kv_only:
             add_bf16_kv_reference(name, args.out)
+        elif args.bf16_only:
+            add_bf16_reference(name, args.out)
         elif args.noise_only:
             add_reference_noise(name, args.out)
         else:
