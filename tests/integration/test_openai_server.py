@@ -28,8 +28,8 @@ SHARED = os.environ.get("PAGODA_SHARED_DIR", os.path.join(os.path.dirname(ROOT),
 MODEL_NAME = "tiny-qwen3"
 
 
-def start_server(model_dir, *extra):
-    cmd = [os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--host", "127.0.0.1", "--port", "0",
+def start_server(model_dir, *extra, binary="pagoda"):
+    cmd = [os.path.join(BUILD, "bin", binary), "serve", model_dir, "--host", "127.0.0.1", "--port", "0",
            "--served-model-name", MODEL_NAME, "--max-model-len", "512", "--num-kv-blocks", "256",
            "--max-num-seqs", "16", "--generation-config", "vllm", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
