@@ -304,44 +304,35 @@ def bf16_reference(model_dir, prompt, generated):
     return torch.cat(rows)
 
 
-def add_bf16_reference(name, out_root):
-    """Adds logits_bf16.bin (the last prompt, see bf16_reference) to an existing fixture and names it
-    in expected.json; the rest of the fixture is left as it is."""
+def add_last_prompt_reference(name, out_root, key, filename, reference, what):
+    """Adds `filename` (the rows of reference(model_dir, tokens, generated) for the fixture's last
+    prompt) to an existing fixture and names it under expected.json's `key`; the rest of the
+    fixture is left as it is."""
     out_dir = os.path.join(out_root, name)
     path = os.path.join(out_dir, "expected.json")
     with open(path) as f:
         expected = json.load(f)
     index = len(expected["prompts"]) - 1
     p = expected["prompts"][index]
-    logits = bf16_reference(out_dir, p["tokens"], p["generated"]).contiguous()
+    logits = reference(out_dir, p["tokens"], p["generated"]).contiguous()
     assert logits.shape[0] == len(p["tokens"]) + p["num_decode_rows"]
-    with open(os.path.join(out_dir, "logits_bf16.bin"), "wb") as f:
+    with open(os.path.join(out_dir, filename), "wb") as f:
         f.write(struct.pack(f"<{logits.numel()}f", *logits.flatten().tolist()))
-    expected["bf16"] = {"prompt": index, "logits_file": "logits_bf16.bin", "num_rows": logits.shape[0]}
+    expected[key] = {"prompt": index, "logits_file": filename, "num_rows": logits.shape[0]}
     with open(path, "w") as f:
         json.dump(expected, f, indent=1)
         f.write("\n")
-    print(f"  {name}: bfloat16 reference, prompt {index}, {logits.shape[0]} rows")
+    print(f"  {name}: {what}, prompt {index}, {logits.shape[0]} rows")
+
+
+def add_bf16_reference(name, out_root):
+    """logits_bf16.bin: see bf16_reference."""
+    add_last_prompt_reference(name, out_root, "bf16", "logits_bf16.bin", bf16_reference, "bfloat16 reference")
 
 
 def add_bf16_kv_reference(name, out_root):
-    """Adds logits_bf16kv.bin (the last prompt, see bf16_kv_reference) to an existing fixture and
-    names it in expected.json; the rest of the fixture is left as it is."""
-    out_dir = os.path.join(out_root, name)
-    path = os.path.join(out_dir, "expected.json")
-    with open(path) as f:
-        expected = json.load(f)
-    index = len(expected["prompts"]) - 1
-    p = expected["prompts"][index]
-    logits = bf16_kv_reference(out_dir, p["tokens"], p["generated"]).contiguous()
-    assert logits.shape[0] == len(p["tokens"]) + p["num_decode_rows"]
-    with open(os.path.join(out_dir, "logits_bf16kv.bin"), "wb") as f:
-        f.write(struct.pack(f"<{logits.numel()}f", *logits.flatten().tolist()))
-    expected["bf16_kv"] = {"prompt": index, "logits_file": "logits_bf16kv.bin", "num_rows": logits.shape[0]}
-    with open(path, "w") as f:
-        json.dump(expected, f, indent=1)
-        f.write("\n")
-    print(f"  {name}: bf16 KV reference, prompt {index}, {logits.shape[0]} rows")
+    """logits_bf16kv.bin: see bf16_kv_reference."""
+    add_last_prompt_reference(name, out_root, "bf16_kv", "logits_bf16kv.bin", bf16_kv_reference, "bf16 KV reference")
 
 
 def reference_noise(model_dir, prompts):

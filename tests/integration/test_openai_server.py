@@ -137,28 +137,32 @@ def test_chat_stream_equals_non_stream(client):
     assert stream[-1].choices[0].finish_reason == full.choices[0].finish_reason == "length"
 
 
-def test_concurrent_streams_equal_non_stream(client):
+def concurrent_streams_equal_non_stream(client, streams=16, max_tokens=200, rounds=3):
     # Many streams at once: every output of every stream reaches its client once, in order (the
     # server's output threads must never process one request on two threads). Seeded sampling is
     # independent of the batch (engine invariance), so each stream equals the same request alone.
     from concurrent.futures import ThreadPoolExecutor
 
     def kw(i):
-        return dict(model=MODEL_NAME, prompt=f"Request {i}:", max_tokens=200, temperature=1, seed=100 + i,
+        return dict(model=MODEL_NAME, prompt=f"Request {i}:", max_tokens=max_tokens, temperature=1, seed=100 + i,
                     extra_body={"ignore_eos": True})
 
-    alone = [client.completions.create(**kw(i)).choices[0].text for i in range(16)]
+    alone = [client.completions.create(**kw(i)).choices[0].text for i in range(streams)]
 
     def stream(i):
         chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw(i)))
         return "".join(c.choices[0].text for c in chunks if c.choices), chunks[-1].usage.completion_tokens
 
-    for _ in range(3):
-        with ThreadPoolExecutor(16) as pool:
-            got = list(pool.map(stream, range(16)))
+    for _ in range(rounds):
+        with ThreadPoolExecutor(streams) as pool:
+            got = list(pool.map(stream, range(streams)))
         for i, (text, n) in enumerate(got):
-            assert n == 200
+            assert n == max_tokens
             assert text == alone[i], i
+
+
+def test_concurrent_streams_equal_non_stream(client):
+    concurrent_streams_equal_non_stream(client)
 
 
 def test_stop_string(client):
