@@ -46,6 +46,12 @@ step() {  # step NAME SECONDS CMD...
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+# cuBLASLt comes from the toolkit's folder (the binaries' RPATH); if that is missing, from the
+# pip wheel PyTorch uses (nvidia-cublas, same major version).
+if ldd "$BIN/pagoda" | grep -q "libcublasLt.*not found"; then
+  lt=$(python3 -c "import glob, os, site; print(next(iter(sorted(os.path.dirname(p) for d in site.getsitepackages() for p in glob.glob(d + '/nvidia/**/libcublasLt.so.13', recursive=True))), ''))" 2>/dev/null)
+  [ -n "$lt" ] && export LD_LIBRARY_PATH="$lt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" && echo "cuBLASLt from $lt"
+fi
 ldd "$BIN/pagoda" | grep -E "cublas|not found" || echo "ldd: no cuBLASLt?"
 
 # Checkpoints, made here in the background while the checks run (random weights, real shapes):
@@ -64,6 +70,8 @@ wait_for() {
 }
 
 want check && step cuda_tests 150 "$BIN/cuda_tests" --gtest_output=xml:"$OUT/cuda_tests.xml"
+# Again with programmatic dependent launches (off by default until measured here).
+want check && PAGODA_CUDA_PDL=on step cuda_tests_pdl 100 "$BIN/cuda_tests"
 wait_for $small_pid
 echo "checkpoints: $(tail -n 1 "$OUT/checkpoints.log")"; ls $M
 if want golden; then
@@ -73,11 +81,14 @@ fi
 want invariance && PAGODA_TEST_DEVICE=cuda step invariance 150 "$BIN/engine_tests" \
   --gtest_filter='Fixtures/EngineInvariance.*'
 want membw && step membw 60 python3 bench/gpu_membw.py
-latency() {  # latency NAME MODEL [FLAGS...]
+latency() {  # latency NAME MODEL [FLAGS...]; GEMV=off|on|auto: PAGODA_CUDA_GEMV, PDL=on|off: PAGODA_CUDA_PDL
   local name=$1 model=$2
   shift 2
-  step "$name" 150 "$BIN/pagoda" bench latency "$M/$model" --device "$DEVICE" --input-len 8 --output-len 256 \
-    --batch-size 1 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 "$@"
+  # Debug logging: the small-batch GEMM vs cuBLASLt timing of every decode linear shape.
+  step "$name" 150 env PAGODA_LOG_LEVEL=debug PAGODA_CUDA_GEMV="${GEMV:-auto}" PAGODA_CUDA_PDL="${PDL:-off}" \
+    "$BIN/pagoda" bench latency \
+    "$M/$model" --device "$DEVICE" --input-len 8 --output-len 256 --batch-size 1 --num-iters 3 --num-iters-warmup 1 \
+    --max-model-len 4096 "$@"
 }
 if want latency; then
   latency latency_qwen3-0.6b qwen3-0.6b-random
@@ -87,6 +98,10 @@ if want latency; then
   wait_for $big_pid
   echo "checkpoints: $(tail -n 1 "$OUT/checkpoints_8b.log")"
   latency latency_qwen3-8b qwen3-8b-random
+  # cuBLASLt for every linear: what the small-batch GEMM saves.
+  GEMV=off latency latency_qwen3-8b_cublaslt qwen3-8b-random
+  # Programmatic dependent launches: what overlapping each kernel's launch with the previous saves.
+  PDL=on latency latency_qwen3-8b_pdl qwen3-8b-random
 fi
 if want throughput; then
   # nano-vllm's workload shape on 0.6B (256 sequences), then the issue's 1,000 x (1,024 in, 128 out) on 8B.
@@ -139,4 +154,6 @@ want hf && step hf_qwen3-8b 200 python3 bench/peers/hf_bench.py --model $M/qwen3
 echo "== summary"
 printf '%s\n' "${summary[@]}"
 grep -h -E "Avg latency|Throughput:|serve start|copy_GBps|decode_tok_s|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
+echo "== decode linears (8B): small-batch GEMM vs cuBLASLt"
+grep -h "CUDA linear" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA linear/CUDA linear/' | sort -u | cut -c1-220
 du -sh $M/* 2>/dev/null

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -32,6 +33,7 @@
 #include "backend/backend.h"
 #include "base/dtype.h"
 #include "base/error.h"
+#include "base/log.h"
 
 namespace pagoda::testing {
 namespace {
@@ -235,6 +237,181 @@ TEST_F(CudaOpsTest, LinearF16AndF32WeightsUseFallback) {
       linear_case(*gpu_, *cpu_, weights_, rng, T, 256, 1024, wd, DType::kU8, DType::kBF16);
       linear_case(*gpu_, *cpu_, weights_, rng, T, 37, 64, wd, DType::kF16, DType::kF32);
     }
+}
+
+// Sets PAGODA_CUDA_GEMV for one scope (the CUDA backend reads it when constructed).
+class ScopedGemvMode {
+ public:
+  explicit ScopedGemvMode(const char* mode) {
+    const char* old = std::getenv("PAGODA_CUDA_GEMV");
+    if (old != nullptr) old_ = old;
+    had_ = old != nullptr;
+    setenv("PAGODA_CUDA_GEMV", mode, 1);
+  }
+  ~ScopedGemvMode() {
+    if (had_)
+      setenv("PAGODA_CUDA_GEMV", old_.c_str(), 1);
+    else
+      unsetenv("PAGODA_CUDA_GEMV");
+  }
+  ScopedGemvMode(const ScopedGemvMode&) = delete;
+  ScopedGemvMode& operator=(const ScopedGemvMode&) = delete;
+
+ private:
+  std::string old_;
+  bool had_ = false;
+};
+
+// linears over several weights (each [n, K], with or without a bias) against the CPU backend's
+// linear per weight; outputs poisoned, run twice (the second with the shape's decision cached).
+void linears_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng, int64_t T,
+                  int64_t K, const std::vector<int64_t>& ns, DType bias_dtype, DType out_dtype,
+                  const std::string& mode) {
+  std::string what = mode + " T=" + std::to_string(T) + " K=" + std::to_string(K) + " N=";
+  for (int64_t n : ns) what += std::to_string(n) + ",";
+  what += bias_dtype == DType::kU8 ? "" : " bias " + dtype_str(bias_dtype);
+  what += " out " + dtype_str(out_dtype);
+  const std::vector<float> x = rand_bf16(T * K, rng);
+  const Dev gx = upload(gpu, x, DType::kBF16, {T, K});
+  std::vector<RandomTensor> ws, bs;
+  std::vector<Tensor> gw, gb;
+  std::vector<Dev> outs;
+  std::vector<std::vector<float>> refs;
+  for (int64_t n : ns) {
+    ws.emplace_back(DType::kBF16, std::initializer_list<int64_t>{n, K}, rng);
+    bs.emplace_back(bias_dtype == DType::kU8 ? DType::kF32 : bias_dtype, std::initializer_list<int64_t>{n}, rng);
+  }
+  for (size_t i = 0; i < ns.size(); ++i) {
+    gw.push_back(gpu.place_weight(ws[i].tensor(), &storage));
+    gb.push_back(bias_dtype == DType::kU8 ? Tensor() : gpu.place_weight(bs[i].tensor(), &storage));
+    refs.emplace_back(static_cast<size_t>(T * ns[i]));
+    const Tensor cb = bs[i].tensor();
+    cpu.linear(Tensor(const_cast<float*>(x.data()), DType::kF32, {T, K}), ws[i].tensor(),
+               bias_dtype == DType::kU8 ? nullptr : &cb, Tensor(refs[i].data(), DType::kF32, {T, ns[i]}));
+    outs.push_back(dev_alloc(gpu, out_dtype, {T, ns[i]}));
+  }
+  const auto bias = [&](size_t i) { return bias_dtype == DType::kU8 ? nullptr : &gb[i]; };
+  for (int run = 0; run < 2; ++run) {
+    for (const Dev& o : outs) poison(gpu, o.t);
+    if (ns.size() == 1) gpu.linear(gx.t, gw[0], bias(0), outs[0].t);
+    if (ns.size() == 2) gpu.linears(gx.t, {&gw[0], &gw[1]}, {bias(0), bias(1)}, {outs[0].t, outs[1].t});
+    if (ns.size() == 3)
+      gpu.linears(gx.t, {&gw[0], &gw[1], &gw[2]}, {bias(0), bias(1), bias(2)}, {outs[0].t, outs[1].t, outs[2].t});
+    if (ns.size() == 4)
+      gpu.linears(gx.t, {&gw[0], &gw[1], &gw[2], &gw[3]}, {bias(0), bias(1), bias(2), bias(3)},
+                  {outs[0].t, outs[1].t, outs[2].t, outs[3].t});
+    for (size_t i = 0; i < ns.size(); ++i)
+      EXPECT_TRUE(close(download(gpu, outs[i].t), refs[i], 1e-2, 2e-3 * std::sqrt(static_cast<double>(K))))
+          << what << " weight " << i << " run " << run;
+  }
+}
+
+// Decode-sized linears (1..8 tokens) in every PAGODA_CUDA_GEMV mode: "on" runs the small-batch
+// GEMM wherever it applies, "off" cuBLASLt, "auto" whichever its timing picked. The shapes give
+// the small-batch GEMM every split of K (1 to 8 warps per row: few rows, long K), several groups
+// with their own row counts (q / k / v, gate / up, Qwen3-Next's four), odd row counts, biases of
+// every dtype, F32 output (logits) and K not a multiple of 8 (cuBLASLt / fallback then).
+TEST_F(CudaOpsTest, DecodeLinearsMatchCpuInEveryGemvMode) {
+  for (const char* mode : {"on", "off", "auto"}) {
+    ScopedGemvMode scoped(mode);
+    std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+    std::vector<DeviceBuffer> storage;
+    std::mt19937 rng(11);
+    for (int64_t T = 1; T <= 8; ++T) {
+      linears_case(*gpu, *cpu_, storage, rng, T, 1024, {64}, DType::kU8, DType::kBF16, mode);  // split 8
+      linears_case(*gpu, *cpu_, storage, rng, T, 520, {37, 8, 13}, DType::kBF16, DType::kBF16, mode);
+      linears_case(*gpu, *cpu_, storage, rng, T, 64, {96, 32, 32}, DType::kF32, DType::kBF16, mode);
+    }
+    for (int64_t T : {1, 3, 8}) {
+      linears_case(*gpu, *cpu_, storage, rng, T, 4096, {512, 128, 128}, DType::kU8, DType::kBF16, mode);
+      linears_case(*gpu, *cpu_, storage, rng, T, 2048, {256, 256}, DType::kU8, DType::kBF16, mode);
+      linears_case(*gpu, *cpu_, storage, rng, T, 256, {192, 64, 16, 16}, DType::kF16, DType::kBF16, mode);
+      linears_case(*gpu, *cpu_, storage, rng, T, 256, {1000}, DType::kU8, DType::kF32, mode);  // logits
+      linears_case(*gpu, *cpu_, storage, rng, T, 36, {40, 24}, DType::kU8, DType::kBF16, mode);  // K % 8 != 0
+    }
+  }
+}
+
+// PAGODA_CUDA_GEMV=auto decides once per shape, outside stream captures: an unseen shape inside
+// a capture runs cuBLASLt (correctly, and replayed correctly) without deciding; the next eager
+// call decides (one debug line) and later calls reuse the decision (no new line).
+TEST_F(CudaOpsTest, GemvAutoDecidesOncePerShapeOutsideCaptures) {
+  ScopedGemvMode scoped("auto");
+  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+  std::vector<DeviceBuffer> storage;
+  std::mt19937 rng(12);
+  const int64_t T = 2, K = 512, N = 96;
+  const std::vector<float> x = rand_bf16(T * K, rng);
+  RandomTensor w(DType::kBF16, {N, K}, rng);
+  const Tensor gw = gpu->place_weight(w.tensor(), &storage);
+  std::vector<float> ref(T * N);
+  cpu_->linear(Tensor(const_cast<float*>(x.data()), DType::kF32, {T, K}), w.tensor(), nullptr,
+               Tensor(ref.data(), DType::kF32, {T, N}));
+  const Dev gx = upload(*gpu, x, DType::kBF16, {T, K});
+  const Dev out = dev_alloc(*gpu, DType::kBF16, {T, N});
+  const double abs = 2e-3 * std::sqrt(static_cast<double>(K));
+  const LogLevel old_level = log_level();
+  set_log_level(LogLevel::kDebug);
+  const auto decisions = [](const std::string& log) {
+    int n = 0;
+    for (size_t p = log.find("CUDA linear T=2 K=512 N=[96]"); p != std::string::npos;
+         p = log.find("CUDA linear T=2 K=512 N=[96]", p + 1))
+      ++n;
+    return n;
+  };
+  ::testing::internal::CaptureStderr();
+  poison(*gpu, out.t);
+  gpu->synchronize();
+  const int graph = gpu->capture_graph([&] { gpu->linear(gx.t, gw, nullptr, out.t); });
+  gpu->replay_graph(graph);
+  const std::vector<float> captured = download(*gpu, out.t);
+  const std::string log_capture = ::testing::internal::GetCapturedStderr();
+  ::testing::internal::CaptureStderr();
+  poison(*gpu, out.t);
+  gpu->linear(gx.t, gw, nullptr, out.t);
+  const std::vector<float> first = download(*gpu, out.t);
+  const std::string log_first = ::testing::internal::GetCapturedStderr();
+  ::testing::internal::CaptureStderr();
+  poison(*gpu, out.t);
+  gpu->linear(gx.t, gw, nullptr, out.t);
+  const std::vector<float> second = download(*gpu, out.t);
+  const std::string log_second = ::testing::internal::GetCapturedStderr();
+  set_log_level(old_level);
+  EXPECT_TRUE(close(captured, ref, 1e-2, abs)) << "captured";
+  EXPECT_TRUE(close(first, ref, 1e-2, abs)) << "first eager call";
+  EXPECT_TRUE(close(second, ref, 1e-2, abs)) << "second eager call";
+  EXPECT_EQ(decisions(log_capture), 0) << log_capture;
+  EXPECT_EQ(decisions(log_first), 1) << log_first;
+  EXPECT_EQ(decisions(log_second), 0) << log_second;
+}
+
+TEST(CudaGemvModeTest, BadPdlValueIsAnErrorNamingTheVariable) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const char* old = std::getenv("PAGODA_CUDA_PDL");
+  const std::string saved = old == nullptr ? "" : old;
+  setenv("PAGODA_CUDA_PDL", "yes", 1);
+  try {
+    make_cuda_backend(0);
+    ADD_FAILURE() << "PAGODA_CUDA_PDL=yes accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("PAGODA_CUDA_PDL must be on or off, got 'yes'"), std::string::npos) << e.what();
+  }
+  if (old != nullptr)
+    setenv("PAGODA_CUDA_PDL", saved.c_str(), 1);
+  else
+    unsetenv("PAGODA_CUDA_PDL");
+}
+
+TEST(CudaGemvModeTest, BadModeIsAnErrorNamingTheVariable) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  ScopedGemvMode scoped("fast");
+  try {
+    make_cuda_backend(0);
+    FAIL() << "PAGODA_CUDA_GEMV=fast accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("PAGODA_CUDA_GEMV must be auto, on or off, got 'fast'"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(CudaOpsTest, LinearsOnRowSlicesMatchCpu) {

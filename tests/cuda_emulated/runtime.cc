@@ -1,6 +1,7 @@
 // The host emulation of the CUDA runtime and cuBLASLt (include/cuda_runtime.h, include/cublasLt.h
 // say what is modelled and checked).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -33,6 +34,9 @@ struct CUstream_st {
 struct CUevent_st {
   cudaStream_t stream = nullptr;  // where it was last recorded
   bool pending = false;           // recorded, not reached yet
+  bool timing = true;             // not created with cudaEventDisableTiming
+  bool recorded = false;          // a record has completed: `at` holds its time
+  std::chrono::steady_clock::time_point at;
 };
 
 namespace cuda_emu {
@@ -227,6 +231,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
@@ -245,6 +250,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
@@ -403,8 +409,22 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
   *event = new CUevent_st();
+  (*event)->timing = (flags & cudaEventDisableTiming) == 0;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+// Host time between the two records' completion (the emulated device runs work when the host
+// waits, so this measures the emulation, not a GPU). As the runtime: both events must have been
+// created with timing and have completed a record.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  Lock lock(rt().mu);
+  if (ms == nullptr || start == nullptr || end == nullptr) return cuda_emu::set_error(cudaErrorInvalidValue);
+  if (!start->timing || !end->timing) return cuda_emu::set_error(cudaErrorInvalidResourceHandle);
+  if (start->pending || end->pending) return cuda_emu::set_error(cudaErrorNotReady);
+  if (!start->recorded || !end->recorded) return cuda_emu::set_error(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
@@ -425,7 +445,11 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   }
   event->stream = stream;
   event->pending = true;
-  return cuda_emu::enqueue_locked(stream, [event] { event->pending = false; });
+  return cuda_emu::enqueue_locked(stream, [event] {
+    event->pending = false;
+    event->recorded = true;
+    event->at = std::chrono::steady_clock::now();
+  });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   Lock lock(rt().mu);
@@ -442,6 +466,14 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   stream->capture = new CUgraph_st();
   stream->capture_invalidated = false;
   ++rt().capturing;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  Lock lock(rt().mu);
+  if (status == nullptr || !cuda_emu::valid_stream(stream)) return cuda_emu::set_error(cudaErrorInvalidValue);
+  *status = stream != nullptr && stream->capture != nullptr
+                ? (stream->capture_invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive)
+                : cudaStreamCaptureStatusNone;
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {

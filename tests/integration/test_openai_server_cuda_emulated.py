@@ -22,7 +22,18 @@ pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(base.BUILD, "bin
 
 @pytest.fixture(scope="module")
 def cuda_server(model_dir):
-    proc, port = base.start_server(model_dir, "--device", "cuda", binary=BINARY)
+    # cuBLASLt (the emulation's host loop) for every linear: deciding between it and the small-batch
+    # GEMM times both on the emulation (minutes for the 151,936-row LM head, and the emulation's
+    # timings say nothing of a GPU); tests/cuda/cuda_ops_test.cc covers every PAGODA_CUDA_GEMV mode.
+    old = os.environ.get("PAGODA_CUDA_GEMV")
+    os.environ["PAGODA_CUDA_GEMV"] = "off"
+    try:
+        proc, port = base.start_server(model_dir, "--device", "cuda", binary=BINARY)
+    finally:
+        if old is None:
+            del os.environ["PAGODA_CUDA_GEMV"]
+        else:
+            os.environ["PAGODA_CUDA_GEMV"] = old
     yield port
     base.stop_server(proc)
 

@@ -51,6 +51,7 @@ PAGODA_UNROLL
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params p) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   static_assert(D % 16 == 0 && D <= 256, "head_dim must be a multiple of 16, at most 256");
   constexpr int kPad = 2;          // K rows padded by 4 bytes: lane-per-key reads hit distinct banks
   constexpr int kStride = D + kPad;
@@ -184,6 +185,7 @@ PAGODA_UNROLL
 template <int D>
 __global__ void __launch_bounds__(kThreads) merge_splits_kernel(const float* ws_out, const float* ws_lse,
                                                                  int num_splits, int64_t rows, uint16_t* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const int lane = threadIdx.x & 31;

@@ -64,6 +64,7 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) paged_attention_mma_kernel(Params p) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   static_assert(D == 64 || D == 128 || D == 256, "the tensor-core kernel handles head_dim 64, 128 and 256");
   constexpr int kKeys = kKeysPerTile<D>;
   constexpr bool kQInRegisters = D <= 128;

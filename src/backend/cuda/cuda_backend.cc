@@ -12,8 +12,10 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,10 +27,12 @@
 #include "backend/cuda/cuda_attention.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_gdn.h"
+#include "backend/cuda/cuda_gemv.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_moe.h"
 #include "backend/cuda/cuda_sampling.h"
 #include "base/error.h"
+#include "base/log.h"
 
 #define PAGODA_CUBLAS_CHECK(expr)                                                                     \
   do {                                                                                                \
@@ -84,6 +88,9 @@ struct GemmPlan {
   bool ok = false;
 };
 
+// PAGODA_CUDA_GEMV: whether decode-sized linears may run the small-batch GEMM (cuda_gemv.h).
+enum class GemvMode { kAuto, kOn, kOff };
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
@@ -95,6 +102,15 @@ class CudaBackend final : public Backend {
               std::to_string(prop.minor) + ")";
       PAGODA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
       PAGODA_CUBLAS_CHECK(cublasLtCreate(&lt_));
+      PAGODA_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device_));
+      for (cudaEvent_t& e : tune_events_) PAGODA_CUDA_CHECK(cudaEventCreate(&e));
+      gemv_mode_ = gemv_mode_from_env();
+      // Programmatic dependent launches (cuda_common.h): off unless PAGODA_CUDA_PDL=on, and
+      // only from compute capability 9.0 (Hopper) on.
+      const bool pdl = pdl_from_env();
+      if (pdl && prop.major < 9)
+        log_info("PAGODA_CUDA_PDL=on has no effect on ", name_, ": programmatic dependent launch needs sm_90 or newer");
+      cuda::programmatic_launch().store(pdl && prop.major >= 9);
       gemm_ws_ = allocate(kGemmWorkspaceBytes);
       const size_t attn_bytes =
           cuda::paged_attention_workspace_bytes(kAttentionMaxTokens, kAttentionMaxHeads, kAttentionMaxHeadDim);
@@ -237,22 +253,7 @@ class CudaBackend final : public Backend {
   // eagerly first).
   int capture_graph(const std::function<void()>& enqueue) override {
     use_device();
-    PAGODA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    cudaGraph_t graph = nullptr;
-    try {
-      enqueue();
-    } catch (...) {
-      (void)cudaStreamEndCapture(stream_, &graph);
-      if (graph != nullptr) (void)cudaGraphDestroy(graph);
-      (void)cudaGetLastError();  // the failed capture's error is reported by the exception
-      throw;
-    }
-    PAGODA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    (void)cudaGraphDestroy(graph);
-    PAGODA_CUDA_CHECK(err);
-    graphs_.push_back(exec);
+    graphs_.push_back(record_graph(enqueue));
     return static_cast<int>(graphs_.size()) - 1;
   }
   bool has_graphs() const override { return true; }
@@ -297,37 +298,42 @@ class CudaBackend final : public Backend {
   // fallback kernel, FP32 accumulation, correct but slow. The fallback also covers shapes /
   // alignments (e.g. N not a multiple of 8 with odd pointers) cuBLASLt has no algorithm for.
   // A bias is written into out first and the GEMM runs with beta = 1 (one final rounding).
+  // Decode-sized inputs (at most 8 tokens) may run the small-batch GEMM instead: see linears().
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor out) override {
+    linears(x, {&weight}, {bias}, {out});
+  }
+
+  // Several weights over one input. With at most cuda::kMaxGemvTokens BF16 tokens and BF16
+  // weights, all of them can run as ONE launch of the small-batch GEMM (cuda_gemv.h) instead of
+  // one cuBLASLt call each. PAGODA_CUDA_GEMV picks: "auto" (default) times both ways once per
+  // shape, as CUDA graphs of back-to-back runs (what decode replays), and keeps the faster;
+  // "on" always takes the small-batch GEMM where it applies, "off" never does.
+  void linears(const Tensor& x, std::initializer_list<const Tensor*> weights,
+               std::initializer_list<const Tensor*> biases, std::initializer_list<Tensor> outs) override {
+    PAGODA_ASSERT(weights.size() == biases.size() && weights.size() == outs.size());
     use_device();
-    check_act(x, "linear", "x");
-    check_act(out, "linear", "out");
-    PAGODA_CHECK(weight.ndim == 2 && is_float_weight(weight.dtype),
-                 "linear: weight must be a 2-D F32/BF16/F16 matrix, got ", dtype_name(weight.dtype), " ",
-                 weight.shape_string());
-    const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
-    PAGODA_CHECK(weight.dim(1) == K && K > 0, "linear: x ", x.shape_string(), " vs weight ", weight.shape_string());
-    PAGODA_CHECK(out.rows() == T && out.cols() == N, "linear: out ", out.shape_string(), ", expected [", T, ", ", N,
-                 "]");
-    const bool has_bias = bias != nullptr && bias->data != nullptr;
-    if (has_bias)
-      PAGODA_CHECK(bias->numel() == N && is_float_weight(bias->dtype), "linear: bias ", dtype_name(bias->dtype), " ",
-                   bias->shape_string(), " vs N = ", N);
-    if (T == 0 || N == 0) return;
-    if (x.dtype == DType::kBF16 && weight.dtype == DType::kBF16) {
-      const GemmPlan& plan = gemm_plan(T, N, K, out.dtype, has_bias, pointer_alignment(weight.data),
-                                       pointer_alignment(x.data), pointer_alignment(out.data));
-      if (plan.ok) {
-        if (has_bias) cuda::launch_fill_bias_rows(bias->data, bias->dtype, T, N, out.data, out.dtype, stream_);
-        const float alpha = 1.0f, beta = has_bias ? 1.0f : 0.0f;
-        // Column-major view: out^T [N, T] = W[N, K] (stored as K x N, transposed) * x^T [K, T].
-        PAGODA_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, weight.data, plan.a, x.data, plan.b, &beta, out.data,
-                                           plan.c, out.data, plan.c, &plan.algo, gemm_ws_.data(), gemm_ws_.size(),
-                                           stream_));
+    auto b = biases.begin();
+    auto o = outs.begin();
+    for (const Tensor* w : weights) check_linear(x, *w, *b++, *o++);
+    if (x.rows() == 0) return;
+    cuda::GemvGroups g{};
+    if (gemv_applies(x, weights, biases, outs, g)) {
+      const auto run_gemv = [&] {
+        cuda::launch_gemv(x.data, x.rows(), x.cols(), g, outs.begin()->dtype, num_sms_, stream_);
+      };
+      const auto run_blas = [&] {
+        auto bb = biases.begin();
+        auto oo = outs.begin();
+        for (const Tensor* w : weights) linear_blas(x, *w, *bb++, *oo++);
+      };
+      if (choose_gemv(x, g, outs.begin()->dtype, run_gemv, run_blas)) {
+        run_gemv();
         return;
       }
     }
-    cuda::launch_gemm_fallback(x.data, x.dtype, weight.data, weight.dtype, has_bias ? bias->data : nullptr,
-                               has_bias ? bias->dtype : DType::kF32, out.data, out.dtype, T, N, K, stream_);
+    b = biases.begin();
+    o = outs.begin();
+    for (const Tensor* w : weights) linear_blas(x, *w, *b++, *o++);
   }
 
   void rope_cos_sin(const Tensor& positions, const Tensor& inv_freq, float attention_factor, Tensor cos_sin) override {
@@ -624,6 +630,155 @@ class CudaBackend final : public Backend {
     PAGODA_CHECK(out.numel() == x.numel(), op, ": out ", out.shape_string(), " vs x ", x.shape_string());
   }
 
+  // Stream capture of everything `enqueue` launches on stream_, instantiated.
+  cudaGraphExec_t record_graph(const std::function<void()>& enqueue) {
+    PAGODA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      enqueue();
+    } catch (...) {
+      (void)cudaStreamEndCapture(stream_, &graph);
+      if (graph != nullptr) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();  // the failed capture's error is reported by the exception
+      throw;
+    }
+    PAGODA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    PAGODA_CUDA_CHECK(err);
+    return exec;
+  }
+
+  void check_linear(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& out) {
+    check_act(x, "linear", "x");
+    check_act(out, "linear", "out");
+    PAGODA_CHECK(weight.ndim == 2 && is_float_weight(weight.dtype),
+                 "linear: weight must be a 2-D F32/BF16/F16 matrix, got ", dtype_name(weight.dtype), " ",
+                 weight.shape_string());
+    const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
+    PAGODA_CHECK(weight.dim(1) == K && K > 0, "linear: x ", x.shape_string(), " vs weight ", weight.shape_string());
+    PAGODA_CHECK(out.rows() == T && out.cols() == N, "linear: out ", out.shape_string(), ", expected [", T, ", ", N,
+                 "]");
+    if (bias != nullptr && bias->data != nullptr)
+      PAGODA_CHECK(bias->numel() == N && is_float_weight(bias->dtype), "linear: bias ", dtype_name(bias->dtype), " ",
+                   bias->shape_string(), " vs N = ", N);
+  }
+
+  // One linear through cuBLASLt (or the fallback kernel); arguments checked by check_linear.
+  void linear_blas(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& out) {
+    const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
+    const bool has_bias = bias != nullptr && bias->data != nullptr;
+    if (T == 0 || N == 0) return;
+    if (x.dtype == DType::kBF16 && weight.dtype == DType::kBF16) {
+      const GemmPlan& plan = gemm_plan(T, N, K, out.dtype, has_bias, pointer_alignment(weight.data),
+                                       pointer_alignment(x.data), pointer_alignment(out.data));
+      if (plan.ok) {
+        if (has_bias) cuda::launch_fill_bias_rows(bias->data, bias->dtype, T, N, out.data, out.dtype, stream_);
+        const float alpha = 1.0f, beta = has_bias ? 1.0f : 0.0f;
+        // Column-major view: out^T [N, T] = W[N, K] (stored as K x N, transposed) * x^T [K, T].
+        PAGODA_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, weight.data, plan.a, x.data, plan.b, &beta, out.data,
+                                           plan.c, out.data, plan.c, &plan.algo, gemm_ws_.data(), gemm_ws_.size(),
+                                           stream_));
+        return;
+      }
+    }
+    cuda::launch_gemm_fallback(x.data, x.dtype, weight.data, weight.dtype, has_bias ? bias->data : nullptr,
+                               has_bias ? bias->dtype : DType::kF32, out.data, out.dtype, T, N, K, stream_);
+  }
+
+  // Whether linears(x, weights, ...) can run as one small-batch GEMM launch; fills g if so.
+  bool gemv_applies(const Tensor& x, std::initializer_list<const Tensor*> weights,
+                    std::initializer_list<const Tensor*> biases, std::initializer_list<Tensor> outs,
+                    cuda::GemvGroups& g) const {
+    const int64_t T = x.rows(), K = x.cols();
+    if (gemv_mode_ == GemvMode::kOff || x.dtype != DType::kBF16 || T < 1 || T > cuda::kMaxGemvTokens ||
+        K % 8 != 0 || pointer_alignment(x.data) < 16 || weights.size() > static_cast<size_t>(cuda::kMaxGemvGroups))
+      return false;
+    const DType out_dtype = outs.begin()->dtype;
+    auto b = biases.begin();
+    auto o = outs.begin();
+    int64_t rows = 0;
+    for (const Tensor* w : weights) {
+      const Tensor* bias = *b++;
+      const Tensor& out = *o++;
+      if (w->dtype != DType::kBF16 || pointer_alignment(w->data) < 16 || out.dtype != out_dtype || w->dim(0) == 0)
+        return false;
+      const int i = g.count++;
+      g.w[i] = w->data;
+      g.bias[i] = bias != nullptr ? bias->data : nullptr;
+      g.bias_dtype[i] = bias != nullptr ? bias->dtype : DType::kF32;
+      g.out[i] = out.data;
+      g.n[i] = w->dim(0);
+      rows += w->dim(0);
+      g.row_end[i] = rows;
+    }
+    return g.count > 0;
+  }
+
+  // PAGODA_CUDA_GEMV=auto: the first time a shape is seen outside a stream capture, both ways are
+  // recorded as CUDA graphs of kTuneRuns back-to-back runs and replayed (best of kTuneRounds,
+  // alternating); the faster is kept for the shape. During a capture an unseen shape takes
+  // cuBLASLt without deciding (ModelRunner runs every shape eagerly before capturing it).
+  template <class Gemv, class Blas>
+  bool choose_gemv(const Tensor& x, const cuda::GemvGroups& g, DType out_dtype, const Gemv& run_gemv,
+                   const Blas& run_blas) {
+    if (gemv_mode_ == GemvMode::kOn) return true;
+    std::vector<int64_t> key = {x.rows(), x.cols(), static_cast<int64_t>(out_dtype), g.count};
+    for (int i = 0; i < g.count; ++i) {
+      key.push_back(g.n[i]);
+      key.push_back(g.bias[i] == nullptr ? -1 : static_cast<int64_t>(g.bias_dtype[i]));
+    }
+    auto it = gemv_choices_.find(key);
+    if (it != gemv_choices_.end()) return it->second;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    PAGODA_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture != cudaStreamCaptureStatusNone) return false;
+    constexpr int kTuneRuns = 10, kTuneRounds = 3;
+    const auto record = [&](const auto& run) {
+      return record_graph([&] {
+        for (int i = 0; i < kTuneRuns; ++i) run();
+      });
+    };
+    run_gemv();  // eager first: builds the cuBLASLt plans outside the capture
+    run_blas();
+    std::array<cudaGraphExec_t, 2> exec{};
+    std::array<float, 2> best = {1e30f, 1e30f};
+    try {
+      exec[0] = record(run_gemv);
+      exec[1] = record(run_blas);
+      for (int r = 0; r < kTuneRounds; ++r)
+        for (int w = 0; w < 2; ++w) {
+          PAGODA_CUDA_CHECK(cudaEventRecord(tune_events_[0], stream_));
+          PAGODA_CUDA_CHECK(cudaGraphLaunch(exec[static_cast<size_t>(w)], stream_));
+          PAGODA_CUDA_CHECK(cudaEventRecord(tune_events_[1], stream_));
+          PAGODA_CUDA_CHECK(cudaEventSynchronize(tune_events_[1]));
+          float ms = 0.0f;
+          PAGODA_CUDA_CHECK(cudaEventElapsedTime(&ms, tune_events_[0], tune_events_[1]));
+          best[static_cast<size_t>(w)] = std::min(best[static_cast<size_t>(w)], ms);
+        }
+    } catch (...) {
+      for (cudaGraphExec_t e : exec)
+        if (e != nullptr) (void)cudaGraphExecDestroy(e);
+      throw;
+    }
+    for (cudaGraphExec_t e : exec) (void)cudaGraphExecDestroy(e);
+    const bool gemv = best[0] < best[1];
+    gemv_choices_.emplace(std::move(key), gemv);
+    std::string shape;
+    for (int i = 0; i < g.count; ++i) {
+      if (i > 0) shape += ",";
+      shape += std::to_string(g.n[i]);
+    }
+    // Weight bytes streamed per microsecond = MB/s... / 1e3 = GB/s.
+    const double weight_bytes = 2.0 * static_cast<double>(g.row_end[g.count - 1]) * static_cast<double>(x.cols());
+    const double us_gemv = 1e3 * best[0] / kTuneRuns, us_blas = 1e3 * best[1] / kTuneRuns;
+    log_debug("CUDA linear T=", x.rows(), " K=", x.cols(), " N=[", shape, "]: small-batch GEMM ", us_gemv, " us (",
+              weight_bytes / us_gemv / 1e3, " GB/s of weights), cuBLASLt ", us_blas, " us (",
+              weight_bytes / us_blas / 1e3, " GB/s): ", gemv ? "small-batch GEMM" : "cuBLASLt");
+    return gemv;
+  }
+
   // The cuBLASLt plan for out[T, N] (out_dtype) = x[T, K] (BF16) * W[N, K]^T (BF16), built on first
   // use and cached. Pointer alignments are part of the key: cuBLASLt's default assumes 256-byte
   // aligned operands, row slices of a workspace may be less aligned.
@@ -729,7 +884,28 @@ class CudaBackend final : public Backend {
     return static_cast<const void* const*>(tab.dev.data());
   }
 
+  static GemvMode gemv_mode_from_env() {
+    const char* v = std::getenv("PAGODA_CUDA_GEMV");
+    const std::string s = v == nullptr ? "auto" : v;
+    if (s == "auto" || s.empty()) return GemvMode::kAuto;
+    if (s == "on" || s == "1") return GemvMode::kOn;
+    if (s == "off" || s == "0") return GemvMode::kOff;
+    fail("PAGODA_CUDA_GEMV must be auto, on or off, got '", s, "'");
+  }
+
+  static bool pdl_from_env() {
+    const char* v = std::getenv("PAGODA_CUDA_PDL");
+    const std::string s = v == nullptr ? "" : v;
+    if (s.empty() || s == "off" || s == "0") return false;
+    if (s == "on" || s == "1") return true;
+    fail("PAGODA_CUDA_PDL must be on or off, got '", s, "'");
+  }
+
   void release() {
+    for (cudaEvent_t& e : tune_events_) {
+      if (e != nullptr) (void)cudaEventDestroy(e);
+      e = nullptr;
+    }
     for (cudaEvent_t& e : events_) {
       if (e != nullptr) (void)cudaEventDestroy(e);
       e = nullptr;
@@ -761,6 +937,10 @@ class CudaBackend final : public Backend {
   DeviceBuffer gemm_ws_;
   DeviceBuffer attn_ws_;
   std::map<std::array<int64_t, 8>, GemmPlan> plans_;
+  GemvMode gemv_mode_ = GemvMode::kAuto;      // PAGODA_CUDA_GEMV
+  int num_sms_ = 1;
+  std::array<cudaEvent_t, 2> tune_events_{};  // choose_gemv's timing
+  std::map<std::vector<int64_t>, bool> gemv_choices_;  // shape -> small-batch GEMM (true) or cuBLASLt
   struct ExpertTable {
     std::vector<const void*> host;  // what dev holds
     DeviceBuffer dev;

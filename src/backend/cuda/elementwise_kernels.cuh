@@ -66,6 +66,7 @@ PAGODA_UNROLL
 template <class TO>
 __global__ void embedding_kernel(const int32_t* ids, const void* table, DType table_dtype, int64_t V, int64_t H,
                                  TO* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t t = blockIdx.x;
   const int32_t id = ids[t];
   TO* dst = out + t * H;
@@ -83,6 +84,7 @@ __global__ void embedding_kernel(const int32_t* ids, const void* table, DType ta
 template <class T, int V>
 __global__ void rms_norm_kernel(T* residual, const T* x, const void* weight, DType weight_dtype, float eps,
                                 int64_t H, T* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t row = blockIdx.x;
   const int64_t items = H / V;
   const T* xr = x + row * H;
@@ -117,6 +119,7 @@ PAGODA_UNROLL
 template <class T, int V>
 __global__ void rms_norm_gated_kernel(const T* x, const T* z, const void* weight, DType weight_dtype, float eps,
                                       int64_t d, T* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t row = blockIdx.x;
   const int64_t items = d / V;
   const T* xr = x + row * d;
@@ -145,6 +148,7 @@ PAGODA_UNROLL
 // F32 first, then cos / sin of it in double precision.
 __global__ void rope_cos_sin_kernel(const void* positions, bool positions_i64, int64_t T, const float* inv_freq,
                                     int64_t half, float attention_factor, float* cos_sin) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t n = T * half;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -163,6 +167,7 @@ template <class T>
 __global__ void rope_and_cache_kernel(T* q, T* k, const T* v, const float* cos_sin, int rotary_dim,
                                       const int32_t* slot_mapping, int64_t Hq, int64_t Hk, int64_t D, bf16* k_cache,
                                       bf16* v_cache, int64_t num_slots, int64_t block_size) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t t = blockIdx.x;
   const int64_t half = rotary_dim / 2;
   const float* c = cos_sin + t * rotary_dim;
@@ -204,6 +209,7 @@ __global__ void rope_and_cache_kernel(T* q, T* k, const T* v, const float* cos_s
 // ---- elementwise ------------------------------------------------------------------------------
 template <class T, int V>
 __global__ void silu_and_mul_kernel(const T* gate, const T* up, T* out, int64_t items) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < items;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float g[V], u[V];
@@ -217,6 +223,7 @@ PAGODA_UNROLL
 
 template <class T, int V>
 __global__ void add_kernel(T* a, const T* b, int64_t items) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < items;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float x[V], y[V];
@@ -231,6 +238,7 @@ PAGODA_UNROLL
 // One thread per element of x [R, N].
 template <class T>
 __global__ void sigmoid_mul_kernel(T* x, const void* gate, DType gate_dtype, bool broadcast, int64_t R, int64_t N) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t n = R * N;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -243,6 +251,7 @@ __global__ void sigmoid_mul_kernel(T* x, const void* gate, DType gate_dtype, boo
 // else unsigned char). row_units = row bytes / sizeof(U).
 template <class U>
 __global__ void gather_rows_kernel(const U* x, int64_t R, int64_t row_units, const int32_t* indices, U* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t i = blockIdx.x;
   const int32_t src = indices[i];
   U* dst = out + i * row_units;
@@ -255,12 +264,14 @@ __global__ void gather_rows_kernel(const U* x, int64_t R, int64_t row_units, con
 }
 
 __global__ void feed_tokens_kernel(int32_t* ids, const int32_t* feed, int64_t n, const int32_t* sampled) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) ids[feed[2 * i]] = sampled[feed[2 * i + 1]];
 }
 
 template <class TO>
 __global__ void fill_bias_rows_kernel(const void* bias, DType bias_dtype, int64_t T, int64_t N, TO* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t n = T * N;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -275,6 +286,7 @@ constexpr int kTile = 16;
 template <class TX, class TO>
 __global__ void gemm_fallback_kernel(const TX* x, const void* w, DType w_dtype, const void* bias, DType bias_dtype,
                                      TO* out, int64_t T, int64_t N, int64_t K) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   __shared__ float xs[kTile][kTile + 1];  // xs[r][kk] = x[row0 + r, k0 + kk]
   __shared__ float ws[kTile][kTile + 1];  // ws[c][kk] = w[col0 + c, k0 + kk]
   const int tx = threadIdx.x, ty = threadIdx.y;

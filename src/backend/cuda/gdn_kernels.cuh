@@ -26,6 +26,7 @@ __global__ void __launch_bounds__(kConvThreads)
     causal_conv1d_kernel(const T* x, const void* weight, DType weight_dtype, const int32_t* qsl,
                          const int32_t* seq_lens, const int32_t* slots, int64_t T_total, int64_t C, int K,
                          float* conv_state, int64_t num_slots, T* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int s = blockIdx.y;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
   if (c >= C) return;
@@ -75,6 +76,7 @@ __global__ void __launch_bounds__(kGdnWarps * 32)
     gated_delta_rule_kernel(const T* qkv, const T* a, const T* b, const float* A_log, const float* dt_bias,
                             const int32_t* qsl, const int32_t* seq_lens, const int32_t* slots, int64_t T_total,
                             int nk, int nv, int dk, int dv, float* states, int64_t num_slots, T* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   __shared__ float qs[kGdnWarps * MAXR], ks[kGdnWarps * MAXR];
   __shared__ float norm_part[2][kGdnWarps];
   __shared__ float kv_part[kGdnWarps][kGdnColumns];

@@ -26,5 +26,20 @@
 #define PAGODA_LAUNCH(grid, block, shared_bytes, stream, ...) \
   ::cuda_emu::launcher(grid, block, shared_bytes, stream, __VA_ARGS__)
 #else
-#define PAGODA_LAUNCH(grid, block, shared_bytes, stream, ...) __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+// cuda_common.h's kernel_launch: <<<>>>, or a programmatic dependent launch (PAGODA_CUDA_PDL).
+#define PAGODA_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  ::pagoda::cuda::kernel_launch(grid, block, shared_bytes, stream, __VA_ARGS__)
+#endif
+
+// The first statement of every kernel. A kernel may be launched as a programmatic dependent
+// launch (Hopper and newer, PAGODA_CUDA_PDL=on): its blocks may then be scheduled before the
+// previous kernel on the stream has finished, and griddepcontrol.wait blocks until that kernel's
+// memory operations are complete and visible. Without such a launch it returns at once; older
+// targets (and the host emulation) have nothing to wait for.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PAGODA_GRID_DEPENDENCY_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define PAGODA_GRID_DEPENDENCY_WAIT() \
+  do {                                \
+  } while (0)
 #endif

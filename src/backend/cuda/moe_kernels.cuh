@@ -77,6 +77,7 @@ constexpr int kRouteThreads = 256;
 
 __global__ void __launch_bounds__(kRouteThreads)
     moe_route_kernel(const float* logits, int64_t E, int top_k, bool renormalize, int32_t* ids, float* weights) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   PAGODA_DYNAMIC_SHARED(float, p);  // [E]
   __shared__ float fbuf[32];
   __shared__ float wv[32];
@@ -153,6 +154,7 @@ constexpr int kSortThreads = 1024;  // >= kMoeMaxExperts: one expert per thread 
 __global__ void __launch_bounds__(kSortThreads)
     moe_sort_kernel(const int32_t* ids, int64_t R, int E, int32_t* row_of_pair, int32_t* pair_of_row,
                     int32_t* offsets) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   PAGODA_DYNAMIC_SHARED(int, smem);
   int* cnt = smem;         // [E]
   int* cursor = smem + E;  // [E]
@@ -195,6 +197,7 @@ template <class TA, class TW, bool kGateUp>
 __global__ void __launch_bounds__(kGemmThreads)
     moe_gemm_kernel(const TA* A, const int32_t* pair_of_row, int top_k, const int32_t* offsets, int E,
                     const void* const* wptrs, int64_t N, int64_t K, TA* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   __shared__ int buf[32];
   __shared__ int s_expert, s_tile;
   __shared__ float As[kBM][kBK + 1];
@@ -294,6 +297,7 @@ constexpr int kScatterThreads = 256;
 template <class TA>
 __global__ void __launch_bounds__(kScatterThreads)
     moe_scatter_kernel(const TA* y, const float* weights, const int32_t* row_of_pair, int top_k, int64_t H, TA* out) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t t = blockIdx.x;
   const int64_t c = static_cast<int64_t>(blockIdx.y) * kScatterThreads + threadIdx.x;
   if (c >= H) return;

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/cuda/kernel_macros.cuh"
 #include "backend/sampling_math.h"
 
 // (Internal linkage: the host build of the emulation test defines these names too.)
@@ -135,6 +136,7 @@ __device__ void walk(const T* vals, int limit, double target, Shared& sh) {
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits, int64_t V,
                                                           const SamplingRow* __restrict__ rows,
                                                           int32_t* __restrict__ tokens) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   __shared__ Shared sh;
   const int64_t r = blockIdx.x;
   const float* l = logits + r * V;
@@ -259,6 +261,7 @@ __global__ void __launch_bounds__(kLogprobThreads) logprobs_kernel(const float* 
                                                                    float* __restrict__ token_logprobs,
                                                                    int32_t* __restrict__ top_ids,
                                                                    float* __restrict__ top_logprobs) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   __shared__ Reduce red;
   const int64_t r = blockIdx.x;
   const float* l = logits + r * V;
@@ -299,6 +302,7 @@ __global__ void __launch_bounds__(kLogprobThreads) logprobs_kernel(const float* 
 
 __global__ void apply_edits_kernel(float* __restrict__ logits, int64_t V, const SamplingRow* __restrict__ rows,
                                    const LogitEdit* __restrict__ edits, const int32_t* __restrict__ offsets) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t r = blockIdx.x;
   const SamplingRow row = rows[r];
   for (int j = offsets[r] + static_cast<int>(threadIdx.x); j < offsets[r + 1]; j += blockDim.x) {

@@ -1,0 +1,40 @@
+// Small-batch GEMM ("GEMV") of the CUDA backend (cuda_gemv.cu, kernel in gemv_kernels.cuh): for
+// decode steps of at most kMaxGemvTokens tokens, out_g[T, n_g] = x[T, K] * W_g[n_g, K]^T (+ bias_g)
+// for up to kMaxGemvGroups weights that share the input (q / k / v, gate / up) in ONE launch.
+// BF16 x and W, FP32 accumulation, one rounding on store. The backend times it against cuBLASLt
+// per shape and keeps the faster (cuda_backend.cc, PAGODA_CUDA_GEMV).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "base/dtype.h"
+
+namespace pagoda::cuda {
+
+inline constexpr int kMaxGemvTokens = 8;
+inline constexpr int kMaxGemvGroups = 4;
+
+// The weights of one launch. Rows of all groups are numbered one after another: group g owns
+// rows [row_end[g - 1], row_end[g]).
+struct GemvGroups {
+  const void* w[kMaxGemvGroups];     // [n, K] BF16, 16-byte aligned
+  const void* bias[kMaxGemvGroups];  // [n] (BF16 / F16 / F32) or null
+  void* out[kMaxGemvGroups];         // [T, n], dtype out_dtype
+  int64_t n[kMaxGemvGroups];
+  int64_t row_end[kMaxGemvGroups];
+  DType bias_dtype[kMaxGemvGroups];
+  int count;
+};
+
+// Requirements (asserted): 1 <= T <= kMaxGemvTokens, K % 8 == 0, x and every W 16-byte aligned,
+// 1 <= count <= kMaxGemvGroups, out dtype BF16 or F32. x [T, K] BF16 row-major. `num_sms` sizes
+// the split of K across warps for small N.
+void launch_gemv(const void* x, int64_t T, int64_t K, const GemvGroups& groups, DType out_dtype, int num_sms,
+                 cudaStream_t stream);
+
+// How many warps share one row's K range for this shape (1, 2, 4 or 8): what launch_gemv uses.
+int gemv_split(int64_t T, int64_t total_rows, int64_t K, int num_sms);
+
+}  // namespace pagoda::cuda

@@ -1,0 +1,152 @@
+// The small-batch GEMM kernel of cuda_gemv.cu (see cuda_gemv.h). Plain C++ apart from the CUDA
+// keywords and intrinsics, so tests/cuda/cuda_emu.h can run it on the host.
+//
+// Decode streams every weight byte once per step: the kernel is a pure read of W at the memory's
+// rate. A block is 8 warps. Each warp owns RW consecutive rows of W (rows of all groups numbered
+// one after another) and `split` warps share those rows' K range (split-K inside the block, summed
+// through shared memory): few rows (small N, large K) still fill the GPU. A lane reads 16 bytes
+// (8 BF16) of each row per step, U steps unrolled so that U x RW loads are in flight, and the
+// matching 16 bytes of every token's x (hot in L1 / L2: it is T x K x 2 bytes). A warp's partial
+// sums are reduced by shuffles; lane r * T + t stores (row r, token t). FP32 throughout; the bias
+// is added in FP32 before the single rounding to the output dtype.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda/convert.cuh"
+#include "backend/cuda/cuda_gemv.h"
+#include "base/dtype.h"
+
+// (Internal linkage: the host build of the emulation test defines these names too.)
+namespace pagoda::cuda::gemv_kernels {
+namespace {
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+
+// Rows per warp and unrolled steps per token count: the x reads per W byte stay <= 2 and about
+// four 16-byte W loads are in flight per lane.
+template <int T>
+constexpr int kRowsPerWarp = T == 1 ? 1 : (T == 2 ? 2 : 4);
+template <int T>
+constexpr int kUnroll = T == 1 ? 4 : (T == 2 ? 2 : 1);
+
+__device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
+  alignas(16) bf16 wa[8];
+  alignas(16) bf16 xa[8];
+  *reinterpret_cast<uint4*>(wa) = w;
+  *reinterpret_cast<uint4*>(xa) = x;
+  float s = 0.0f;
+PAGODA_UNROLL
+  for (int j = 0; j < 8; ++j) s += to_f(wa[j]) * to_f(xa[j]);
+  return s;
+}
+
+// The group of global row `row` (< row_end[count - 1]) and its row inside the group.
+__device__ __forceinline__ int group_of(const GemvGroups& g, int64_t row, int64_t& local) {
+  int gi = 0;
+  while (gi + 1 < g.count && row >= g.row_end[gi]) ++gi;
+  local = row - (gi == 0 ? 0 : g.row_end[gi - 1]);
+  return gi;
+}
+
+template <int T, class TO>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const bf16* __restrict__ x, int64_t K, GemvGroups g,
+                                                            int split) {
+  PAGODA_GRID_DEPENDENCY_WAIT();
+  constexpr int RW = kRowsPerWarp<T>, U = kUnroll<T>;
+  __shared__ float partial[kGemvWarps][RW * T];
+  const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t kv = K / 8;  // 16-byte vectors per row
+  const int64_t total = g.row_end[g.count - 1];
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kGemvWarps / split) + warp / split) * RW;
+  const int part = warp % split;
+  const int64_t chunk = (kv + split - 1) / split;
+  const int64_t k0 = part * chunk;
+  const int64_t k1 = k0 + chunk < kv ? k0 + chunk : kv;
+
+  // Rows past the end read the last row (never stored): every warp then runs the same loop.
+  const uint4* wrow[RW];
+PAGODA_UNROLL
+  for (int r = 0; r < RW; ++r) {
+    const int64_t row = row0 + r < total ? row0 + r : total - 1;
+    int64_t local = 0;
+    const int gi = group_of(g, row, local);
+    wrow[r] = static_cast<const uint4*>(g.w[gi]) + local * kv;
+  }
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+
+  float acc[RW][T];
+PAGODA_UNROLL
+  for (int r = 0; r < RW; ++r)
+PAGODA_UNROLL
+    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
+
+  int64_t i = k0 + lane;
+  for (; i + (U - 1) * 32 < k1; i += U * 32) {
+    uint4 wv[U][RW];
+PAGODA_UNROLL
+    for (int u = 0; u < U; ++u)
+PAGODA_UNROLL
+      for (int r = 0; r < RW; ++r) wv[u][r] = wrow[r][i + u * 32];
+PAGODA_UNROLL
+    for (int u = 0; u < U; ++u)
+PAGODA_UNROLL
+      for (int t = 0; t < T; ++t) {
+        const uint4 xx = xv[t * kv + i + u * 32];
+PAGODA_UNROLL
+        for (int r = 0; r < RW; ++r) acc[r][t] += dot8(wv[u][r], xx);
+      }
+  }
+  for (; i < k1; i += 32) {
+    uint4 wv[RW];
+PAGODA_UNROLL
+    for (int r = 0; r < RW; ++r) wv[r] = wrow[r][i];
+PAGODA_UNROLL
+    for (int t = 0; t < T; ++t) {
+      const uint4 xx = xv[t * kv + i];
+PAGODA_UNROLL
+      for (int r = 0; r < RW; ++r) acc[r][t] += dot8(wv[r], xx);
+    }
+  }
+
+PAGODA_UNROLL
+  for (int r = 0; r < RW; ++r)
+PAGODA_UNROLL
+    for (int t = 0; t < T; ++t)
+PAGODA_UNROLL
+      for (int o = 16; o > 0; o >>= 1) acc[r][t] += __shfl_xor_sync(0xffffffffu, acc[r][t], o);
+
+  if (split > 1) {
+    if (lane == 0)
+PAGODA_UNROLL
+      for (int r = 0; r < RW; ++r)
+PAGODA_UNROLL
+        for (int t = 0; t < T; ++t) partial[warp][r * T + t] = acc[r][t];
+    __syncthreads();
+    if (part != 0) return;
+PAGODA_UNROLL
+    for (int r = 0; r < RW; ++r)
+PAGODA_UNROLL
+      for (int t = 0; t < T; ++t) {
+        float s = 0.0f;
+        for (int p = 0; p < split; ++p) s += partial[warp + p][r * T + t];
+        acc[r][t] = s;
+      }
+  }
+
+PAGODA_UNROLL
+  for (int r = 0; r < RW; ++r)
+PAGODA_UNROLL
+    for (int t = 0; t < T; ++t)
+      if (lane == r * T + t && row0 + r < total) {
+        int64_t local = 0;
+        const int gi = group_of(g, row0 + r, local);
+        float v = acc[r][t];
+        if (g.bias[gi] != nullptr) v += load_any(g.bias[gi], g.bias_dtype[gi], local);
+        static_cast<TO*>(g.out[gi])[t * g.n[gi] + local] = from_f<TO>(v);
+      }
+}
+
+}  // namespace
+}  // namespace pagoda::cuda::gemv_kernels
