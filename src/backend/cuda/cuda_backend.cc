@@ -316,24 +316,22 @@ class CudaBackend final : public Backend {
     auto o = outs.begin();
     for (const Tensor* w : weights) check_linear(x, *w, *b++, *o++);
     if (x.rows() == 0) return;
+    const auto run_blas = [&] {
+      auto bb = biases.begin();
+      auto oo = outs.begin();
+      for (const Tensor* w : weights) linear_blas(x, *w, *bb++, *oo++);
+    };
     cuda::GemvGroups g{};
     if (gemv_applies(x, weights, biases, outs, g)) {
       const auto run_gemv = [&] {
         cuda::launch_gemv(x.data, x.rows(), x.cols(), g, outs.begin()->dtype, num_sms_, stream_);
-      };
-      const auto run_blas = [&] {
-        auto bb = biases.begin();
-        auto oo = outs.begin();
-        for (const Tensor* w : weights) linear_blas(x, *w, *bb++, *oo++);
       };
       if (choose_gemv(x, g, outs.begin()->dtype, run_gemv, run_blas)) {
         run_gemv();
         return;
       }
     }
-    b = biases.begin();
-    o = outs.begin();
-    for (const Tensor* w : weights) linear_blas(x, *w, *b++, *o++);
+    run_blas();
   }
 
   void rope_cos_sin(const Tensor& positions, const Tensor& inv_freq, float attention_factor, Tensor cos_sin) override {
@@ -724,10 +722,15 @@ class CudaBackend final : public Backend {
   bool choose_gemv(const Tensor& x, const cuda::GemvGroups& g, DType out_dtype, const Gemv& run_gemv,
                    const Blas& run_blas) {
     if (gemv_mode_ == GemvMode::kOn) return true;
-    std::vector<int64_t> key = {x.rows(), x.cols(), static_cast<int64_t>(out_dtype), g.count};
+    // A fixed-size key: this lookup runs on every eager decode linear, so it does not allocate.
+    GemvKey key{};
+    key[0] = x.rows();
+    key[1] = x.cols();
+    key[2] = static_cast<int64_t>(out_dtype);
+    key[3] = g.count;
     for (int i = 0; i < g.count; ++i) {
-      key.push_back(g.n[i]);
-      key.push_back(g.bias[i] == nullptr ? -1 : static_cast<int64_t>(g.bias_dtype[i]));
+      key[static_cast<size_t>(4 + 2 * i)] = g.n[i];
+      key[static_cast<size_t>(5 + 2 * i)] = g.bias[i] == nullptr ? -1 : static_cast<int64_t>(g.bias_dtype[i]);
     }
     auto it = gemv_choices_.find(key);
     if (it != gemv_choices_.end()) return it->second;
@@ -764,13 +767,13 @@ class CudaBackend final : public Backend {
     }
     for (cudaGraphExec_t e : exec) (void)cudaGraphExecDestroy(e);
     const bool gemv = best[0] < best[1];
-    gemv_choices_.emplace(std::move(key), gemv);
+    gemv_choices_.emplace(key, gemv);
     std::string shape;
     for (int i = 0; i < g.count; ++i) {
       if (i > 0) shape += ",";
       shape += std::to_string(g.n[i]);
     }
-    // Weight bytes streamed per microsecond = MB/s... / 1e3 = GB/s.
+    // Weight bytes per microsecond are MB/s; / 1e3 gives GB/s.
     const double weight_bytes = 2.0 * static_cast<double>(g.row_end[g.count - 1]) * static_cast<double>(x.cols());
     const double us_gemv = 1e3 * best[0] / kTuneRuns, us_blas = 1e3 * best[1] / kTuneRuns;
     log_debug("CUDA linear T=", x.rows(), " K=", x.cols(), " N=[", shape, "]: small-batch GEMM ", us_gemv, " us (",
@@ -940,7 +943,9 @@ class CudaBackend final : public Backend {
   GemvMode gemv_mode_ = GemvMode::kAuto;      // PAGODA_CUDA_GEMV
   int num_sms_ = 1;
   std::array<cudaEvent_t, 2> tune_events_{};  // choose_gemv's timing
-  std::map<std::vector<int64_t>, bool> gemv_choices_;  // shape -> small-batch GEMM (true) or cuBLASLt
+  // (T, K, out dtype, weights, then per weight: rows, bias dtype or -1) -> small-batch GEMM or cuBLASLt.
+  using GemvKey = std::array<int64_t, 4 + 2 * cuda::kMaxGemvGroups>;
+  std::map<GemvKey, bool> gemv_choices_;
   struct ExpertTable {
     std::vector<const void*> host;  // what dev holds
     DeviceBuffer dev;

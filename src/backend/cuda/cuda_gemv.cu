@@ -13,7 +13,11 @@ using gemv_kernels::gemv_kernel;
 using gemv_kernels::kGemvThreads;
 using gemv_kernels::kGemvWarps;
 
+// The kernel's rows per warp (gemv_kernels::kRowsPerWarp<T>) for a run-time T.
 int rows_per_warp(int64_t T) { return T == 1 ? 1 : (T == 2 ? 2 : 4); }
+static_assert(gemv_kernels::kRowsPerWarp<1> == 1 && gemv_kernels::kRowsPerWarp<2> == 2 &&
+                  gemv_kernels::kRowsPerWarp<3> == 4 && gemv_kernels::kRowsPerWarp<8> == 4,
+              "rows_per_warp must agree with the kernel");
 
 int64_t blocks_for(int64_t T, int64_t total_rows, int split) {
   const int64_t warp_rows = (total_rows + rows_per_warp(T) - 1) / rows_per_warp(T);
