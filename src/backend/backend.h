@@ -223,12 +223,38 @@ class Backend {
   // cache at slot_mapping.
   virtual void rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& cos_sin, int rotary_dim,
                               const Tensor& slot_mapping, KvCacheLayer& cache) = 0;
+  // Qwen3's per-head q / k norm fused with rope_and_cache: every head of q [T, Hq, D] and of
+  // k [T, Hk, D] is first replaced, in place, by rms_norm(head) * q_norm (k_norm) [D] with
+  // rms_norm's rounding (the normalised head is stored in the activation dtype), then rotated and
+  // cached exactly as rope_and_cache does. One op instead of three on a backend that fuses them
+  // (the CUDA backend: one kernel); the default runs the three.
+  virtual void qk_norm_rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& q_norm, const Tensor& k_norm,
+                                      float eps, const Tensor& cos_sin, int rotary_dim, const Tensor& slot_mapping,
+                                      KvCacheLayer& cache) {
+    const int64_t D = cache.head_dim;
+    PAGODA_CHECK(D > 0 && q.numel() % D == 0 && k.numel() % D == 0, "qk_norm_rope_and_cache: q ", q.shape_string(),
+                 " k ", k.shape_string(), " vs head_dim ", D);
+    Tensor qh = q.view({q.numel() / D, D}), kh = k.view({k.numel() / D, D});
+    rms_norm(qh, q_norm, eps, qh);
+    rms_norm(kh, k_norm, eps, kh);
+    rope_and_cache(q, k, v, cos_sin, rotary_dim, slot_mapping, cache);
+  }
   // out [T, Hq, D] = softmax(q k^T * scale + causal mask) v over the paged context; GQA: query
   // head h reads KV head h / (Hq / Hk).
   virtual void paged_attention(const Tensor& q, const KvCacheLayer& cache, const AttentionMetadata& meta,
                                float scale, Tensor out) = 0;
   // out [T, I] = silu(gate [T, I]) * up [T, I]  (out may alias gate).
   virtual void silu_and_mul(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+  // The first half of a SwiGLU MLP as one op: out [T, I] = silu(x gate_w^T) * (x up_w^T), with
+  // the rounding of linears() followed by silu_and_mul() (each product is stored in the
+  // activation dtype first). gate and up [T, I] are scratch the op may write; out may alias gate.
+  // The default runs linears and silu_and_mul; the CUDA backend fuses all of it into one
+  // small-batch GEMM launch for decode steps.
+  virtual void gate_up_silu(const Tensor& x, const Tensor& gate_w, const Tensor& up_w, Tensor gate, Tensor up,
+                            Tensor out) {
+    linears(x, {&gate_w, &up_w}, {nullptr, nullptr}, {gate, up});
+    silu_and_mul(gate, up, out);
+  }
   // out[i, :] = x[indices[i], :]   (indices I32 [N])
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) = 0;
   // a += b (same shape).

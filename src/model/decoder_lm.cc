@@ -126,10 +126,6 @@ void DecoderLM::allocate_workspace() {
   q_ = buffer(act, {T, q_dim});
   k_ = buffer(act, {T, kv_dim});
   v_ = buffer(act, {T, kv_dim});
-  if (qk_norm_) {
-    q_raw_ = buffer(act, {T, q_dim});
-    k_raw_ = buffer(act, {T, kv_dim});
-  }
   attn_out_ = buffer(act, {T, q_dim});
   out_ = buffer(act, {T, H});
   bool any_dense = false, any_moe = false;
@@ -215,19 +211,16 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
 
     // Attention.
     auto bias = [](const Tensor& b) { return b.data != nullptr ? &b : nullptr; };
-    if (qk_norm_) {
-      Tensor q_raw = rows(q_raw_), k_raw = rows(k_raw_);
-      backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
-                       {q_raw, k_raw, v});
-      backend_.rms_norm(q_raw.view({T * Hq, D}), l.q_norm, eps, q.view({T * Hq, D}));
-      backend_.rms_norm(k_raw.view({T * Hk, D}), l.k_norm, eps, k.view({T * Hk, D}));
-    } else {
-      backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
-                       {q, k, v});
-    }
+    backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
+                     {q, k, v});
     KvCacheLayer& cache = kv.layers[i];
-    backend_.rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), cos_sin, rotary_dim,
-                            batch.attn.slot_mapping, cache);
+    if (qk_norm_) {
+      backend_.qk_norm_rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), l.q_norm, l.k_norm,
+                                      eps, cos_sin, rotary_dim, batch.attn.slot_mapping, cache);
+    } else {
+      backend_.rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), cos_sin, rotary_dim,
+                              batch.attn.slot_mapping, cache);
+    }
     meta.sliding_window = l.sliding_window > 0 ? l.sliding_window : -1;
     backend_.paged_attention(q.view({T, Hq, D}), cache, meta, scale, attn_out.view({T, Hq, D}));
     backend_.linear(attn_out, l.o_proj, bias(l.o_bias), out);
@@ -242,8 +235,7 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
       backend_.moe_experts(normed, ids, weights, l.experts, moe_scratch_, out);
     } else {
       Tensor gate = rows(gate_), up = rows(up_);
-      backend_.linears(normed, {&l.gate_proj, &l.up_proj}, {nullptr, nullptr}, {gate, up});
-      backend_.silu_and_mul(gate, up, gate);
+      backend_.gate_up_silu(normed, l.gate_proj, l.up_proj, gate, up, gate);
       backend_.linear(gate, l.down_proj, nullptr, out);
     }
   }

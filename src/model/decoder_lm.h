@@ -73,7 +73,6 @@ class DecoderLM : public CausalLM {
   Tensor hidden_;     // [T, H] residual stream
   Tensor normed_;     // [T, H]
   Tensor q_, k_, v_;  // [T, Hq * D], [T, Hk * D], [T, Hk * D]
-  Tensor q_raw_, k_raw_;  // projections before q/k norm (qwen3)
   Tensor attn_out_;   // [T, Hq * D]
   Tensor out_;        // [T, H]: output of attention / MLP, added to the residual by the next norm
   Tensor gate_, up_;  // [T, I] (only when a layer has a dense MLP)

@@ -242,8 +242,6 @@ void HybridLM::allocate_workspace() {
     any_shared |= l.shared_gate.data != nullptr;
   }
   if (any_full) {
-    q_raw_ = buffer(act, {T, q_dim});
-    k_raw_ = buffer(act, {T, kv_dim});
     q_ = buffer(act, {T, q_dim});
     k_ = buffer(act, {T, kv_dim});
     v_ = buffer(act, {T, kv_dim});
@@ -328,15 +326,13 @@ void HybridLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
     }
 
     if (!l.linear) {
-      Tensor q_raw = rows(q_raw_), k_raw = rows(k_raw_), q = rows(q_), k = rows(k_), v = rows(v_);
+      Tensor q = rows(q_), k = rows(k_), v = rows(v_);
       Tensor gate = rows(gate_), attn_out = rows(attn_out_);
       backend_.linears(normed, {&l.q_proj, &l.gate_proj_attn, &l.k_proj, &l.v_proj}, {nullptr, nullptr, nullptr, nullptr},
-                       {q_raw, gate, k_raw, v});
-      backend_.rms_norm(q_raw.view({T * Hq, D}), l.q_norm, eps, q.view({T * Hq, D}));
-      backend_.rms_norm(k_raw.view({T * Hk, D}), l.k_norm, eps, k.view({T * Hk, D}));
+                       {q, gate, k, v});
       KvCacheLayer& cache = kv.layers[l.kv_index];
-      backend_.rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), cos_sin, rotary_dim,
-                              batch.attn.slot_mapping, cache);
+      backend_.qk_norm_rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), l.q_norm, l.k_norm,
+                                      eps, cos_sin, rotary_dim, batch.attn.slot_mapping, cache);
       AttentionMetadata meta = batch.attn;
       meta.sliding_window = -1;
       backend_.paged_attention(q.view({T, Hq, D}), cache, meta, scale, attn_out.view({T, Hq, D}));
@@ -364,17 +360,15 @@ void HybridLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
       backend_.moe_experts(normed, ids, weights, l.experts, moe_scratch_, out);
       if (l.shared_gate.data != nullptr) {
         Tensor sg = rows(sh_gate_), su = rows(sh_up_), so = rows(sh_out_), logit = rows(sh_logit_);
-        backend_.linears(normed, {&l.shared_gate, &l.shared_up, &l.shared_expert_gate}, {nullptr, nullptr, nullptr},
-                         {sg, su, logit});
-        backend_.silu_and_mul(sg, su, sg);
+        backend_.linear(normed, l.shared_expert_gate, nullptr, logit);
+        backend_.gate_up_silu(normed, l.shared_gate, l.shared_up, sg, su, sg);
         backend_.linear(sg, l.shared_down, nullptr, so);
         backend_.sigmoid_mul(so, logit);
         backend_.add(out, so);
       }
     } else {
       Tensor gate = rows(mlp_gate_), up = rows(mlp_up_);
-      backend_.linears(normed, {&l.gate_proj, &l.up_proj}, {nullptr, nullptr}, {gate, up});
-      backend_.silu_and_mul(gate, up, gate);
+      backend_.gate_up_silu(normed, l.gate_proj, l.up_proj, gate, up, gate);
       backend_.linear(gate, l.down_proj, nullptr, out);
     }
   }

@@ -101,7 +101,7 @@ class HybridLM : public CausalLM {
 
   std::vector<DeviceBuffer> workspace_;
   Tensor hidden_, normed_, out_;
-  Tensor q_raw_, k_raw_, q_, k_, v_, gate_, attn_out_;
+  Tensor q_, k_, v_, gate_, attn_out_;
   Tensor qkv_raw_, qkv_, z_, a_, b_, core_, core_normed_;
   Tensor mlp_gate_, mlp_up_;
   Tensor router_logits_, topk_ids_, topk_weights_;

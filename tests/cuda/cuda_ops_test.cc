@@ -239,29 +239,6 @@ TEST_F(CudaOpsTest, LinearF16AndF32WeightsUseFallback) {
     }
 }
 
-// Sets PAGODA_CUDA_GEMV for one scope (the CUDA backend reads it when constructed).
-class ScopedGemvMode {
- public:
-  explicit ScopedGemvMode(const char* mode) {
-    const char* old = std::getenv("PAGODA_CUDA_GEMV");
-    if (old != nullptr) old_ = old;
-    had_ = old != nullptr;
-    setenv("PAGODA_CUDA_GEMV", mode, 1);
-  }
-  ~ScopedGemvMode() {
-    if (had_)
-      setenv("PAGODA_CUDA_GEMV", old_.c_str(), 1);
-    else
-      unsetenv("PAGODA_CUDA_GEMV");
-  }
-  ScopedGemvMode(const ScopedGemvMode&) = delete;
-  ScopedGemvMode& operator=(const ScopedGemvMode&) = delete;
-
- private:
-  std::string old_;
-  bool had_ = false;
-};
-
 // linears over several weights (each [n, K], with or without a bias) against the CPU backend's
 // linear per weight; outputs poisoned, run twice (the second with the shape's decision cached).
 void linears_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng, int64_t T,
@@ -306,6 +283,39 @@ void linears_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage
   }
 }
 
+// gate_up_silu (gate and up [I, K]) against the CPU backend: its F32 linears, each product rounded
+// to BF16 as the op's contract says, then silu(gate) * up. Outputs and scratch poisoned; run twice
+// (the second with the shape's decision cached), once with out aliasing the gate scratch (as the
+// models call it) and once into a buffer of its own.
+void gate_up_silu_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng, int64_t T,
+                       int64_t K, int64_t I, const std::string& mode) {
+  const std::string what = mode + " T=" + std::to_string(T) + " K=" + std::to_string(K) + " I=" + std::to_string(I);
+  const std::vector<float> x = rand_bf16(T * K, rng);
+  RandomTensor wg(DType::kBF16, {I, K}, rng), wu(DType::kBF16, {I, K}, rng);
+  std::vector<float> g(T * I), u(T * I), ref(T * I);
+  Tensor cx(const_cast<float*>(x.data()), DType::kF32, {T, K});
+  cpu.linear(cx, wg.tensor(), nullptr, Tensor(g.data(), DType::kF32, {T, I}));
+  cpu.linear(cx, wu.tensor(), nullptr, Tensor(u.data(), DType::kF32, {T, I}));
+  for (int64_t i = 0; i < T * I; ++i) {
+    const float gb = bf16_to_f32(f32_to_bf16(g[i])), ub = bf16_to_f32(f32_to_bf16(u[i]));
+    ref[i] = gb / (1.0f + std::exp(-gb)) * ub;
+  }
+  const Tensor gwg = gpu.place_weight(wg.tensor(), &storage), gwu = gpu.place_weight(wu.tensor(), &storage);
+  const Dev gx = upload(gpu, x, DType::kBF16, {T, K});
+  const Dev gate = dev_alloc(gpu, DType::kBF16, {T, I}), up = dev_alloc(gpu, DType::kBF16, {T, I});
+  const Dev out = dev_alloc(gpu, DType::kBF16, {T, I});
+  for (int run = 0; run < 2; ++run)
+    for (bool alias : {true, false}) {
+      poison(gpu, gate.t);
+      poison(gpu, up.t);
+      poison(gpu, out.t);
+      const Tensor& o = alias ? gate.t : out.t;
+      gpu.gate_up_silu(gx.t, gwg, gwu, gate.t, up.t, o);
+      EXPECT_TRUE(close_scaled(download(gpu, o), ref, 2e-2, 2e-3))
+          << what << " run " << run << (alias ? " (out = gate)" : "");
+    }
+}
+
 // Decode-sized linears (1..8 tokens) in every PAGODA_CUDA_GEMV mode: "on" runs the small-batch
 // GEMM wherever it applies, "off" cuBLASLt, "auto" whichever its timing picked. The shapes give
 // the small-batch GEMM every split of K (1 to 8 warps per row: few rows, long K), several groups
@@ -329,6 +339,14 @@ TEST_F(CudaOpsTest, DecodeLinearsMatchCpuInEveryGemvMode) {
       linears_case(*gpu, *cpu_, storage, rng, T, 256, {1000}, DType::kU8, DType::kF32, mode);  // logits
       linears_case(*gpu, *cpu_, storage, rng, T, 36, {40, 24}, DType::kU8, DType::kBF16, mode);  // K % 8 != 0
     }
+    // The gated (SwiGLU) launch: every T, every split of K, odd I, K % 8 != 0 and a prefill-sized
+    // T (both unfused then).
+    for (int64_t T = 1; T <= 8; ++T) {
+      gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 1024, 64, mode);  // split 8
+      gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 520, 37, mode);
+    }
+    for (int64_t T : {1, 4, 16}) gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 2048, 384, mode);
+    gate_up_silu_case(*gpu, *cpu_, storage, rng, 2, 36, 40, mode);  // K % 8 != 0
   }
 }
 
@@ -465,7 +483,11 @@ TEST_F(CudaOpsTest, RopeAndCacheMatchesCpu) {
   for (int64_t D : {64, 128, 256}) {
     for (int64_t rotary : {D, D / 2}) {
       for (int64_t T : kRows) {
-        const std::string what = "D=" + std::to_string(D) + " rotary=" + std::to_string(rotary) + " T=" + std::to_string(T);
+        // With q / k norm every other time (Qwen3): the CPU backend's default, rms_norm of each
+        // head in place then rope_and_cache, is the reference of the GPU's fused kernel.
+        const bool norm = (D / 64 + (rotary == D ? 1 : 0) + (T == 1 ? 1 : 0)) % 2 == 1;
+        const std::string what = "D=" + std::to_string(D) + " rotary=" + std::to_string(rotary) + " T=" +
+                                 std::to_string(T) + (norm ? " qk_norm" : "");
         std::vector<float> q = rand_bf16(T * Hq * D, rng), k = rand_bf16(T * Hk * D, rng), v = rand_bf16(T * Hk * D, rng);
         std::vector<float> cs(T * rotary);
         for (int64_t t = 0; t < T; ++t)
@@ -482,6 +504,17 @@ TEST_F(CudaOpsTest, RopeAndCacheMatchesCpu) {
         // CPU (BF16 cache: K/V rounded once, as on the GPU).
         KvCache ckv = cpu_->allocate_kv_cache(1, num_blocks, block_size, Hk, D, DType::kBF16);
         std::vector<float> cq = q, ck = k;
+        RandomTensor qn(DType::kBF16, {D}, rng, 0.5f, 1.5f), kn(DType::kBF16, {D}, rng, 0.5f, 1.5f);
+        if (norm) {
+          // The normalised heads are stored in the activation dtype (BF16 here) before the
+          // rotation, as the op's contract says: the reference rounds them too.
+          cpu_->rms_norm(Tensor(cq.data(), DType::kF32, {T * Hq, D}), qn.tensor(), 1e-6f,
+                         Tensor(cq.data(), DType::kF32, {T * Hq, D}));
+          cpu_->rms_norm(Tensor(ck.data(), DType::kF32, {T * Hk, D}), kn.tensor(), 1e-6f,
+                         Tensor(ck.data(), DType::kF32, {T * Hk, D}));
+          for (float& f : cq) f = bf16_to_f32(f32_to_bf16(f));
+          for (float& f : ck) f = bf16_to_f32(f32_to_bf16(f));
+        }
         cpu_->rope_and_cache(Tensor(cq.data(), DType::kF32, {T, Hq, D}), Tensor(ck.data(), DType::kF32, {T, Hk, D}),
                              Tensor(v.data(), DType::kF32, {T, Hk, D}), Tensor(cs.data(), DType::kF32, {T, rotary}),
                              static_cast<int>(rotary), Tensor(slots.data(), DType::kI32, {T}), ckv.layers[0]);
@@ -491,7 +524,15 @@ TEST_F(CudaOpsTest, RopeAndCacheMatchesCpu) {
         Dev gv = upload(*gpu_, v, DType::kBF16, {T, Hk, D});
         Dev gcs = upload(*gpu_, cs, DType::kF32, {T, rotary});
         Dev gslots = upload_i32(*gpu_, slots);
-        gpu_->rope_and_cache(gq.t, gk.t, gv.t, gcs.t, static_cast<int>(rotary), gslots.t, gkv.layers[0]);
+        if (norm) {
+          std::vector<DeviceBuffer> storage;
+          const Tensor gqn = gpu_->place_weight(qn.tensor(), &storage), gkn = gpu_->place_weight(kn.tensor(), &storage);
+          gpu_->qk_norm_rope_and_cache(gq.t, gk.t, gv.t, gqn, gkn, 1e-6f, gcs.t, static_cast<int>(rotary), gslots.t,
+                                       gkv.layers[0]);
+          gpu_->synchronize();
+        } else {
+          gpu_->rope_and_cache(gq.t, gk.t, gv.t, gcs.t, static_cast<int>(rotary), gslots.t, gkv.layers[0]);
+        }
         EXPECT_TRUE(close(download(*gpu_, gq.t), cq, 1e-2, 1e-3)) << what << " q";
         EXPECT_TRUE(close(download(*gpu_, gk.t), ck, 1e-2, 1e-3)) << what << " k";
         // Cache: CPU [blocks, Hk, bs, D] vs GPU [blocks, bs, Hk, D], written slots only.

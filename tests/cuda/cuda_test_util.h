@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <set>
@@ -252,6 +253,29 @@ struct CpuMoeScratch {
   }
   CpuMoeScratch(const CpuMoeScratch&) = delete;
   CpuMoeScratch& operator=(const CpuMoeScratch&) = delete;
+};
+
+// Sets PAGODA_CUDA_GEMV for one scope (the CUDA backend reads it when constructed).
+class ScopedGemvMode {
+ public:
+  explicit ScopedGemvMode(const char* mode) {
+    const char* old = std::getenv("PAGODA_CUDA_GEMV");
+    if (old != nullptr) old_ = old;
+    had_ = old != nullptr;
+    setenv("PAGODA_CUDA_GEMV", mode, 1);
+  }
+  ~ScopedGemvMode() {
+    if (had_)
+      setenv("PAGODA_CUDA_GEMV", old_.c_str(), 1);
+    else
+      unsetenv("PAGODA_CUDA_GEMV");
+  }
+  ScopedGemvMode(const ScopedGemvMode&) = delete;
+  ScopedGemvMode& operator=(const ScopedGemvMode&) = delete;
+
+ private:
+  std::string old_;
+  bool had_ = false;
 };
 
 }  // namespace pagoda::testing

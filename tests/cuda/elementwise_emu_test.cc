@@ -110,62 +110,73 @@ TEST_F(ElementwiseEmulated, EmbeddingRmsNormAndGatedNorm) {
 
 TEST_F(ElementwiseEmulated, RopeAndCache) {
   const int64_t Hq = 8, Hk = 2, num_blocks = 8, block_size = 16;
-  for (int64_t D : {64, 128}) {
-    for (int64_t rotary : {D, D / 2}) {
-      const int64_t T = 37;
-      const std::string what = label({{"D", D}, {"rotary", rotary}});
-      std::vector<int32_t> pos(T);
-      for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>((t * 7919 + 5) % 40000);
-      std::vector<float> inv(rotary / 2);
-      for (int64_t i = 0; i < rotary / 2; ++i) inv[i] = static_cast<float>(std::pow(1e6, -2.0 * i / rotary));
-      std::vector<float> cs(T * rotary), got_cs(T * rotary, NAN);
-      cpu_->rope_cos_sin(Tensor(pos.data(), DType::kI32, {T}), Tensor(inv.data(), DType::kF32, {rotary / 2}), 1.0f,
-                         Tensor(cs.data(), DType::kF32, {T, rotary}));
-      cuda_emu::launch(grid1(grid_for(T * rotary / 2)), kThreads, [&] {
-        ek::rope_cos_sin_kernel(pos.data(), false, T, inv.data(), rotary / 2, 1.0f, got_cs.data());
-      });
-      EXPECT_TRUE(close(got_cs, cs, 0, 1e-6)) << what << " cos_sin";
+  for (int64_t D : {64, 128, 80})
+    for (int64_t rotary : {D, D / 2})
+      for (bool norm : {false, true}) {
+        const int64_t T = 37;
+        const std::string what = label({{"D", D}, {"rotary", rotary}, {"qk_norm", norm}});
+        std::vector<int32_t> pos(T);
+        for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>((t * 7919 + 5) % 40000);
+        std::vector<float> inv(rotary / 2);
+        for (int64_t i = 0; i < rotary / 2; ++i) inv[i] = static_cast<float>(std::pow(1e6, -2.0 * i / rotary));
+        std::vector<float> cs(T * rotary), got_cs(T * rotary, NAN);
+        cpu_->rope_cos_sin(Tensor(pos.data(), DType::kI32, {T}), Tensor(inv.data(), DType::kF32, {rotary / 2}), 1.0f,
+                           Tensor(cs.data(), DType::kF32, {T, rotary}));
+        cuda_emu::launch(grid1(grid_for(T * rotary / 2)), kThreads, [&] {
+          ek::rope_cos_sin_kernel(pos.data(), false, T, inv.data(), rotary / 2, 1.0f, got_cs.data());
+        });
+        EXPECT_TRUE(close(got_cs, cs, 0, 1e-6)) << what << " cos_sin";
 
-      const std::vector<float> q = rand_bf16(T * Hq * D, rng_), k = rand_bf16(T * Hk * D, rng_), v = rand_bf16(T * Hk * D, rng_);
-      std::vector<int32_t> slots(T);
-      for (int64_t t = 0; t < T; ++t) slots[t] = static_cast<int32_t>((t * 37 + 5) % (num_blocks * block_size));
-      slots[T / 2] = -1;
-      KvCache ckv = cpu_->allocate_kv_cache(1, num_blocks, block_size, Hk, D, DType::kBF16);
-      std::vector<float> cq = q, ck = k;
-      cpu_->rope_and_cache(Tensor(cq.data(), DType::kF32, {T, Hq, D}), Tensor(ck.data(), DType::kF32, {T, Hk, D}),
-                           Tensor(const_cast<float*>(v.data()), DType::kF32, {T, Hk, D}), Tensor(cs.data(), DType::kF32, {T, rotary}),
-                           static_cast<int>(rotary), Tensor(slots.data(), DType::kI32, {T}), ckv.layers[0]);
-      std::vector<float> eq = q, ekk = k;
-      const size_t cache_elems = static_cast<size_t>(num_blocks * block_size * Hk * D);
-      std::vector<__nv_bfloat16> kc(cache_elems, __nv_bfloat16{0}), vc(cache_elems, __nv_bfloat16{0});
-      cuda_emu::launch(grid1(T), kThreads, [&] {
-        ek::rope_and_cache_kernel<float>(eq.data(), ekk.data(), v.data(), cs.data(), static_cast<int>(rotary), slots.data(),
-                                         Hq, Hk, D, kc.data(), vc.data(), num_blocks * block_size, block_size);
-      });
-      EXPECT_TRUE(close(eq, cq, 1e-5, 1e-6)) << what << " q";
-      EXPECT_TRUE(close(ekk, ck, 1e-5, 1e-6)) << what << " k";
-      const uint16_t* ckc = ckv.layers[0].k.ptr<uint16_t>();
-      const uint16_t* cvc = ckv.layers[0].v.ptr<uint16_t>();
-      for (int64_t s = 0; s < num_blocks * block_size; ++s) {
-        const bool used = std::find(slots.begin(), slots.end(), static_cast<int32_t>(s)) != slots.end();
-        const int64_t blk = s / block_size, off = s % block_size;
-        for (int64_t h = 0; h < Hk; ++h)
-          for (int64_t d = 0; d < D; ++d) {
-            const int64_t g = ((blk * block_size + off) * Hk + h) * D + d;
-            const int64_t c = ((blk * Hk + h) * block_size + off) * D + d;
-            const float gk = bf16_to_f32(kc[static_cast<size_t>(g)].x), gv = bf16_to_f32(vc[static_cast<size_t>(g)].x);
-            if (!used) {
-              ASSERT_EQ(gk, 0.0f) << what << " slot " << s;
-              ASSERT_EQ(gv, 0.0f) << what << " slot " << s;
-              continue;
+        const std::vector<float> q = rand_bf16(T * Hq * D, rng_), k = rand_bf16(T * Hk * D, rng_), v = rand_bf16(T * Hk * D, rng_);
+        std::vector<int32_t> slots(T);
+        for (int64_t t = 0; t < T; ++t) slots[t] = static_cast<int32_t>((t * 37 + 5) % (num_blocks * block_size));
+        slots[T / 2] = -1;
+        KvCache ckv = cpu_->allocate_kv_cache(1, num_blocks, block_size, Hk, D, DType::kBF16);
+        // With q / k norm (Qwen3), the reference is the CPU backend's three ops: rms_norm of every
+        // head in place, then rope_and_cache.
+        const std::vector<float> qn = rand_bf16(D, rng_, 0.5f, 1.5f), kn = rand_bf16(D, rng_, 0.5f, 1.5f);
+        std::vector<float> cq = q, ck = k;
+        if (norm) {
+          cpu_->rms_norm(Tensor(cq.data(), DType::kF32, {T * Hq, D}), Tensor(const_cast<float*>(qn.data()), DType::kF32, {D}),
+                         1e-6f, Tensor(cq.data(), DType::kF32, {T * Hq, D}));
+          cpu_->rms_norm(Tensor(ck.data(), DType::kF32, {T * Hk, D}), Tensor(const_cast<float*>(kn.data()), DType::kF32, {D}),
+                         1e-6f, Tensor(ck.data(), DType::kF32, {T * Hk, D}));
+        }
+        cpu_->rope_and_cache(Tensor(cq.data(), DType::kF32, {T, Hq, D}), Tensor(ck.data(), DType::kF32, {T, Hk, D}),
+                             Tensor(const_cast<float*>(v.data()), DType::kF32, {T, Hk, D}), Tensor(cs.data(), DType::kF32, {T, rotary}),
+                             static_cast<int>(rotary), Tensor(slots.data(), DType::kI32, {T}), ckv.layers[0]);
+        std::vector<float> eq = q, ekk = k;
+        const size_t cache_elems = static_cast<size_t>(num_blocks * block_size * Hk * D);
+        std::vector<__nv_bfloat16> kc(cache_elems, __nv_bfloat16{0}), vc(cache_elems, __nv_bfloat16{0});
+        const cuda_emu::Dim3 grid{static_cast<unsigned>(T), static_cast<unsigned>((Hq + Hk + ek::kHeadsPerBlock - 1) / ek::kHeadsPerBlock), 1};
+        cuda_emu::launch(grid, 32 * ek::kHeadsPerBlock, [&] {
+          ek::rope_and_cache_kernel<float>(eq.data(), ekk.data(), v.data(), norm ? qn.data() : nullptr,
+                                           norm ? kn.data() : nullptr, DType::kF32, 1e-6f, cs.data(), static_cast<int>(rotary),
+                                           slots.data(), Hq, Hk, D, kc.data(), vc.data(), num_blocks * block_size);
+        });
+        EXPECT_TRUE(close(eq, cq, 1e-5, 1e-6)) << what << " q";
+        EXPECT_TRUE(close(ekk, ck, 1e-5, 1e-6)) << what << " k";
+        const uint16_t* ckc = ckv.layers[0].k.ptr<uint16_t>();
+        const uint16_t* cvc = ckv.layers[0].v.ptr<uint16_t>();
+        for (int64_t s = 0; s < num_blocks * block_size; ++s) {
+          const bool used = std::find(slots.begin(), slots.end(), static_cast<int32_t>(s)) != slots.end();
+          const int64_t blk = s / block_size, off = s % block_size;
+          for (int64_t h = 0; h < Hk; ++h)
+            for (int64_t d = 0; d < D; ++d) {
+              const int64_t g = ((blk * block_size + off) * Hk + h) * D + d;
+              const int64_t c = ((blk * Hk + h) * block_size + off) * D + d;
+              const float gk = bf16_to_f32(kc[static_cast<size_t>(g)].x), gv = bf16_to_f32(vc[static_cast<size_t>(g)].x);
+              if (!used) {
+                ASSERT_EQ(gk, 0.0f) << what << " slot " << s;
+                ASSERT_EQ(gv, 0.0f) << what << " slot " << s;
+                continue;
+              }
+              const float rk = bf16_to_f32(ckc[c]);
+              ASSERT_LE(std::abs(gk - rk), std::ldexp(std::abs(rk), -8)) << what << " k cache slot " << s << " dim " << d;
+              ASSERT_EQ(gv, bf16_to_f32(cvc[c])) << what << " v cache slot " << s << " dim " << d;
             }
-            const float rk = bf16_to_f32(ckc[c]);
-            ASSERT_LE(std::abs(gk - rk), std::ldexp(std::abs(rk), -8)) << what << " k cache slot " << s << " dim " << d;
-            ASSERT_EQ(gv, bf16_to_f32(cvc[c])) << what << " v cache slot " << s << " dim " << d;
-          }
+        }
       }
-    }
-  }
 }
 
 TEST_F(ElementwiseEmulated, SiluAndMulAddSigmoidMul) {
@@ -314,9 +325,11 @@ TEST_F(ElementwiseEmulated, Bf16ActivationsAndVectorPaths) {
   const std::vector<bf16> v16 = to16(v);
   const size_t cache_elems = static_cast<size_t>(num_blocks * block_size * Hk * D);
   std::vector<bf16> kc(cache_elems, bf16{0}), vc(cache_elems, bf16{0});
-  cuda_emu::launch(grid1(T), kThreads, [&] {
-    ek::rope_and_cache_kernel<bf16>(q16.data(), k16.data(), v16.data(), cs.data(), static_cast<int>(rotary), slots.data(), Hq,
-                                    Hk, D, kc.data(), vc.data(), num_blocks * block_size, block_size);
+  const cuda_emu::Dim3 grid{static_cast<unsigned>(T), static_cast<unsigned>((Hq + Hk + ek::kHeadsPerBlock - 1) / ek::kHeadsPerBlock), 1};
+  cuda_emu::launch(grid, 32 * ek::kHeadsPerBlock, [&] {
+    ek::rope_and_cache_kernel<bf16>(q16.data(), k16.data(), v16.data(), nullptr, nullptr, DType::kF32, 0.0f, cs.data(),
+                                    static_cast<int>(rotary), slots.data(), Hq, Hk, D, kc.data(), vc.data(),
+                                    num_blocks * block_size);
   });
   EXPECT_TRUE(close(to32(q16), cq, 1e-2, 1e-3)) << "rope q";
   EXPECT_TRUE(close(to32(k16), ck, 1e-2, 1e-3)) << "rope k";

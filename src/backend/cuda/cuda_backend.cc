@@ -253,8 +253,11 @@ class CudaBackend final : public Backend {
   // eagerly first).
   int capture_graph(const std::function<void()>& enqueue) override {
     use_device();
-    graphs_.push_back(record_graph(enqueue));
-    return static_cast<int>(graphs_.size()) - 1;
+    size_t nodes = 0;
+    graphs_.push_back(record_graph(enqueue, &nodes));
+    const int id = static_cast<int>(graphs_.size()) - 1;
+    log_debug("CUDA graph ", id, " captured: ", nodes, " nodes");
+    return id;
   }
   bool has_graphs() const override { return true; }
   void replay_graph(int id) override {
@@ -326,12 +329,39 @@ class CudaBackend final : public Backend {
       const auto run_gemv = [&] {
         cuda::launch_gemv(x.data, x.rows(), x.cols(), g, outs.begin()->dtype, num_sms_, stream_);
       };
-      if (choose_gemv(x, g, outs.begin()->dtype, run_gemv, run_blas)) {
+      if (choose_gemv(x, g, outs.begin()->dtype, false, run_gemv, run_blas)) {
         run_gemv();
         return;
       }
     }
     run_blas();
+  }
+
+  // Decode steps (where the small-batch GEMM applies to gate and up): ONE gated launch that
+  // stores silu(gate) * up (cuda_gemv.h), chosen against cuBLASLt + silu_and_mul like linears()
+  // (PAGODA_CUDA_GEMV). Otherwise the two ops.
+  void gate_up_silu(const Tensor& x, const Tensor& gate_w, const Tensor& up_w, Tensor gate, Tensor up,
+                    Tensor out) override {
+    use_device();
+    check_linear(x, gate_w, nullptr, gate);
+    check_linear(x, up_w, nullptr, up);
+    PAGODA_CHECK(out.dtype == gate.dtype && out.rows() == gate.rows() && out.cols() == gate.cols(),
+                 "gate_up_silu: out ", dtype_name(out.dtype), " ", out.shape_string(), " vs gate ",
+                 dtype_name(gate.dtype), " ", gate.shape_string());
+    if (x.rows() == 0) return;
+    const auto run_unfused = [&] { Backend::gate_up_silu(x, gate_w, up_w, gate, up, out); };
+    cuda::GemvGroups g{};
+    if (gate_w.dim(0) == up_w.dim(0) && gemv_applies(x, {&gate_w, &up_w}, {nullptr, nullptr}, {gate, up}, g)) {
+      g.out[0] = out.data;
+      const auto run_fused = [&] {
+        cuda::launch_gemv(x.data, x.rows(), x.cols(), g, out.dtype, num_sms_, stream_, /*gated=*/true);
+      };
+      if (choose_gemv(x, g, out.dtype, true, run_fused, run_unfused)) {
+        run_fused();
+        return;
+      }
+    }
+    run_unfused();
   }
 
   void rope_cos_sin(const Tensor& positions, const Tensor& inv_freq, float attention_factor, Tensor cos_sin) override {
@@ -349,26 +379,47 @@ class CudaBackend final : public Backend {
 
   void rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& cos_sin, int rotary_dim,
                       const Tensor& slot_mapping, KvCacheLayer& cache) override {
+    rope_cache("rope_and_cache", q, k, v, nullptr, nullptr, 0.0f, cos_sin, rotary_dim, slot_mapping, cache);
+  }
+
+  // One kernel: the per-head norms, the rotation and the cache write (launch_rope_and_cache).
+  void qk_norm_rope_and_cache(Tensor q, Tensor k, const Tensor& v, const Tensor& q_norm, const Tensor& k_norm,
+                              float eps, const Tensor& cos_sin, int rotary_dim, const Tensor& slot_mapping,
+                              KvCacheLayer& cache) override {
+    rope_cache("qk_norm_rope_and_cache", q, k, v, &q_norm, &k_norm, eps, cos_sin, rotary_dim, slot_mapping, cache);
+  }
+
+  void rope_cache(const char* op, Tensor q, Tensor k, const Tensor& v, const Tensor* q_norm, const Tensor* k_norm,
+                  float eps, const Tensor& cos_sin, int rotary_dim, const Tensor& slot_mapping, KvCacheLayer& cache) {
     use_device();
-    check_act(q, "rope_and_cache", "q");
-    PAGODA_CHECK(k.dtype == q.dtype && v.dtype == q.dtype, "rope_and_cache: q, k and v must share a dtype");
-    check_dtype(cos_sin, DType::kF32, "rope_and_cache", "cos_sin");
-    check_dtype(cache.k, DType::kBF16, "rope_and_cache", "cache.k");
-    check_dtype(cache.v, DType::kBF16, "rope_and_cache", "cache.v");
+    check_act(q, op, "q");
+    PAGODA_CHECK(k.dtype == q.dtype && v.dtype == q.dtype, op, ": q, k and v must share a dtype");
+    check_dtype(cos_sin, DType::kF32, op, "cos_sin");
+    check_dtype(cache.k, DType::kBF16, op, "cache.k");
+    check_dtype(cache.v, DType::kBF16, op, "cache.v");
     const int64_t D = cache.head_dim, Hk = cache.num_kv_heads;
     const int64_t T = q.ndim == 3 ? q.dim(0) : q.rows();
-    PAGODA_CHECK(T * D > 0 || q.numel() == 0, "rope_and_cache: bad q ", q.shape_string());
+    PAGODA_CHECK(T * D > 0 || q.numel() == 0, op, ": bad q ", q.shape_string());
     const int64_t Hq = T * D > 0 ? q.numel() / (T * D) : 0;
-    PAGODA_CHECK(q.numel() == T * Hq * D && k.numel() == T * Hk * D && v.numel() == T * Hk * D, "rope_and_cache: q ",
+    PAGODA_CHECK(q.numel() == T * Hq * D && k.numel() == T * Hk * D && v.numel() == T * Hk * D, op, ": q ",
                  q.shape_string(), " k ", k.shape_string(), " v ", v.shape_string(), " vs cache heads ", Hk,
                  " head_dim ", D);
     PAGODA_CHECK(rotary_dim >= 0 && rotary_dim % 2 == 0 && rotary_dim <= D && cos_sin.rows() == T &&
                      cos_sin.cols() == rotary_dim,
-                 "rope_and_cache: rotary_dim ", rotary_dim, " cos_sin ", cos_sin.shape_string());
-    PAGODA_CHECK(slot_mapping.dtype == DType::kI32 && slot_mapping.numel() == T, "rope_and_cache: slot_mapping ",
+                 op, ": rotary_dim ", rotary_dim, " cos_sin ", cos_sin.shape_string());
+    PAGODA_CHECK(slot_mapping.dtype == DType::kI32 && slot_mapping.numel() == T, op, ": slot_mapping ",
                  slot_mapping.shape_string());
-    cuda::launch_rope_and_cache(q.data, k.data, v.data, q.dtype, cos_sin.ptr<float>(), rotary_dim,
-                                slot_mapping.ptr<int32_t>(), T, Hq, Hk, D, cache.k.data, cache.v.data,
+    DType norm_dtype = DType::kF32;
+    if (q_norm != nullptr) {
+      PAGODA_CHECK(is_float_weight(q_norm->dtype) && q_norm->dtype == k_norm->dtype && q_norm->numel() == D &&
+                       k_norm->numel() == D,
+                   op, ": q_norm ", dtype_name(q_norm->dtype), " ", q_norm->shape_string(), " and k_norm ",
+                   dtype_name(k_norm->dtype), " ", k_norm->shape_string(), " must be [", D, "] of one float dtype");
+      norm_dtype = q_norm->dtype;
+    }
+    cuda::launch_rope_and_cache(q.data, k.data, v.data, q.dtype, q_norm != nullptr ? q_norm->data : nullptr,
+                                k_norm != nullptr ? k_norm->data : nullptr, norm_dtype, eps, cos_sin.ptr<float>(),
+                                rotary_dim, slot_mapping.ptr<int32_t>(), T, Hq, Hk, D, cache.k.data, cache.v.data,
                                 cache.num_blocks, cache.block_size, stream_);
   }
 
@@ -629,7 +680,9 @@ class CudaBackend final : public Backend {
   }
 
   // Stream capture of everything `enqueue` launches on stream_, instantiated.
-  cudaGraphExec_t record_graph(const std::function<void()>& enqueue) {
+  // Captures what `enqueue` issues and instantiates it; *num_nodes (if given): the graph's nodes
+  // (kernels and copies).
+  cudaGraphExec_t record_graph(const std::function<void()>& enqueue, size_t* num_nodes = nullptr) {
     PAGODA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t graph = nullptr;
     try {
@@ -641,6 +694,11 @@ class CudaBackend final : public Backend {
       throw;
     }
     PAGODA_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    if (num_nodes != nullptr) {
+      const cudaError_t count = cudaGraphGetNodes(graph, nullptr, num_nodes);
+      if (count != cudaSuccess) (void)cudaGraphDestroy(graph);
+      PAGODA_CUDA_CHECK(count);
+    }
     cudaGraphExec_t exec = nullptr;
     const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
     (void)cudaGraphDestroy(graph);
@@ -719,7 +777,7 @@ class CudaBackend final : public Backend {
   // alternating); the faster is kept for the shape. During a capture an unseen shape takes
   // cuBLASLt without deciding (ModelRunner runs every shape eagerly before capturing it).
   template <class Gemv, class Blas>
-  bool choose_gemv(const Tensor& x, const cuda::GemvGroups& g, DType out_dtype, const Gemv& run_gemv,
+  bool choose_gemv(const Tensor& x, const cuda::GemvGroups& g, DType out_dtype, bool gated, const Gemv& run_gemv,
                    const Blas& run_blas) {
     if (gemv_mode_ == GemvMode::kOn) return true;
     // A fixed-size key: this lookup runs on every eager decode linear, so it does not allocate.
@@ -727,7 +785,7 @@ class CudaBackend final : public Backend {
     key[0] = x.rows();
     key[1] = x.cols();
     key[2] = static_cast<int64_t>(out_dtype);
-    key[3] = g.count;
+    key[3] = gated ? -g.count : g.count;
     for (int i = 0; i < g.count; ++i) {
       key[static_cast<size_t>(4 + 2 * i)] = g.n[i];
       key[static_cast<size_t>(5 + 2 * i)] = g.bias[i] == nullptr ? -1 : static_cast<int64_t>(g.bias_dtype[i]);
@@ -776,9 +834,10 @@ class CudaBackend final : public Backend {
     // Weight bytes per microsecond are MB/s; / 1e3 gives GB/s.
     const double weight_bytes = 2.0 * static_cast<double>(g.row_end[g.count - 1]) * static_cast<double>(x.cols());
     const double us_gemv = 1e3 * best[0] / kTuneRuns, us_blas = 1e3 * best[1] / kTuneRuns;
-    log_debug("CUDA linear T=", x.rows(), " K=", x.cols(), " N=[", shape, "]: small-batch GEMM ", us_gemv, " us (",
-              weight_bytes / us_gemv / 1e3, " GB/s of weights), cuBLASLt ", us_blas, " us (",
-              weight_bytes / us_blas / 1e3, " GB/s): ", gemv ? "small-batch GEMM" : "cuBLASLt");
+    log_debug("CUDA linear T=", x.rows(), " K=", x.cols(), " N=[", shape, "]", gated ? " gated (SwiGLU)" : "",
+              ": small-batch GEMM ", us_gemv, " us (", weight_bytes / us_gemv / 1e3, " GB/s of weights), cuBLASLt",
+              gated ? " + silu_and_mul " : " ", us_blas, " us (", weight_bytes / us_blas / 1e3,
+              " GB/s): ", gemv ? "small-batch GEMM" : "cuBLASLt");
     return gemv;
   }
 

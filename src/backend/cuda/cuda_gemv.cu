@@ -13,65 +13,82 @@ using gemv_kernels::gemv_kernel;
 using gemv_kernels::kGemvThreads;
 using gemv_kernels::kGemvWarps;
 
-// The kernel's rows per warp (gemv_kernels::kRowsPerWarp<T>) for a run-time T.
-int rows_per_warp(int64_t T) { return T == 1 ? 1 : (T == 2 ? 2 : 4); }
-static_assert(gemv_kernels::kRowsPerWarp<1> == 1 && gemv_kernels::kRowsPerWarp<2> == 2 &&
-                  gemv_kernels::kRowsPerWarp<3> == 4 && gemv_kernels::kRowsPerWarp<8> == 4,
-              "rows_per_warp must agree with the kernel");
+// The kernel's rows (plain) or pair rows (gated) per warp, gemv_kernels::kUnitsPerWarp, for a
+// run-time T.
+int units_per_warp(int64_t T, bool gated) {
+  const int rows = T == 1 ? 1 : (T == 2 ? 2 : 4);
+  return gated ? (rows + 1) / 2 : rows;
+}
+static_assert(gemv_kernels::kUnitsPerWarp<1, false> == 1 && gemv_kernels::kUnitsPerWarp<2, false> == 2 &&
+                  gemv_kernels::kUnitsPerWarp<3, false> == 4 && gemv_kernels::kUnitsPerWarp<8, false> == 4 &&
+                  gemv_kernels::kUnitsPerWarp<1, true> == 1 && gemv_kernels::kUnitsPerWarp<2, true> == 1 &&
+                  gemv_kernels::kUnitsPerWarp<3, true> == 2 && gemv_kernels::kUnitsPerWarp<8, true> == 2,
+              "units_per_warp must agree with the kernel");
 
-int64_t blocks_for(int64_t T, int64_t total_rows, int split) {
-  const int64_t warp_rows = (total_rows + rows_per_warp(T) - 1) / rows_per_warp(T);
+int64_t blocks_for(int64_t T, int64_t units, bool gated, int split) {
+  const int64_t warp_units = (units + units_per_warp(T, gated) - 1) / units_per_warp(T, gated);
   const int64_t per_block = kGemvWarps / split;
-  return (warp_rows + per_block - 1) / per_block;
+  return (warp_units + per_block - 1) / per_block;
 }
 
-template <int T>
+template <int T, bool kGated>
 void launch_t(const void* x, int64_t K, const GemvGroups& g, DType out_dtype, int split, unsigned blocks,
               cudaStream_t stream) {
   const auto* xb = static_cast<const bf16*>(x);
   if (out_dtype == DType::kBF16)
-    PAGODA_LAUNCH(blocks, kGemvThreads, 0, stream, gemv_kernel<T, bf16>)(xb, K, g, split);
+    PAGODA_LAUNCH(blocks, kGemvThreads, 0, stream, gemv_kernel<T, bf16, kGated>)(xb, K, g, split);
   else
-    PAGODA_LAUNCH(blocks, kGemvThreads, 0, stream, gemv_kernel<T, float>)(xb, K, g, split);
+    PAGODA_LAUNCH(blocks, kGemvThreads, 0, stream, gemv_kernel<T, float, kGated>)(xb, K, g, split);
+}
+
+template <bool kGated>
+void launch_kind(const void* x, int64_t T, int64_t K, const GemvGroups& g, DType out_dtype, int split, unsigned b,
+                  cudaStream_t stream) {
+  switch (T) {
+    case 1: launch_t<1, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    case 2: launch_t<2, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    case 3: launch_t<3, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    case 4: launch_t<4, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    case 5: launch_t<5, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    case 6: launch_t<6, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    case 7: launch_t<7, kGated>(x, K, g, out_dtype, split, b, stream); break;
+    default: launch_t<8, kGated>(x, K, g, out_dtype, split, b, stream); break;
+  }
 }
 
 }  // namespace
 
-int gemv_split(int64_t T, int64_t total_rows, int64_t K, int num_sms) {
+int gemv_split(int64_t T, int64_t units, int64_t K, int num_sms, bool gated) {
   // Split K while the grid has fewer than two blocks per SM and every part keeps at least 64
   // vectors (two per lane) of each row.
   int split = 1;
   const int64_t kv = K / 8;
-  while (split < kGemvWarps && blocks_for(T, total_rows, split) < 2 * int64_t{num_sms} && kv / (2 * split) >= 64)
+  while (split < kGemvWarps && blocks_for(T, units, gated, split) < 2 * int64_t{num_sms} && kv / (2 * split) >= 64)
     split *= 2;
   return split;
 }
 
 void launch_gemv(const void* x, int64_t T, int64_t K, const GemvGroups& g, DType out_dtype, int num_sms,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, bool gated) {
   PAGODA_CHECK(T >= 1 && T <= kMaxGemvTokens, "gemv: ", T, " tokens (1 to ", kMaxGemvTokens, ")");
   PAGODA_CHECK(K > 0 && K % 8 == 0, "gemv: K ", K, " is not a positive multiple of 8");
   PAGODA_CHECK(g.count >= 1 && g.count <= kMaxGemvGroups, "gemv: ", g.count, " weights (1 to ", kMaxGemvGroups, ")");
+  PAGODA_CHECK(!gated || (g.count == 2 && g.n[0] == g.n[1] && g.bias[0] == nullptr && g.bias[1] == nullptr),
+               "gemv: a gated launch takes gate and up weights of the same shape, without biases");
   PAGODA_CHECK(out_dtype == DType::kBF16 || out_dtype == DType::kF32, "gemv: output dtype ", dtype_name(out_dtype));
   PAGODA_CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0, "gemv: x is not 16-byte aligned");
   for (int i = 0; i < g.count; ++i)
     PAGODA_CHECK(reinterpret_cast<uintptr_t>(g.w[i]) % 16 == 0 && g.n[i] > 0, "gemv: weight ", i,
                  " is not 16-byte aligned or has no rows");
-  const int64_t total = g.row_end[g.count - 1];
-  const int split = gemv_split(T, total, K, num_sms);
-  const int64_t blocks = blocks_for(T, total, split);
-  PAGODA_CHECK(blocks <= 0x7fffffff, "gemv: ", total, " rows are too many");
+  const int64_t units = gated ? g.n[0] : g.row_end[g.count - 1];
+  const int split = gemv_split(T, units, K, num_sms, gated);
+  const int64_t blocks = blocks_for(T, units, gated, split);
+  PAGODA_CHECK(blocks <= 0x7fffffff, "gemv: ", units, " rows are too many");
   const auto b = static_cast<unsigned>(blocks);
-  switch (T) {
-    case 1: launch_t<1>(x, K, g, out_dtype, split, b, stream); break;
-    case 2: launch_t<2>(x, K, g, out_dtype, split, b, stream); break;
-    case 3: launch_t<3>(x, K, g, out_dtype, split, b, stream); break;
-    case 4: launch_t<4>(x, K, g, out_dtype, split, b, stream); break;
-    case 5: launch_t<5>(x, K, g, out_dtype, split, b, stream); break;
-    case 6: launch_t<6>(x, K, g, out_dtype, split, b, stream); break;
-    case 7: launch_t<7>(x, K, g, out_dtype, split, b, stream); break;
-    default: launch_t<8>(x, K, g, out_dtype, split, b, stream); break;
-  }
+  if (gated)
+    launch_kind<true>(x, T, K, g, out_dtype, split, b, stream);
+  else
+    launch_kind<false>(x, T, K, g, out_dtype, split, b, stream);
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 

@@ -31,10 +31,14 @@ struct GemvGroups {
 // Requirements (asserted): 1 <= T <= kMaxGemvTokens, K % 8 == 0, x and every W 16-byte aligned,
 // 1 <= count <= kMaxGemvGroups, out dtype BF16 or F32. x [T, K] BF16 row-major. `num_sms` sizes
 // the split of K across warps for small N.
+// gated: the SwiGLU input half (Backend::gate_up_silu). Groups 0 and 1 are gate and up [n, K]
+// (no biases) and out[0] [T, n] receives silu(gate) * up, each product rounded to out_dtype
+// first as two linears and silu_and_mul would; out[1] is not written.
 void launch_gemv(const void* x, int64_t T, int64_t K, const GemvGroups& groups, DType out_dtype, int num_sms,
-                 cudaStream_t stream);
+                 cudaStream_t stream, bool gated = false);
 
 // How many warps share one row's K range for this shape (1, 2, 4 or 8): what launch_gemv uses.
-int gemv_split(int64_t T, int64_t total_rows, int64_t K, int num_sms);
+// units: rows of all groups, or (gated) the n of one.
+int gemv_split(int64_t T, int64_t units, int64_t K, int num_sms, bool gated = false);
 
 }  // namespace pagoda::cuda

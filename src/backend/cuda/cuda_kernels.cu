@@ -117,16 +117,22 @@ void launch_rope_cos_sin(const void* positions, bool positions_i64, int64_t T, c
   PAGODA_CUDA_CHECK_LAUNCH();
 }
 
-void launch_rope_and_cache(void* q, void* k, const void* v, DType act, const float* cos_sin, int rotary_dim,
+void launch_rope_and_cache(void* q, void* k, const void* v, DType act, const void* q_norm, const void* k_norm,
+                           DType norm_dtype, float eps, const float* cos_sin, int rotary_dim,
                            const int32_t* slot_mapping, int64_t T, int64_t Hq, int64_t Hk, int64_t D,
                            void* k_cache, void* v_cache, int64_t num_blocks, int64_t block_size,
                            cudaStream_t stream) {
-  if (T == 0) return;
+  if (T == 0 || Hq + Hk == 0) return;
+  PAGODA_CHECK((q_norm == nullptr) == (k_norm == nullptr), "rope_and_cache: q and k norm weights go together");
+  PAGODA_CHECK(T <= 0x7fffffff && (Hq + Hk + kHeadsPerBlock - 1) / kHeadsPerBlock <= 65535,
+               "rope_and_cache: ", T, " tokens of ", Hq + Hk, " heads is beyond the launch limits");
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>((Hq + Hk + kHeadsPerBlock - 1) / kHeadsPerBlock));
   dispatch_act(act, "rope_and_cache", [&](auto tag) {
     using T_ = decltype(tag);
-    PAGODA_LAUNCH(static_cast<unsigned>(T), kThreads, 0, stream, rope_and_cache_kernel<T_>)
-    (static_cast<T_*>(q), static_cast<T_*>(k), static_cast<const T_*>(v), cos_sin, rotary_dim, slot_mapping, Hq, Hk, D,
-     static_cast<bf16*>(k_cache), static_cast<bf16*>(v_cache), num_blocks * block_size, block_size);
+    PAGODA_LAUNCH(grid, 32 * kHeadsPerBlock, 0, stream, rope_and_cache_kernel<T_>)
+    (static_cast<T_*>(q), static_cast<T_*>(k), static_cast<const T_*>(v), q_norm, k_norm, norm_dtype, eps, cos_sin,
+     rotary_dim, slot_mapping, Hq, Hk, D, static_cast<bf16*>(k_cache), static_cast<bf16*>(v_cache),
+     num_blocks * block_size);
   });
   PAGODA_CUDA_CHECK_LAUNCH();
 }

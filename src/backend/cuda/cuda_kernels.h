@@ -34,8 +34,11 @@ void launch_rope_cos_sin(const void* positions, bool positions_i64, int64_t T, c
 
 // NeoX RoPE on the first rotary_dim dims of q [T, Hq, D] and k [T, Hk, D] (in place, dtype act),
 // then k and v written to the BF16 cache [num_blocks, block_size, Hk, D] at slot_mapping[t]
-// (slot < 0 or beyond the cache: not written).
-void launch_rope_and_cache(void* q, void* k, const void* v, DType act, const float* cos_sin, int rotary_dim,
+// (slot < 0 or beyond the cache: not written). With q_norm and k_norm ([D], norm_dtype; both or
+// neither), every head is first rms-normalised in place (eps) as launch_rms_norm would: Qwen3's
+// q / k norm fused into the same launch.
+void launch_rope_and_cache(void* q, void* k, const void* v, DType act, const void* q_norm, const void* k_norm,
+                           DType norm_dtype, float eps, const float* cos_sin, int rotary_dim,
                            const int32_t* slot_mapping, int64_t T, int64_t Hq, int64_t Hk, int64_t D,
                            void* k_cache, void* v_cache, int64_t num_blocks, int64_t block_size,
                            cudaStream_t stream);

@@ -161,48 +161,72 @@ __global__ void rope_cos_sin_kernel(const void* positions, bool positions_i64, i
   }
 }
 
-// One block per token t. Each (head, i < half) pair is rotated by one thread, which writes both
-// rotated elements back (and, for k, into the cache). Elements past rotary_dim are copied as is.
+// One warp per head of one token: blockIdx.x is the token t, and the warps of blockIdx.y take
+// heads (the Hq query heads, then the Hk key heads) kHeadsPerBlock at a time. With norm weights
+// (qk_norm_rope_and_cache) the head is first normalised like rms_norm_kernel: the sum of squares
+// over all D dims in FP32, x * inv_rms * weight, rounded to T. Then lane l rotates the pairs
+// (i, i + half) with i = l, l + 32, ... (NeoX), and dims past rotary_dim are kept (normalised).
+// Each element is read and written by one lane only (the reduction's shuffles order the reads of
+// the norm before any write), so the rotation is in place. Key heads are also written to the
+// cache (the rounded, rotated values), with their v head copied beside them.
+constexpr int kHeadsPerBlock = 8;
+
 template <class T>
-__global__ void rope_and_cache_kernel(T* q, T* k, const T* v, const float* cos_sin, int rotary_dim,
+__global__ void rope_and_cache_kernel(T* q, T* k, const T* v, const void* q_norm, const void* k_norm,
+                                      DType norm_dtype, float eps, const float* cos_sin, int rotary_dim,
                                       const int32_t* slot_mapping, int64_t Hq, int64_t Hk, int64_t D, bf16* k_cache,
-                                      bf16* v_cache, int64_t num_slots, int64_t block_size) {
+                                      bf16* v_cache, int64_t num_slots) {
   PAGODA_GRID_DEPENDENCY_WAIT();
   const int64_t t = blockIdx.x;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int64_t h = static_cast<int64_t>(blockIdx.y) * kHeadsPerBlock + (threadIdx.x >> 5);
+  if (h >= Hq + Hk) return;
+  const bool is_k = h >= Hq;
+  const int64_t kh = h - Hq;  // key head (is_k only)
+  T* x = is_k ? k + (t * Hk + kh) * D : q + (t * Hq + h) * D;
+  const void* w = is_k ? k_norm : q_norm;
+  float inv = 1.0f;
+  if (w != nullptr) {
+    float ss = 0.0f;
+    for (int64_t d = lane; d < D; d += 32) {
+      const float f = to_f(x[d]);
+      ss += f * f;
+    }
+PAGODA_UNROLL
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    inv = rsqrtf(ss / static_cast<float>(D) + eps);
+  }
+  // Dim d of the head after the norm, as rms_norm stores it (unchanged without weights).
+  const auto normed = [&](int64_t d) {
+    const float f = to_f(x[d]);
+    return w == nullptr ? f : to_f(from_f<T>(f * inv * load_any(w, norm_dtype, d)));
+  };
+  const int32_t slot = slot_mapping[t];
+  const bool write = is_k && slot >= 0 && slot < num_slots;
+  // Cache element of (t, key head kh, dim 0) is [slot / block_size, slot % block_size, kh, 0] of the
+  // [num_blocks, block_size, Hk, D] cache: (block * block_size + offset) * Hk * D = slot * Hk * D.
+  const int64_t base = write ? static_cast<int64_t>(slot) * Hk * D + kh * D : 0;
   const int64_t half = rotary_dim / 2;
   const float* c = cos_sin + t * rotary_dim;
-  // q: rotate in place.
-  for (int64_t idx = threadIdx.x; idx < Hq * half; idx += blockDim.x) {
-    T* x = q + (t * Hq + idx / half) * D;
-    const int64_t i = idx % half;
-    const float x1 = to_f(x[i]), x2 = to_f(x[i + half]);
-    x[i] = from_f<T>(x1 * c[i] - x2 * c[half + i]);
-    x[i + half] = from_f<T>(x2 * c[i] + x1 * c[half + i]);
-  }
-  const int32_t slot = slot_mapping[t];
-  const bool write = slot >= 0 && slot < num_slots;
-  // Cache element of (t, head h, dim 0) is [slot / block_size, slot % block_size, h, 0] of the
-  // [num_blocks, block_size, Hk, D] cache: (block * block_size + offset) * Hk * D = slot * Hk * D.
-  const int64_t base = write ? static_cast<int64_t>(slot) * Hk * D : 0;
-  // k: rotate in place and write the rotated (rounded) values to the cache; v: copy.
-  for (int64_t idx = threadIdx.x; idx < Hk * D; idx += blockDim.x) {
-    const int64_t h = idx / D, d = idx % D;
-    T* x = k + (t * Hk + h) * D;
-    bf16* kc = k_cache + base + h * D;
-    if (d < half) {
-      const float x1 = to_f(x[d]), x2 = to_f(x[d + half]);
-      const T r1 = from_f<T>(x1 * c[d] - x2 * c[half + d]);
-      const T r2 = from_f<T>(x2 * c[d] + x1 * c[half + d]);
-      x[d] = r1;
-      x[d + half] = r2;
-      if (write) {
-        kc[d] = from_f<bf16>(to_f(r1));
-        kc[d + half] = from_f<bf16>(to_f(r2));
-      }
-    } else if (d >= rotary_dim && write) {  // d in [half, rotary_dim) is written by its partner d - half
-      kc[d] = from_f<bf16>(to_f(x[d]));
+  for (int64_t i = lane; i < half; i += 32) {
+    const float x1 = normed(i), x2 = normed(i + half);
+    const T r1 = from_f<T>(x1 * c[i] - x2 * c[half + i]);
+    const T r2 = from_f<T>(x2 * c[i] + x1 * c[half + i]);
+    x[i] = r1;
+    x[i + half] = r2;
+    if (write) {
+      k_cache[base + i] = from_f<bf16>(to_f(r1));
+      k_cache[base + i + half] = from_f<bf16>(to_f(r2));
     }
-    if (write) v_cache[base + h * D + d] = from_f<bf16>(to_f(v[(t * Hk + h) * D + d]));
+  }
+  for (int64_t d = rotary_dim + lane; d < D; d += 32) {
+    const T r = from_f<T>(normed(d));
+    if (w != nullptr) x[d] = r;
+    if (write) k_cache[base + d] = from_f<bf16>(to_f(r));
+  }
+  if (write) {
+    const T* vh = v + (t * Hk + kh) * D;
+    for (int64_t d = lane; d < D; d += 32) v_cache[base + d] = from_f<bf16>(to_f(vh[d]));
   }
 }
 

@@ -9,6 +9,11 @@
 // matching 16 bytes of every token's x (hot in L1 / L2: it is T x K x 2 bytes). A warp's partial
 // sums are reduced by shuffles; lane r * T + t stores (row r, token t). FP32 throughout; the bias
 // is added in FP32 before the single rounding to the output dtype.
+//
+// Gated (SwiGLU) launches: groups 0 and 1 are gate and up, both [n, K], and a warp owns RW / 2
+// consecutive "pair rows" p, loading row p of gate and row p of up together. The store is
+// silu(g) * u into group 0's output, with g and u rounded to the output dtype first: exactly what
+// two linears followed by silu_and_mul store, in one launch and without the [T, 2n] round trip.
 #pragma once
 
 #include <cstdint>
@@ -50,29 +55,40 @@ __device__ __forceinline__ int group_of(const GemvGroups& g, int64_t row, int64_
   return gi;
 }
 
-template <int T, class TO>
+// Rows (plain) or pair rows (gated) a warp owns: kRowsPerWarp<T> weight rows either way.
+template <int T, bool kGated>
+constexpr int kUnitsPerWarp = kGated ? (kRowsPerWarp<T> + 1) / 2 : kRowsPerWarp<T>;
+
+template <int T, class TO, bool kGated>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const bf16* __restrict__ x, int64_t K, GemvGroups g,
                                                             int split) {
   PAGODA_GRID_DEPENDENCY_WAIT();
-  constexpr int RW = kRowsPerWarp<T>, U = kUnroll<T>;
+  constexpr int RU = kUnitsPerWarp<T, kGated>;  // rows (plain) or pair rows (gated) of this warp
+  constexpr int RW = kGated ? 2 * RU : RU;       // weight rows loaded: gated, gate rows then up rows
+  constexpr int U = kUnroll<T>;
   __shared__ float partial[kGemvWarps][RW * T];
   const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t kv = K / 8;  // 16-byte vectors per row
-  const int64_t total = g.row_end[g.count - 1];
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kGemvWarps / split) + warp / split) * RW;
+  const int64_t total = kGated ? g.n[0] : g.row_end[g.count - 1];  // units
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * (kGemvWarps / split) + warp / split) * RU;
   const int part = warp % split;
   const int64_t chunk = (kv + split - 1) / split;
   const int64_t k0 = part * chunk;
   const int64_t k1 = k0 + chunk < kv ? k0 + chunk : kv;
 
-  // Rows past the end read the last row (never stored): every warp then runs the same loop.
+  // Units past the end read the last one (never stored): every warp then runs the same loop.
   const uint4* wrow[RW];
 PAGODA_UNROLL
-  for (int r = 0; r < RW; ++r) {
+  for (int r = 0; r < RU; ++r) {
     const int64_t row = row0 + r < total ? row0 + r : total - 1;
-    int64_t local = 0;
-    const int gi = group_of(g, row, local);
-    wrow[r] = static_cast<const uint4*>(g.w[gi]) + local * kv;
+    if constexpr (kGated) {
+      wrow[r] = static_cast<const uint4*>(g.w[0]) + row * kv;
+      wrow[RU + r] = static_cast<const uint4*>(g.w[1]) + row * kv;
+    } else {
+      int64_t local = 0;
+      const int gi = group_of(g, row, local);
+      wrow[r] = static_cast<const uint4*>(g.w[gi]) + local * kv;
+    }
   }
   const uint4* xv = reinterpret_cast<const uint4*>(x);
 
@@ -135,6 +151,17 @@ PAGODA_UNROLL
       }
   }
 
+  if constexpr (kGated) {
+PAGODA_UNROLL
+    for (int r = 0; r < RU; ++r)
+PAGODA_UNROLL
+      for (int t = 0; t < T; ++t)
+        if (lane == r * T + t && row0 + r < total) {
+          const float gate = to_f(from_f<TO>(acc[r][t])), up = to_f(from_f<TO>(acc[RU + r][t]));
+          static_cast<TO*>(g.out[0])[t * g.n[0] + row0 + r] = from_f<TO>(silu(gate) * up);
+        }
+    return;
+  }
 PAGODA_UNROLL
   for (int r = 0; r < RW; ++r)
 PAGODA_UNROLL

@@ -1,0 +1,69 @@
+// The CUDA backend under a whole model: how many kernels a decode step launches. At batch 1 a
+// decode step's time on a GPU is the weights' streaming time plus a gap per kernel, so the kernel
+// count per layer is what the fusions of the backend buy; this pins it.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "../model/batch_builder.h"
+#include "backend/backend.h"
+#include "base/log.h"
+#include "cuda_test_util.h"
+#include "model/model.h"
+
+namespace pagoda::testing {
+namespace {
+
+// A Qwen3 decode step of one sequence on the small-batch GEMM (PAGODA_CUDA_GEMV=on), captured as
+// a CUDA graph, is 8 kernels per layer: input norm, q/k/v (one launch), q/k norm + RoPE + cache
+// write, attention, o, post-attention norm, gate/up + SiLU-and-mul (one launch), down; plus the
+// embedding and the RoPE table before the layers and the final norm, the logits row gather and
+// lm_head after them: 8 L + 5 nodes. Running q/k norm or SiLU-and-mul as kernels of their own
+// again would add L or 2 L. The graph's replay gives the eager step's logits, bit for bit.
+TEST(CudaModelTest, Qwen3DecodeStepIsEightKernelsPerLayer) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  ScopedGemvMode gemv("on");
+  std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+  const std::string dir = std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/qwen3";
+  ModelLoadOptions lo;
+  lo.max_num_tokens = 16;
+  lo.max_num_logits = 16;
+  std::unique_ptr<CausalLM> model = load_model(dir, *gpu, lo);
+  const int64_t L = model->num_kv_layers(), V = model->config().vocab_size;
+  test_util::BatchBuilder builder(*gpu, 16, 1, 4);
+  KvCache kv = gpu->allocate_kv_cache(static_cast<int>(L), builder.num_blocks(), 16, model->num_kv_heads(),
+                                      model->head_dim(), DType::kBF16);
+  DeviceBuffer logits_buf = gpu->allocate(static_cast<size_t>(lo.max_num_logits * V) * sizeof(float));
+  const Tensor logits = logits_buf.as(DType::kF32, {lo.max_num_logits, V});
+
+  test_util::SeqChunk prefill{0, 0, {1, 17, 29, 301, 5, 77}};
+  ForwardBatch batch = builder.build({prefill}, /*all_logits=*/false);
+  model->forward(batch, kv, logits);
+  test_util::SeqChunk decode{0, 6, {42}};
+  batch = builder.build({decode}, /*all_logits=*/false);
+  poison(*gpu, logits.slice_rows(0, 1));
+  model->forward(batch, kv, logits);
+  const std::vector<float> eager = download(*gpu, logits.slice_rows(0, 1));
+
+  const LogLevel old_level = log_level();
+  set_log_level(LogLevel::kDebug);
+  ::testing::internal::CaptureStderr();
+  const int graph = gpu->capture_graph([&] { model->forward(batch, kv, logits); });
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  set_log_level(old_level);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("CUDA graph [0-9]+ captured: ([0-9]+) nodes"))) << log;
+  EXPECT_EQ(std::stoll(m[1].str()), 8 * L + 5) << L << " layers; " << log;
+
+  poison(*gpu, logits.slice_rows(0, 1));
+  gpu->replay_graph(graph);
+  const std::vector<float> replayed = download(*gpu, logits.slice_rows(0, 1));
+  EXPECT_TRUE(close(replayed, eager, 0, 0));
+}
+
+}  // namespace
+}  // namespace pagoda::testing
