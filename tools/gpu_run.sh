@@ -156,4 +156,6 @@ printf '%s\n' "${summary[@]}"
 grep -h -E "Avg latency|Throughput:|serve start|copy_GBps|decode_tok_s|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
 echo "== decode linears (8B): small-batch GEMM vs cuBLASLt"
 grep -h "CUDA linear" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA linear/CUDA linear/' | sort -u | cut -c1-220
+echo "== decode graphs (8B): nodes (8 per layer + 5 expected at batch 1 on the small-batch GEMM)"
+grep -h "CUDA graph" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA graph/CUDA graph/' | head -n 4
 du -sh $M/* 2>/dev/null
