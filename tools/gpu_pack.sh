@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" --target pagoda cuda_tests engine_tests
+cmake --build build -j "$(nproc)" --target pagoda cuda_tests engine_tests engine_overhead
 grep -q '^/.gpu/$' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/shared/tokenizers/qwen3
-for b in pagoda cuda_tests engine_tests; do strip -o ".gpu/bin/$b" "build/bin/$b"; done
+for b in pagoda cuda_tests engine_tests engine_overhead; do strip -o ".gpu/bin/$b" "build/bin/$b"; done
 cp ../shared/tokenizers/qwen3/tokenizer.json ../shared/tokenizers/qwen3/tokenizer_config.json .gpu/shared/tokenizers/qwen3/
 du -sh .gpu

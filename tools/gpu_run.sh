@@ -81,6 +81,10 @@ fi
 want invariance && PAGODA_TEST_DEVICE=cuda step invariance 150 "$BIN/engine_tests" \
   --gtest_filter='Fixtures/EngineInvariance.*'
 want membw && step membw 60 python3 bench/gpu_membw.py
+# The engine's host time per step on this machine's CPU (no device work; bench/engine_overhead.cc),
+# to set against the GPU's step times below.
+want latency && step engine_overhead 30 "$BIN/engine_overhead" $M/qwen3-0.6b-random --batch 256 --input-len 1024 \
+  --output-len 128
 latency() {  # latency NAME MODEL [FLAGS...]; GEMV=off|on|auto: PAGODA_CUDA_GEMV, PDL=on|off: PAGODA_CUDA_PDL
   local name=$1 model=$2
   shift 2
@@ -153,7 +157,7 @@ want hf && step hf_qwen3-8b 200 python3 bench/peers/hf_bench.py --model $M/qwen3
 
 echo "== summary"
 printf '%s\n' "${summary[@]}"
-grep -h -E "Avg latency|Throughput:|serve start|copy_GBps|decode_tok_s|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
+grep -h -E "Avg latency|Throughput:|serve start|copy_GBps|decode_tok_s|decode_step_us_p50|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
 echo "== decode linears (8B): small-batch GEMM vs cuBLASLt"
 grep -h "CUDA linear" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA linear/CUDA linear/' | sort -u | cut -c1-220
 echo "== decode graphs (8B): nodes (8 per layer + 5 expected at batch 1 on the small-batch GEMM)"
