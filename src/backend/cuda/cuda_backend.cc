@@ -679,9 +679,8 @@ class CudaBackend final : public Backend {
     PAGODA_CHECK(out.numel() == x.numel(), op, ": out ", out.shape_string(), " vs x ", x.shape_string());
   }
 
-  // Stream capture of everything `enqueue` launches on stream_, instantiated.
-  // Captures what `enqueue` issues and instantiates it; *num_nodes (if given): the graph's nodes
-  // (kernels and copies).
+  // Stream capture of everything `enqueue` launches on stream_, instantiated; *num_nodes (if
+  // given): the captured graph's nodes (kernels and copies).
   cudaGraphExec_t record_graph(const std::function<void()>& enqueue, size_t* num_nodes = nullptr) {
     PAGODA_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t graph = nullptr;
