@@ -10,7 +10,8 @@
 // sums are reduced by shuffles; lane r * T + t stores (row r, token t). FP32 throughout; the bias
 // is added in FP32 before the single rounding to the output dtype.
 //
-// Gated (SwiGLU) launches: groups 0 and 1 are gate and up, both [n, K], and a warp owns RW / 2
+// Gated (SwiGLU) launches: groups 0 and 1 are gate and up, both [n, K], and a warp owns
+// kUnitsPerWarp (half its RW rows, at least one)
 // consecutive "pair rows" p, loading row p of gate and row p of up together. The store is
 // silu(g) * u into group 0's output, with g and u rounded to the output dtype first: exactly what
 // two linears followed by silu_and_mul store, in one launch and without the [T, 2n] round trip.
