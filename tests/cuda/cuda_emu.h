@@ -80,6 +80,7 @@ struct Barrier {
 struct Fiber {
   void* sp = nullptr;  // its saved stack pointer (see switch_stack)
   unsigned tid = 0;
+  Dim3 idx;  // threadIdx
   bool started = false;
   bool done = false;
   const Barrier* waiting = nullptr;
@@ -90,6 +91,8 @@ struct BlockState {
   void* scheduler_sp = nullptr;
   std::vector<Fiber> fibers;
   size_t current = 0;
+  size_t done = 0;        // fibers that have ended
+  bool deadlock = false;  // set when no fiber can run but some have not ended
   Barrier block_barrier;
   std::vector<uint4> dynamic_shared;  // `extern __shared__` memory (16-byte aligned)
   std::vector<Barrier> warp_barriers;
@@ -105,7 +108,7 @@ inline BlockState* block = nullptr;
 
 // Saves the callee-saved registers on the current stack and the stack pointer in *save, then
 // continues the context whose stack pointer is next (saved by an earlier switch_stack, or
-// prepared by resume for a fiber's first run).
+// prepared by prepare for a fiber's first run).
 #if defined(__x86_64__)
 __attribute__((naked, noinline)) inline void switch_stack(void** /*save*/, void* /*next*/) {
   asm volatile(
@@ -121,6 +124,65 @@ inline Fiber& self() { return block->fibers[block->current]; }
 // The running block's dynamic shared memory (PAGODA_DYNAMIC_SHARED).
 inline void* dynamic_shared() { return block->dynamic_shared.data(); }
 
+// Fiber stacks, allocated once and reused by every block (uninitialised: only touched pages cost).
+// Each fiber's stack starts kStackSkew(tid) below the top of its region: regions a power of two
+// apart would put every fiber's live frames in the same cache sets, and a switch would miss.
+constexpr size_t kStackBytes = 192 * 1024;
+inline size_t kStackSkew(unsigned tid) { return (static_cast<size_t>(tid) * 37 * 64) % (64 * 1024); }
+inline char* fiber_stack(unsigned tid) {
+  static std::vector<std::unique_ptr<char[]>> stacks;
+  while (stacks.size() <= tid) stacks.emplace_back(new char[kStackBytes]);
+  return stacks[tid].get();
+}
+
+// Gives a fiber that has not run yet its initial stack: six zero registers and block->entry as
+// the return address, so that the first switch to it starts entry on a fresh stack.
+inline void prepare(Fiber& f) {
+  f.started = true;
+  char* top = fiber_stack(f.tid) + kStackBytes - kStackSkew(f.tid);
+  top -= reinterpret_cast<uintptr_t>(top) % 16;
+  void** sp = reinterpret_cast<void**>(top) - 2;  // entry starts with rsp = top - 8, as after a call
+  sp[0] = reinterpret_cast<void*>(block->entry);
+  sp -= 6;
+  for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+  f.sp = sp;
+}
+
+// The first fiber after `from` in round-robin order that can run (it has not ended and is not
+// waiting at a barrier whose generation is unchanged), or -1.
+inline long next_runnable(size_t from) {
+  const size_t n = block->fibers.size();
+  for (size_t step = 1; step <= n; ++step) {
+    size_t i = from + step;
+    if (i >= n) i -= n;
+    Fiber& f = block->fibers[i];
+    if (f.done) continue;
+    if (f.waiting != nullptr) {
+      if (f.waiting->generation == f.waiting_generation) continue;  // still waiting
+      f.waiting = nullptr;
+    }
+    return static_cast<long>(i);
+  }
+  return -1;
+}
+
+// Leaves the running fiber (its context saved in *save) for the next one that can run, directly
+// (no round trip through the scheduler); back to the scheduler when every fiber has ended, or
+// when none can run (a deadlock, reported there).
+inline void hand_off(void** save) {
+  const long next = next_runnable(block->current);
+  if (next < 0) {
+    block->deadlock = block->done != block->fibers.size();
+    switch_stack(save, block->scheduler_sp);
+    return;
+  }
+  Fiber& f = block->fibers[static_cast<size_t>(next)];
+  if (!f.started) prepare(f);
+  block->current = static_cast<size_t>(next);
+  thread_idx = f.idx;
+  switch_stack(save, f.sp);
+}
+
 // Waits until `expected` fibers have arrived at b (the arriving fiber that completes it goes on).
 inline void wait(Barrier& b) {
   if (++b.arrived == b.expected) {
@@ -131,7 +193,7 @@ inline void wait(Barrier& b) {
   Fiber& f = self();
   f.waiting = &b;
   f.waiting_generation = b.generation;
-  switch_stack(&f.sp, block->scheduler_sp);
+  hand_off(&f.sp);
 }
 
 // The running fiber's linear thread index (x fastest).
@@ -146,77 +208,53 @@ template <class Kernel>
 void fiber_main() {
   (*static_cast<Kernel*>(block->kernel))();
   self().done = true;
-  switch_stack(&self().sp, block->scheduler_sp);  // never comes back: the scheduler picks the next fiber
+  ++block->done;
+  hand_off(&self().sp);  // never comes back
   __builtin_unreachable();
 }
 
-// Fiber stacks, allocated once and reused by every block (uninitialised: only touched pages cost).
-constexpr size_t kStackBytes = 128 * 1024;
-inline char* fiber_stack(unsigned tid) {
-  static std::vector<std::unique_ptr<char[]>> stacks;
-  while (stacks.size() <= tid) stacks.emplace_back(new char[kStackBytes]);
-  return stacks[tid].get();
-}
-
-// Runs fiber f until it waits or ends. A fiber that has not run yet starts in block->entry on
-// a fresh stack: its initial stack holds six zero registers and entry as the return address.
-inline void resume(Fiber& f) {
-  if (!f.started) {
-    f.started = true;
-    char* top = fiber_stack(f.tid) + kStackBytes;
-    top -= reinterpret_cast<uintptr_t>(top) % 16;
-    void** sp = reinterpret_cast<void**>(top) - 2;  // entry starts with rsp = top - 8, as after a call
-    sp[0] = reinterpret_cast<void*>(block->entry);
-    sp -= 6;
-    for (int i = 0; i < 6; ++i) sp[i] = nullptr;
-    f.sp = sp;
-  }
-  switch_stack(&block->scheduler_sp, f.sp);
-}
-
 // Runs kernel() on grid x block threads (block.x * block.y * block.z a multiple of 32: warps are
-// consecutive linear thread indices, x fastest, as on a GPU).
+// consecutive linear thread indices, x fastest, as on a GPU). The blocks run one after another;
+// each starts at its fiber 0, and a fiber that waits hands over to the next one that can run.
 template <class Kernel>
 void launch(Dim3 grid, Dim3 shape, Kernel kernel, size_t dynamic_shared_bytes = 0) {
   const unsigned threads = shape.x * shape.y * shape.z;
   if (threads % 32 != 0) throw std::runtime_error("cuda_emu: threads per block must be a multiple of 32");
   grid_dim = grid;
   block_dim = shape;
+  BlockState state;
+  state.dynamic_shared.resize((dynamic_shared_bytes + 15) / 16);
+  state.lane_words.assign(2 * static_cast<size_t>(threads) * BlockState::kWords, 0);
+  state.fibers.resize(threads);
+  state.kernel = &kernel;
+  state.entry = &fiber_main<Kernel>;
+  for (unsigned t = 0; t < threads; ++t) {
+    state.fibers[t].tid = t;
+    state.fibers[t].idx = Dim3{t % shape.x, (t / shape.x) % shape.y, t / (shape.x * shape.y)};
+  }
+  block = &state;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
-        BlockState state;
-        block = &state;
         block_idx = Dim3{x, y, z};
-        state.block_barrier.expected = static_cast<int>(threads);
-        state.dynamic_shared.resize((dynamic_shared_bytes + 15) / 16);
+        state.block_barrier = Barrier{static_cast<int>(threads), 0, 0};
         state.warp_barriers.assign(threads / 32, Barrier{32, 0, 0});
-        state.lane_words.assign(2 * static_cast<size_t>(threads) * BlockState::kWords, 0);
-        state.fibers.resize(threads);
-        state.kernel = &kernel;
-        state.entry = &fiber_main<Kernel>;
-        for (unsigned t = 0; t < threads; ++t) state.fibers[t].tid = t;
-        // Round-robin over runnable fibers until all are done.
-        for (;;) {
-          bool progress = false, all_done = true;
-          for (size_t i = 0; i < state.fibers.size(); ++i) {
-            Fiber& f = state.fibers[i];
-            if (f.done) continue;
-            all_done = false;
-            if (f.waiting != nullptr) {
-              if (f.waiting->generation == f.waiting_generation) continue;  // still waiting
-              f.waiting = nullptr;
-            }
-            state.current = i;
-            thread_idx = Dim3{f.tid % shape.x, (f.tid / shape.x) % shape.y, f.tid / (shape.x * shape.y)};
-            resume(f);
-            progress = true;
-          }
-          if (all_done) break;
-          if (!progress) throw std::runtime_error("cuda_emu: deadlock (threads wait at different barriers)");
+        for (Fiber& f : state.fibers) {
+          f.started = f.done = false;
+          f.waiting = nullptr;
         }
-        block = nullptr;
+        state.done = 0;
+        state.deadlock = false;
+        state.current = 0;
+        prepare(state.fibers[0]);
+        thread_idx = state.fibers[0].idx;
+        switch_stack(&state.scheduler_sp, state.fibers[0].sp);
+        if (state.deadlock) {
+          block = nullptr;
+          throw std::runtime_error("cuda_emu: deadlock (threads wait at different barriers)");
+        }
       }
+  block = nullptr;
 }
 
 template <class Kernel>
