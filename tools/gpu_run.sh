@@ -89,10 +89,11 @@ latency() {  # latency NAME MODEL [FLAGS...]; GEMV=off|on|auto: PAGODA_CUDA_GEMV
   local name=$1 model=$2
   shift 2
   # Debug logging: the small-batch GEMM vs cuBLASLt timing of every decode linear shape.
+  # --max-num-seqs 8: graphs for batch 1, 2, 4 and 8 only (all recorded at start).
   step "$name" 150 env PAGODA_LOG_LEVEL=debug PAGODA_CUDA_GEMV="${GEMV:-auto}" PAGODA_CUDA_PDL="${PDL:-off}" \
     "$BIN/pagoda" bench latency \
     "$M/$model" --device "$DEVICE" --input-len 8 --output-len 256 --batch-size 1 --num-iters 3 --num-iters-warmup 1 \
-    --max-model-len 4096 "$@"
+    --max-model-len 4096 --max-num-seqs 8 "$@"
 }
 if want latency; then
   latency latency_qwen3-0.6b qwen3-0.6b-random
@@ -157,9 +158,9 @@ want hf && step hf_qwen3-8b 200 python3 bench/peers/hf_bench.py --model $M/qwen3
 
 echo "== summary"
 printf '%s\n' "${summary[@]}"
-grep -h -E "Avg latency|Throughput:|serve start|copy_GBps|decode_tok_s|decode_step_us_p50|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
+grep -h -E "Avg latency|Throughput:|serve start|GB of tensors in|CUDA graphs \(decode|s after start|copy_GBps|decode_tok_s|decode_step_us_p50|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
 echo "== decode linears (8B): small-batch GEMM vs cuBLASLt"
 grep -h "CUDA linear" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA linear/CUDA linear/' | sort -u | cut -c1-220
-echo "== decode graphs (8B): nodes (8 per layer + 5 expected at batch 1 on the small-batch GEMM)"
-grep -h "CUDA graph" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA graph/CUDA graph/' | head -n 4
+echo "== decode graphs (8B): nodes (recorded largest first: the last is batch 1, 8 per layer + 5 expected on the small-batch GEMM)"
+grep -h "CUDA graph [0-9]* captured" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed "s/.*CUDA graph/CUDA graph/" | tail -n 4
 du -sh $M/* 2>/dev/null

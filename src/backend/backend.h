@@ -156,6 +156,9 @@ class Backend {
   // Makes a host weight (e.g. an mmapped checkpoint tensor) usable by ops. The CPU backend
   // returns the same view (zero-copy); a device backend copies into `storage`.
   virtual Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>* storage) = 0;
+  // Every weight of a model has been placed (load_model calls it): a backend may wait for its
+  // copies and release what it used to make them.
+  virtual void weights_loaded() {}
   // Allocates the KV pool: num_layers layers of num_blocks blocks of block_size tokens.
   virtual KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads,
                                     int head_dim, DType dtype) = 0;

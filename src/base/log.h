@@ -1,6 +1,7 @@
 // Minimal leveled logging to stderr. PAGODA_LOG_LEVEL=debug|info|warn|error (default info).
 #pragma once
 
+#include <cstdio>
 #include <string>
 
 #include "base/error.h"
@@ -8,6 +9,13 @@
 namespace pagoda {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+
+// v with `digits` decimals ("%.*f"), for log lines.
+inline std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
 
 LogLevel log_level();
 void set_log_level(LogLevel level);

@@ -1,6 +1,7 @@
 // `pagoda serve MODEL_DIR [flags]`: the OpenAI-compatible server (vLLM's `vllm serve`, same flag
 // names). SIGINT / SIGTERM shut it down gracefully: stop accepting, give in-flight requests
 // --shutdown-timeout seconds, abort the rest, exit 0.
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -79,6 +80,7 @@ std::vector<std::string> split_list(const std::string& v) {
 }  // namespace
 
 int serve_command(int argc, char** argv) {
+  const auto started = std::chrono::steady_clock::now();
   raise_open_file_limit();  // one socket per client
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--host", "--port", "--served-model-name", "--api-key", "--chat-template", "--generation-config",
@@ -190,7 +192,9 @@ int serve_command(int argc, char** argv) {
   server.start();
   log_info("serving ", sc.served_model_names[0], " on http://", http.host, ":", server.port(),
            " (max_model_len ", engine->config().max_model_len, ", ", engine->config().num_kv_blocks, " KV blocks of ",
-           engine->config().block_size, " tokens)");
+           engine->config().block_size, " tokens), ready ",
+           fixed(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 2),
+           " s after start");
   std::printf("pagoda: listening on %s:%d\n", http.host.c_str(), server.port());
   std::fflush(stdout);
 

@@ -1,6 +1,7 @@
 #include "engine/engine_core.h"
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <utility>
 
@@ -112,6 +113,13 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   rc.max_num_logits = sc.max_num_logits;
   rc.graphs = config_.cuda_graphs;
   runner_ = std::make_unique<ModelRunner>(model, backend, rc);
+  if (config_.graphs_at_start && backend.has_graphs() && !runner_->capture_sizes().empty()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int n = runner_->capture_graphs();
+    log_info("captured ", n, " CUDA graphs (decode batch sizes ", runner_->capture_sizes().front(), " to ",
+             runner_->capture_sizes().back(), ") in ",
+             fixed(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2), " s");
+  }
   backend_sampling_ = config_.backend_sampling == 1 || (config_.backend_sampling < 0 && backend.samples_on_device());
   // Overlap needs tokens that stay on the device: only with backend sampling.
   async_ = backend_sampling_ &&

@@ -58,6 +58,9 @@ struct EngineConfig {
   // graphs): -1 when the backend and the model allow it, 0 never (--enforce-eager), 1 also the
   // padded decode layout on the CPU backend (tests).
   int cuda_graphs = -1;
+  // With graphs: record every decode size's graph when the engine is built (ModelRunner::
+  // capture_graphs, as vLLM does at start-up); false records each size at its first step.
+  bool graphs_at_start = true;
   // Async scheduling (vLLM's --async-scheduling): step N+1 is scheduled and issued while the
   // backend still runs step N, its tokens fed on the device (Scheduler, ModelRunner::launch);
   // only with backend sampling, and a step is not overlapped when a request in it needs its

@@ -192,17 +192,7 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   const int L = static_cast<int>(logits_idx_.size());
   PAGODA_ASSERT(T_real == output.total_num_scheduled_tokens && L == output.num_logits_rows &&
                 L <= config_.max_num_logits);
-  // Padding sequences: one token at position 0 of block 0, K/V not written (slot -1), no
-  // recurrent state (kPaddingSlot), logits computed and ignored.
-  for (int i = num_seqs; i < B; ++i) {
-    if (hybrid) state_slots_.push_back(AttentionMetadata::kPaddingSlot);
-    ids_.push_back(0);
-    pos_.push_back(0);
-    slots_.push_back(-1);
-    logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
-    qsl_.push_back(static_cast<int32_t>(ids_.size()));
-    seq_lens_.push_back(1);
-  }
+  add_padding_sequences(B - num_seqs);
   if (decode) {
     max_query_len = 1;
     max_seq_len = config_.max_model_len;
@@ -212,23 +202,8 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
 
   // host (this parity's set) was last used by the step before the one in flight, which has been
   // waited for: its copies have all run.
-  int32_t* stage = static_cast<int32_t*>(host.staging.data());
-  size_t staged = 0;
-  auto upload = [&](const DeviceBuffer& buf, const std::vector<int32_t>& v) {
-    if (v.empty()) return;
-    PAGODA_ASSERT((staged + v.size()) * sizeof(int32_t) <= host.staging.size());
-    std::copy(v.begin(), v.end(), stage + staged);
-    backend_.copy_from_host(buf.data(), stage + staged, v.size() * sizeof(int32_t));
-    staged += v.size();
-  };
-  upload(ids_buf_, ids_);
-  upload(pos_buf_, pos_);
-  upload(slot_buf_, slots_);
-  upload(qsl_buf_, qsl_);
-  upload(seq_lens_buf_, seq_lens_);
-  upload(tables_buf_, tables_);
-  upload(logits_idx_buf_, logits_idx_);
-  if (hybrid) upload(state_slots_buf_, state_slots_);
+  size_t staged = upload_inputs(host);
+  auto upload = [&](const DeviceBuffer& buf, const std::vector<int32_t>& v) { staged = stage(host, staged, buf, v); };
   upload(feed_buf_, feed_);
   if (!feed_.empty())
     backend_.feed_tokens(ids_buf_.as(DType::kI32, {T}),
@@ -256,41 +231,8 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   }
   if (backend_samples && !sampling->logprob_rows.empty()) upload(lp_rows_buf_, sampling->logprob_rows);
 
-  ForwardBatch batch;
-  batch.token_ids = ids_buf_.as(DType::kI32, {T});
-  batch.positions = pos_buf_.as(DType::kI32, {T});
-  batch.logits_indices = logits_idx_buf_.as(DType::kI32, {L_fwd});
-  AttentionMetadata& m = batch.attn;
-  m.query_start_loc = qsl_buf_.as(DType::kI32, {B + 1});
-  m.seq_lens = seq_lens_buf_.as(DType::kI32, {B});
-  m.block_tables = tables_buf_.as(DType::kI32, {B, width});
-  m.slot_mapping = slot_buf_.as(DType::kI32, {T});
-  m.num_seqs = B;
-  m.num_tokens = T;
-  m.max_query_len = max_query_len;
-  m.max_seq_len = max_seq_len;
-  if (hybrid) m.state_slots = state_slots_buf_.as(DType::kI32, {B});
-
+  run_forward(B, T, L_fwd, width, max_query_len, max_seq_len, decode);
   Tensor logits = logits_buf_.as(DType::kF32, {std::max(L_fwd, 1), vocab_});
-  auto forward = [&] { model_.forward(batch, kv_, logits); };
-  if (decode && backend_graphs_) {
-    auto it = std::find_if(graph_of_.begin(), graph_of_.end(), [&](const auto& g) { return g.first == B; });
-    if (it != graph_of_.end()) {
-      backend_.replay_graph(it->second);
-    } else {
-      // The first step of this size runs eagerly (its result, and the cuBLASLt plans / MoE tables
-      // the recording needs), then the same launches are recorded for the next ones.
-      forward();
-      try {
-        graph_of_.emplace_back(B, backend_.capture_graph(forward));
-      } catch (const Error& e) {
-        log_warn("CUDA graph capture for batch size ", B, " failed; decode runs eagerly from now on: ", e.what());
-        backend_graphs_ = false;
-      }
-    }
-  } else {
-    forward();
-  }
   InFlight f;
   f.parity = parity;
   f.num_rows = L;
@@ -338,6 +280,100 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   // Placeholders of the next step can be fed from the rows this step samples on the backend.
   last_sampled_rows_.clear();
   if (f.sampled) last_sampled_rows_.swap(sampled_rows_);
+}
+
+void ModelRunner::add_padding_sequences(int n) {
+  // Padding sequences: one token at position 0 of block 0, K/V not written (slot -1), no
+  // recurrent state (kPaddingSlot), logits computed and ignored.
+  const bool hybrid = model_.num_state_slots() > 0;
+  for (int i = 0; i < n; ++i) {
+    if (hybrid) state_slots_.push_back(AttentionMetadata::kPaddingSlot);
+    ids_.push_back(0);
+    pos_.push_back(0);
+    slots_.push_back(-1);
+    logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
+    qsl_.push_back(static_cast<int32_t>(ids_.size()));
+    seq_lens_.push_back(1);
+  }
+}
+
+size_t ModelRunner::stage(HostSet& host, size_t staged, const DeviceBuffer& buf, const std::vector<int32_t>& v) {
+  if (v.empty()) return staged;
+  PAGODA_ASSERT((staged + v.size()) * sizeof(int32_t) <= host.staging.size());
+  int32_t* at = static_cast<int32_t*>(host.staging.data()) + staged;
+  std::copy(v.begin(), v.end(), at);
+  backend_.copy_from_host(buf.data(), at, v.size() * sizeof(int32_t));
+  return staged + v.size();
+}
+
+size_t ModelRunner::upload_inputs(HostSet& host) {
+  size_t staged = 0;
+  for (const auto& [buf, v] : {std::pair{&ids_buf_, &ids_}, std::pair{&pos_buf_, &pos_}, std::pair{&slot_buf_, &slots_},
+                               std::pair{&qsl_buf_, &qsl_}, std::pair{&seq_lens_buf_, &seq_lens_},
+                               std::pair{&tables_buf_, &tables_}, std::pair{&logits_idx_buf_, &logits_idx_},
+                               std::pair{&state_slots_buf_, &state_slots_}})
+    staged = stage(host, staged, *buf, *v);
+  return staged;
+}
+
+void ModelRunner::run_forward(int B, int T, int L_fwd, int width, int max_query_len, int max_seq_len, bool decode) {
+  ForwardBatch batch;
+  batch.token_ids = ids_buf_.as(DType::kI32, {T});
+  batch.positions = pos_buf_.as(DType::kI32, {T});
+  batch.logits_indices = logits_idx_buf_.as(DType::kI32, {L_fwd});
+  AttentionMetadata& m = batch.attn;
+  m.query_start_loc = qsl_buf_.as(DType::kI32, {B + 1});
+  m.seq_lens = seq_lens_buf_.as(DType::kI32, {B});
+  m.block_tables = tables_buf_.as(DType::kI32, {B, width});
+  m.slot_mapping = slot_buf_.as(DType::kI32, {T});
+  m.num_seqs = B;
+  m.num_tokens = T;
+  m.max_query_len = max_query_len;
+  m.max_seq_len = max_seq_len;
+  if (model_.num_state_slots() > 0) m.state_slots = state_slots_buf_.as(DType::kI32, {B});
+
+  Tensor logits = logits_buf_.as(DType::kF32, {std::max(L_fwd, 1), vocab_});
+  auto forward = [&] { model_.forward(batch, kv_, logits); };
+  if (decode && backend_graphs_) {
+    auto it = std::find_if(graph_of_.begin(), graph_of_.end(), [&](const auto& g) { return g.first == B; });
+    if (it != graph_of_.end()) {
+      backend_.replay_graph(it->second);
+    } else {
+      // The first step of this size runs eagerly (its result, and the cuBLASLt plans / MoE tables
+      // the recording needs), then the same launches are recorded for the next ones.
+      forward();
+      try {
+        graph_of_.emplace_back(B, backend_.capture_graph(forward));
+      } catch (const Error& e) {
+        log_warn("CUDA graph capture for batch size ", B, " failed; decode runs eagerly from now on: ", e.what());
+        backend_graphs_ = false;
+      }
+    }
+  } else {
+    forward();
+  }
+}
+
+int ModelRunner::capture_graphs() {
+  PAGODA_CHECK(in_flight_.empty(), "ModelRunner: capture_graphs with a step in flight");
+  int recorded = 0;
+  // Largest first, as vLLM does; each from a batch of padding sequences only (no KV written, no
+  // recurrent state touched): the decode layout is fixed per size, so what a recording captures
+  // does not depend on which sequences run.
+  for (auto size = capture_sizes_.rbegin(); size != capture_sizes_.rend() && backend_graphs_; ++size) {
+    const int B = *size;
+    if (std::any_of(graph_of_.begin(), graph_of_.end(), [&](const auto& g) { return g.first == B; })) continue;
+    for (std::vector<int32_t>* v : {&ids_, &pos_, &slots_, &seq_lens_, &logits_idx_, &state_slots_}) v->clear();
+    qsl_.assign(1, 0);
+    add_padding_sequences(B);
+    tables_.assign(static_cast<size_t>(B) * static_cast<size_t>(max_blocks_per_seq_), 0);
+    upload_inputs(host_[next_parity_]);
+    const int before = num_graphs();
+    run_forward(B, B, B, max_blocks_per_seq_, 1, config_.max_model_len, true);
+    backend_.synchronize();  // the staging buffer is reused by the next size
+    recorded += num_graphs() - before;
+  }
+  return recorded;
 }
 
 }  // namespace pagoda

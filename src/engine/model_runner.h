@@ -97,6 +97,11 @@ class ModelRunner {
   // The batch sizes decode steps are padded to (empty: decode steps are not padded).
   const std::vector<int>& capture_sizes() const { return capture_sizes_; }
   int num_graphs() const { return static_cast<int>(graph_of_.size()); }
+  // Records the decode graph of every capture size not recorded yet (vLLM captures them all at
+  // start-up), so that no serving step pays for a first eager run and a recording (or, on a GPU,
+  // for choosing its small-batch GEMM). Nothing may be in flight. Returns how many were recorded
+  // (0 without graphs; it stops at the first recording that fails, as a step would).
+  int capture_graphs();
 
  private:
   CausalLM& model_;
@@ -139,6 +144,14 @@ class ModelRunner {
   int next_parity_ = 0;
   // The sampled_buf_ row of each request that the last launched step samples on the backend.
   std::unordered_map<const Request*, int32_t> last_sampled_rows_, sampled_rows_;
+  // Padding sequences appended to the host inputs (graph layouts and recordings).
+  void add_padding_sequences(int n);
+  // Copies v through host's staging buffer (from element `staged`) into buf; returns the new end.
+  size_t stage(HostSet& host, size_t staged, const DeviceBuffer& buf, const std::vector<int32_t>& v);
+  // Stages the host inputs (ids_ ... state_slots_) into their backend buffers; returns the end.
+  size_t upload_inputs(HostSet& host);
+  // Runs the model on the uploaded inputs (a decode layout: replays or records its graph).
+  void run_forward(int B, int T, int L_fwd, int width, int max_query_len, int max_seq_len, bool decode);
   std::vector<int> capture_sizes_;
   bool backend_graphs_ = false;        // record and replay (cleared if a recording fails)
   std::vector<std::pair<int, int>> graph_of_;  // (padded batch size, graph id)

@@ -1,8 +1,11 @@
 #include "model/registry.h"
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "model/decoder_lm.h"
 #include "model/hybrid_lm.h"
 
@@ -45,8 +48,15 @@ std::unique_ptr<CausalLM> load_model(const std::string& model_dir, Backend& back
     for (const std::string& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
     fail(model_dir, "/config.json: model_type \"", config.model_type, "\" is not supported; supported: ", known);
   }
+  const auto t0 = std::chrono::steady_clock::now();
   auto checkpoint = std::make_unique<Checkpoint>(model_dir);
-  return factory(std::move(config), std::move(checkpoint), backend, options);
+  const double gb = static_cast<double>(checkpoint->total_bytes()) / 1e9;
+  std::unique_ptr<CausalLM> model = factory(std::move(config), std::move(checkpoint), backend, options);
+  backend.weights_loaded();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log_info("loaded ", model_dir, " on ", backend.name(), ": ", fixed(gb, 2), " GB of tensors in ", fixed(s, 2), " s (",
+           fixed(gb / std::max(s, 1e-9), 1), " GB/s)");
+  return model;
 }
 
 }  // namespace pagoda

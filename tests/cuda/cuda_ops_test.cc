@@ -95,6 +95,46 @@ TEST_F(CudaOpsTest, CopiesRoundTripExactly) {
   EXPECT_EQ(std::memcmp(hw.data(), w.tensor().data, 70), 0);
 }
 
+// place_weight stages weights through two page-locked buffers of 64 MiB, filled by host threads
+// while the other one's copy runs: pieces of a large weight alternate between them, and small
+// weights in between take turns too. The host view may change or go away as soon as place_weight
+// returns, before anything has synchronised; every byte must arrive.
+TEST_F(CudaOpsTest, PlaceWeightCopiesEveryByteThroughTheStaging) {
+  std::mt19937_64 rng(5);
+  auto random_bytes = [&](size_t n) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; i += 8) {
+      const uint64_t r = rng();
+      std::memcpy(v.data() + i, &r, std::min<size_t>(8, n - i));
+    }
+    return v;
+  };
+  // Sizes: small (one thread), one piece above the parallel threshold, and a weight of three
+  // pieces (64 + 64 + 17 MiB + 3 bytes) with odd weights between.
+  const size_t sizes[] = {3, 70001, (size_t{5} << 20) + 1, (size_t{145} << 20) + 3, 999, (size_t{9} << 20) + 7};
+  std::vector<std::vector<uint8_t>> want;
+  std::vector<Tensor> placed;
+  for (size_t n : sizes) {
+    std::vector<uint8_t> host = random_bytes(n);
+    want.push_back(host);
+    Tensor t(host.data(), DType::kU8, {static_cast<int64_t>(n)});
+    placed.push_back(gpu_->place_weight(t, &weights_));
+    std::fill(host.begin(), host.end(), uint8_t{0xab});  // the caller's memory changes at once
+  }
+  gpu_->weights_loaded();
+  for (size_t i = 0; i < placed.size(); ++i) {
+    std::vector<uint8_t> back(want[i].size());
+    gpu_->copy_to_host(back.data(), placed[i].data, back.size());
+    EXPECT_TRUE(back == want[i]) << "weight " << i << " (" << want[i].size() << " bytes) differs";
+  }
+  // After weights_loaded, placing still works (the staging is made again).
+  std::vector<uint8_t> late = random_bytes(12345);
+  Tensor t = gpu_->place_weight(Tensor(late.data(), DType::kU8, {12345}), &weights_);
+  std::vector<uint8_t> back(late.size());
+  gpu_->copy_to_host(back.data(), t.data, back.size());
+  EXPECT_TRUE(back == late);
+}
+
 TEST_F(CudaOpsTest, KvCacheLayoutAndDtypeCheck) {
   KvCache kv = gpu_->allocate_kv_cache(2, 3, 16, 4, 128, DType::kBF16);
   ASSERT_EQ(kv.layers.size(), 2u);

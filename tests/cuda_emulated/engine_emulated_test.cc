@@ -33,7 +33,9 @@ struct RunResult {
   std::map<std::string, std::vector<float>> logprobs;  // sampled token's, then the top ones'
   std::map<std::string, std::string> finish;
   EngineStats stats;
-  int num_graphs = 0;
+  int num_graphs = 0;           // recorded when the run ended
+  int num_graphs_at_build = 0;  // recorded when the engine was built
+  int num_capture_sizes = 0;
 };
 
 struct Job {
@@ -112,17 +114,20 @@ class EmulatedCudaEngine : public ::testing::TestWithParam<std::string> {
     model_ = load_fixture(GetParam(), *backend_);
   }
 
-  EngineConfig config(int graphs, int async) const {
+  EngineConfig config(int graphs, int async, bool graphs_at_start = true) const {
     EngineConfig c = base_config(256);
     c.cuda_graphs = graphs;
     c.async_scheduling = async;
+    c.graphs_at_start = graphs_at_start;
     return c;
   }
 
   RunResult run(const EngineConfig& c) {
     LLMEngine engine(*model_, *backend_, c);
-    for (const Job& j : jobs()) engine.add_request(j.id, j.prompt, j.params);
     RunResult r;
+    r.num_graphs_at_build = engine.core().model_runner().num_graphs();
+    r.num_capture_sizes = static_cast<int>(engine.core().model_runner().capture_sizes().size());
+    for (const Job& j : jobs()) engine.add_request(j.id, j.prompt, j.params);
     for (int step = 0; engine.has_unfinished() && step < 10000; ++step)
       for (const RequestOutput& o : engine.step()) {
         auto& t = r.tokens[o.request_id];
@@ -157,15 +162,26 @@ void expect_identical(const RunResult& got, const RunResult& want, const char* w
 TEST_P(EmulatedCudaEngine, GraphsAndAsyncSchedulingChangeNothing) {
   const RunResult eager = run(config(0, 0));
   EXPECT_EQ(eager.num_graphs, 0);
+  EXPECT_EQ(eager.num_graphs_at_build, 0);
   EXPECT_EQ(eager.stats.num_overlapped_steps, 0);
   ASSERT_EQ(eager.finish.size(), 16u);
 
+  // Each decode size recorded at its first step.
+  const RunResult lazy = run(config(-1, 0, false));
+  EXPECT_EQ(lazy.num_graphs_at_build, 0);
+  EXPECT_GT(lazy.num_graphs, 0) << "no decode step was recorded as a graph";
+  expect_identical(lazy, eager, "graphs recorded at first use");
+
+  // Every decode size (1, 2, 4, 8, 16) recorded from padding batches when the engine is built;
+  // the steps only replay them.
   const RunResult graphs = run(config(-1, 0));
-  EXPECT_GT(graphs.num_graphs, 0) << "no decode step was recorded as a graph";
-  expect_identical(graphs, eager, "graphs");
+  EXPECT_EQ(graphs.num_capture_sizes, 5);
+  EXPECT_EQ(graphs.num_graphs_at_build, graphs.num_capture_sizes);
+  EXPECT_EQ(graphs.num_graphs, graphs.num_capture_sizes) << "a step recorded a graph";
+  expect_identical(graphs, eager, "graphs recorded at start");
 
   const RunResult async = run(config(-1, -1));  // auto: on, the backend samples on the device
-  EXPECT_GT(async.num_graphs, 0);
+  EXPECT_EQ(async.num_graphs, async.num_capture_sizes);
   EXPECT_GT(async.stats.num_overlapped_steps, 0) << "no step was issued while the one before ran";
   expect_identical(async, eager, "graphs + async scheduling");
 }

@@ -57,6 +57,7 @@ class DeferredBackend final : public Backend {
   Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>* storage) override {
     return b_->place_weight(host, storage);
   }
+  void weights_loaded() override { b_->weights_loaded(); }
   KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim,
                             DType dtype) override {
     return b_->allocate_kv_cache(num_layers, num_blocks, block_size, num_kv_heads, head_dim, dtype);

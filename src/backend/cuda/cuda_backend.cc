@@ -16,10 +16,12 @@
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -33,6 +35,7 @@
 #include "backend/cuda/cuda_sampling.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/thread_pool.h"
 
 #define PAGODA_CUBLAS_CHECK(expr)                                                                     \
   do {                                                                                                \
@@ -194,18 +197,21 @@ class CudaBackend final : public Backend {
 
   // Copies the host weight into a new device buffer, dtype unchanged (BF16 / F16 / F32 / any):
   // F32 weights such as A_log or norm weights must stay F32, and linear handles non-BF16 weights
-  // itself (fallback kernel, see linear()).
+  // itself (fallback kernel, see linear()). The bytes go through page-locked staging buffers
+  // (upload_weight); the host view may go away once this returns.
   Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>* storage) override {
     PAGODA_CHECK(storage != nullptr, "CUDA backend: place_weight needs a storage vector");
     DeviceBuffer buf = allocate(host.nbytes());
-    if (host.nbytes() > 0) {
-      PAGODA_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data, host.nbytes(), cudaMemcpyHostToDevice, stream_));
-      PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // load time only: the host view may go away
-    }
+    upload_weight(static_cast<char*>(buf.data()), static_cast<const char*>(host.data), host.nbytes());
     Tensor t = host;
     t.data = buf.data();
     storage->push_back(std::move(buf));
     return t;
+  }
+  void weights_loaded() override {
+    use_device();
+    PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    stager_.reset();
   }
 
   // Layout: k and v [num_blocks, block_size, num_kv_heads, head_dim] BF16 (cuda_attention.h),
@@ -954,6 +960,64 @@ class CudaBackend final : public Backend {
     fail("PAGODA_CUDA_GEMV must be auto, on or off, got '", s, "'");
   }
 
+  // Weight uploads (place_weight) go through kStages page-locked buffers of kStageBytes in turn:
+  // host threads copy a piece of the (memory-mapped) checkpoint into one while the GPU copies
+  // the piece before it out of another. A copy from pageable memory instead goes through the
+  // driver's own staging, filled by one CPU thread. Made at the first weight (each buffer grown
+  // up to kStageBytes as pieces need), released by weights_loaded().
+  static constexpr int kStages = 2;
+  static constexpr size_t kStageBytes = size_t{64} << 20;
+  static constexpr size_t kParallelCopyBytes = size_t{4} << 20;  // smaller pieces: one thread
+  struct WeightStager {
+    struct Slot {
+      DeviceBuffer buf;
+      cudaEvent_t done = nullptr;  // recorded after the slot's last copy to the device
+      bool in_use = false;
+    };
+    std::array<Slot, kStages> slots;
+    int next = 0;
+    ThreadPool pool;
+    explicit WeightStager(int threads) : pool(threads) {}
+    ~WeightStager() {
+      for (Slot& s : slots)
+        if (s.done != nullptr) (void)cudaEventDestroy(s.done);
+    }
+    WeightStager(const WeightStager&) = delete;
+    WeightStager& operator=(const WeightStager&) = delete;
+  };
+
+  void upload_weight(char* dst, const char* src, size_t bytes) {
+    use_device();
+    if (bytes == 0) return;
+    if (stager_ == nullptr) {
+      const int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+      auto st = std::make_unique<WeightStager>(threads);
+      for (WeightStager::Slot& slot : st->slots)
+        PAGODA_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+      stager_ = std::move(st);
+    }
+    for (size_t off = 0; off < bytes; off += kStageBytes) {
+      const size_t n = std::min(kStageBytes, bytes - off);
+      WeightStager::Slot& slot = stager_->slots[static_cast<size_t>(stager_->next)];
+      stager_->next = (stager_->next + 1) % kStages;
+      if (slot.in_use) PAGODA_CUDA_CHECK(cudaEventSynchronize(slot.done));  // its last piece has gone out
+      if (slot.buf.size() < n)  // grown on demand (small models never take the whole kStageBytes)
+        slot.buf = allocate_host(std::min(kStageBytes, std::max(n, 2 * slot.buf.size())));
+      char* stage = static_cast<char*>(slot.buf.data());
+      const char* from = src + off;
+      if (n < kParallelCopyBytes) {
+        std::memcpy(stage, from, n);
+      } else {
+        stager_->pool.parallel_for(static_cast<int64_t>(n), int64_t{1} << 20, [&](int64_t b, int64_t e) {
+          std::memcpy(stage + b, from + b, static_cast<size_t>(e - b));
+        });
+      }
+      PAGODA_CUDA_CHECK(cudaMemcpyAsync(dst + off, stage, n, cudaMemcpyHostToDevice, stream_));
+      PAGODA_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
+      slot.in_use = true;
+    }
+  }
+
   static bool pdl_from_env() {
     const char* v = std::getenv("PAGODA_CUDA_PDL");
     const std::string s = v == nullptr ? "" : v;
@@ -981,6 +1045,7 @@ class CudaBackend final : public Backend {
     }
     plans_.clear();
     expert_tables_.clear();
+    stager_.reset();
     gemm_ws_ = DeviceBuffer();
     attn_ws_ = DeviceBuffer();
     if (lt_ != nullptr) (void)cublasLtDestroy(lt_);
@@ -1001,6 +1066,7 @@ class CudaBackend final : public Backend {
   GemvMode gemv_mode_ = GemvMode::kAuto;      // PAGODA_CUDA_GEMV
   int num_sms_ = 1;
   std::array<cudaEvent_t, 2> tune_events_{};  // choose_gemv's timing
+  std::unique_ptr<WeightStager> stager_;      // upload_weight's, until weights_loaded()
   // (T, K, out dtype, weights, then per weight: rows, bias dtype or -1) -> small-batch GEMM or cuBLASLt.
   using GemvKey = std::array<int64_t, 4 + 2 * cuda::kMaxGemvGroups>;
   std::map<GemvKey, bool> gemv_choices_;
