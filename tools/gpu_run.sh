@@ -158,7 +158,7 @@ want hf && step hf_qwen3-8b 200 python3 bench/peers/hf_bench.py --model $M/qwen3
 
 echo "== summary"
 printf '%s\n' "${summary[@]}"
-grep -h -E "Avg latency|Throughput:|serve start|GB of tensors in|CUDA graphs \(decode|s after start|copy_GBps|decode_tok_s|decode_step_us_p50|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
+grep -h -E "Avg latency|Throughput:|serve start|GB of tensors in|CUDA graphs? \(decode|s after start|copy_GBps|decode_tok_s|decode_step_us_p50|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
 echo "== decode linears (8B): small-batch GEMM vs cuBLASLt"
 grep -h "CUDA linear" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA linear/CUDA linear/' | sort -u | cut -c1-220
 echo "== decode graphs (8B): nodes (recorded largest first: the last is batch 1, 8 per layer + 5 expected on the small-batch GEMM)"

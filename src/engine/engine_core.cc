@@ -116,8 +116,8 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   if (config_.graphs_at_start && backend.has_graphs() && !runner_->capture_sizes().empty()) {
     const auto t0 = std::chrono::steady_clock::now();
     const int n = runner_->capture_graphs();
-    log_info("captured ", n, " CUDA graphs (decode batch sizes ", runner_->capture_sizes().front(), " to ",
-             runner_->capture_sizes().back(), ") in ",
+    log_info("captured ", n, n == 1 ? " CUDA graph" : " CUDA graphs", " (decode batch sizes ",
+             runner_->capture_sizes().front(), " to ", runner_->capture_sizes().back(), ") in ",
              fixed(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2), " s");
   }
   backend_sampling_ = config_.backend_sampling == 1 || (config_.backend_sampling < 0 && backend.samples_on_device());
