@@ -282,6 +282,12 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
   if (f.sampled) last_sampled_rows_.swap(sampled_rows_);
 }
 
+int ModelRunner::graph_of(int B) const {
+  for (const auto& [size, id] : graph_of_)
+    if (size == B) return id;
+  return -1;
+}
+
 void ModelRunner::add_padding_sequences(int n) {
   // Padding sequences: one token at position 0 of block 0, K/V not written (slot -1), no
   // recurrent state (kPaddingSlot), logits computed and ignored.
@@ -335,9 +341,8 @@ void ModelRunner::run_forward(int B, int T, int L_fwd, int width, int max_query_
   Tensor logits = logits_buf_.as(DType::kF32, {std::max(L_fwd, 1), vocab_});
   auto forward = [&] { model_.forward(batch, kv_, logits); };
   if (decode && backend_graphs_) {
-    auto it = std::find_if(graph_of_.begin(), graph_of_.end(), [&](const auto& g) { return g.first == B; });
-    if (it != graph_of_.end()) {
-      backend_.replay_graph(it->second);
+    if (const int id = graph_of(B); id >= 0) {
+      backend_.replay_graph(id);
     } else {
       // The first step of this size runs eagerly (its result, and the cuBLASLt plans / MoE tables
       // the recording needs), then the same launches are recorded for the next ones.
@@ -362,7 +367,7 @@ int ModelRunner::capture_graphs() {
   // does not depend on which sequences run.
   for (auto size = capture_sizes_.rbegin(); size != capture_sizes_.rend() && backend_graphs_; ++size) {
     const int B = *size;
-    if (std::any_of(graph_of_.begin(), graph_of_.end(), [&](const auto& g) { return g.first == B; })) continue;
+    if (graph_of(B) >= 0) continue;
     for (std::vector<int32_t>* v : {&ids_, &pos_, &slots_, &seq_lens_, &logits_idx_, &state_slots_}) v->clear();
     qsl_.assign(1, 0);
     add_padding_sequences(B);

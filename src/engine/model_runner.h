@@ -144,6 +144,8 @@ class ModelRunner {
   int next_parity_ = 0;
   // The sampled_buf_ row of each request that the last launched step samples on the backend.
   std::unordered_map<const Request*, int32_t> last_sampled_rows_, sampled_rows_;
+  // The graph recorded for padded batch size B, or -1.
+  int graph_of(int B) const;
   // Padding sequences appended to the host inputs (graph layouts and recordings).
   void add_padding_sequences(int n);
   // Copies v through host's staging buffer (from element `staged`) into buf; returns the new end.
