@@ -161,6 +161,6 @@ printf '%s\n' "${summary[@]}"
 grep -h -E "Avg latency|Throughput:|serve start|GB of tensors in|CUDA graphs? \(decode|s after start|copy_GBps|decode_tok_s|decode_step_us_p50|FAILED|PASSED|failures|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Median TPOT|P99 TPOT" "$OUT"/*.log | cut -c1-300
 echo "== decode linears (8B): small-batch GEMM vs cuBLASLt"
 grep -h "CUDA linear" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed 's/.*CUDA linear/CUDA linear/' | sort -u | cut -c1-220
-echo "== decode graphs (8B): nodes (recorded largest first: the last is batch 1, 8 per layer + 5 expected on the small-batch GEMM)"
+echo "== decode graphs (8B): nodes (recorded largest first: the last is batch 1: 6 per layer + 5 expected with the norms and residual adds folded into the small-batch GEMM, 8 per layer unfolded)"
 grep -h "CUDA graph [0-9]* captured" "$OUT"/latency_qwen3-8b.log 2>/dev/null | sed "s/.*CUDA graph/CUDA graph/" | tail -n 4
 du -sh $M/* 2>/dev/null

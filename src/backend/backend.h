@@ -216,6 +216,27 @@ class Backend {
     auto b = biases.begin();
     for (const Tensor& o : outs) linear(x, **w++, *b++, o);
   }
+  // The ops around a dense layer's linears, so that a backend may fold them into its GEMM (the
+  // CUDA backend does for decode steps: the small-batch GEMM, cuda_gemv.h). The defaults run
+  // the separate ops; a fused form may round differently (noted per op).
+  //
+  // residual[T, N] += linear(x, weight, bias): the product stored in the activation dtype (into
+  // `scratch` [T, N], which a fused form leaves alone), then add()ed.
+  virtual void linear_add(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor scratch,
+                          Tensor residual) {
+    linear(x, weight, bias, scratch);
+    add(residual, scratch);
+  }
+  // outs[i] = linear(rms_norm(x) * norm_weight, weights[i], biases[i]), x [T, K]: the default
+  // normalises into `normed` [T, K] and runs linears. Fused, the FP32 products are scaled by the
+  // row's inverse RMS instead (the normalised row is never rounded to the activation dtype) and
+  // `normed` is left alone.
+  virtual void rms_norm_linears(const Tensor& x, const Tensor& norm_weight, float eps, Tensor normed,
+                                std::initializer_list<const Tensor*> weights,
+                                std::initializer_list<const Tensor*> biases, std::initializer_list<Tensor> outs) {
+    rms_norm(x, norm_weight, eps, normed);
+    linears(normed, weights, biases, outs);
+  }
   // cos_sin[T, rotary_dim] (F32): for token t and frequency i < rotary_dim/2,
   // cos_sin[t, i] = cos(pos_t * inv_freq[i]) * attention_factor and
   // cos_sin[t, rotary_dim/2 + i] = sin(...) * attention_factor. Computed once per forward.
@@ -257,6 +278,12 @@ class Backend {
                             Tensor out) {
     linears(x, {&gate_w, &up_w}, {nullptr, nullptr}, {gate, up});
     silu_and_mul(gate, up, out);
+  }
+  // gate_up_silu(rms_norm(x) * norm_weight, ...), with rms_norm_linears' two forms.
+  virtual void rms_norm_gate_up_silu(const Tensor& x, const Tensor& norm_weight, float eps, Tensor normed,
+                                     const Tensor& gate_w, const Tensor& up_w, Tensor gate, Tensor up, Tensor out) {
+    rms_norm(x, norm_weight, eps, normed);
+    gate_up_silu(normed, gate_w, up_w, gate, up, out);
   }
   // out[i, :] = x[indices[i], :]   (indices I32 [N])
   virtual void gather_rows(const Tensor& x, const Tensor& indices, Tensor out) = 0;

@@ -201,18 +201,24 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
   backend_.rope_cos_sin(batch.positions, inv_freq_, attention_factor_, cos_sin);
 
   AttentionMetadata meta = batch.attn;
+  // The residual stream: `hidden`, plus `out` when `pending` (a MoE block's output not yet
+  // added). Dense layers add their attention and MLP outputs into hidden as part of the last
+  // linear (linear_add) and normalise as part of the next ones (rms_norm_linears,
+  // rms_norm_gate_up_silu), which a backend may fuse (the CUDA backend's decode steps).
+  bool pending = false;
+  auto bias = [](const Tensor& b) { return b.data != nullptr ? &b : nullptr; };
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
-    if (i == 0) {
-      backend_.rms_norm(hidden, l.input_norm, eps, normed);
-    } else {
-      backend_.add_rms_norm(hidden, out, l.input_norm, eps, normed);
-    }
 
     // Attention.
-    auto bias = [](const Tensor& b) { return b.data != nullptr ? &b : nullptr; };
-    backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
-                     {q, k, v});
+    if (pending) {
+      backend_.add_rms_norm(hidden, out, l.input_norm, eps, normed);
+      backend_.linears(normed, {&l.q_proj, &l.k_proj, &l.v_proj}, {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)},
+                       {q, k, v});
+    } else {
+      backend_.rms_norm_linears(hidden, l.input_norm, eps, normed, {&l.q_proj, &l.k_proj, &l.v_proj},
+                                {bias(l.q_bias), bias(l.k_bias), bias(l.v_bias)}, {q, k, v});
+    }
     KvCacheLayer& cache = kv.layers[i];
     if (qk_norm_) {
       backend_.qk_norm_rope_and_cache(q.view({T, Hq, D}), k.view({T, Hk, D}), v.view({T, Hk, D}), l.q_norm, l.k_norm,
@@ -223,23 +229,29 @@ void DecoderLM::forward(const ForwardBatch& batch, KvCache& kv, Tensor logits) {
     }
     meta.sliding_window = l.sliding_window > 0 ? l.sliding_window : -1;
     backend_.paged_attention(q.view({T, Hq, D}), cache, meta, scale, attn_out.view({T, Hq, D}));
-    backend_.linear(attn_out, l.o_proj, bias(l.o_bias), out);
+    backend_.linear_add(attn_out, l.o_proj, bias(l.o_bias), out, hidden);
 
     // MLP.
-    backend_.add_rms_norm(hidden, out, l.post_attention_norm, eps, normed);
     if (l.moe) {
       // Router logits in F32 (lm_head-style F32 output), softmax top-k, grouped expert GEMMs.
+      backend_.rms_norm(hidden, l.post_attention_norm, eps, normed);
       Tensor router_logits = rows(router_logits_), ids = rows(topk_ids_), weights = rows(topk_weights_);
       backend_.linear(normed, l.router, nullptr, router_logits);
       backend_.moe_route(router_logits, c.norm_topk_prob, ids, weights);
       backend_.moe_experts(normed, ids, weights, l.experts, moe_scratch_, out);
+      pending = true;
     } else {
       Tensor gate = rows(gate_), up = rows(up_);
-      backend_.gate_up_silu(normed, l.gate_proj, l.up_proj, gate, up, gate);
-      backend_.linear(gate, l.down_proj, nullptr, out);
+      backend_.rms_norm_gate_up_silu(hidden, l.post_attention_norm, eps, normed, l.gate_proj, l.up_proj, gate, up,
+                                     gate);
+      backend_.linear_add(gate, l.down_proj, nullptr, out, hidden);
+      pending = false;
     }
   }
-  backend_.add_rms_norm(hidden, out, final_norm_, eps, normed);
+  if (pending)
+    backend_.add_rms_norm(hidden, out, final_norm_, eps, normed);
+  else
+    backend_.rms_norm(hidden, final_norm_, eps, normed);
   if (L == 0) return;
   Tensor gathered = gathered_.slice_rows(0, L);
   backend_.gather_rows(normed, batch.logits_indices, gathered);

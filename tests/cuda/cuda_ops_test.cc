@@ -11,7 +11,8 @@
 //    abs 1e-5 .. 1e-3 of the row scale (FP32 summation order, rounded residual of add_rms_norm);
 //  - GEMM: rel 1e-2 plus abs 2e-3 * sqrt(K) (inputs in [-1, 1]: a dot product has standard
 //    deviation ~ sqrt(K) / 3, so this is ~0.6 % of its typical size; FP32 summation order alone
-//    is orders of magnitude below);
+//    is orders of magnitude below); abs 4e-3 * sqrt(K) where the GPU may round a normalised
+//    row to BF16 before the GEMM and the CPU does not (rms_norm_linears, see its case);
 //  - rope_cos_sin (F32): abs 1e-6 (same F32 angle, cos / sin in double on both).
 #include <gtest/gtest.h>
 
@@ -387,6 +388,150 @@ TEST_F(CudaOpsTest, DecodeLinearsMatchCpuInEveryGemvMode) {
     }
     for (int64_t T : {1, 4, 16}) gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 2048, 384, mode);
     gate_up_silu_case(*gpu, *cpu_, storage, rng, 2, 36, 40, mode);  // K % 8 != 0
+  }
+}
+
+bool all_nan(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float f) { return std::isnan(f); });
+}
+
+// linear_add against the CPU backend's (linear, then add in F32): residual in [-2, 2], the
+// product rounded to BF16 before the add on the GPU (bounds of a GEMM; abs: also the rounding of
+// the residual, <= 2^-9 of |residual| + |product|). Residual poisoned nowhere (it is an input):
+// it is uploaded afresh before each run.
+void linear_add_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng, int64_t T,
+                     int64_t N, int64_t K, DType bias_dtype, const std::string& mode) {
+  const std::string what = mode + " linear_add T=" + std::to_string(T) + " N=" + std::to_string(N) +
+                           " K=" + std::to_string(K) + (bias_dtype == DType::kU8 ? "" : " bias " + dtype_str(bias_dtype));
+  const std::vector<float> x = rand_bf16(T * K, rng), res = rand_bf16(T * N, rng, -2, 2);
+  RandomTensor w(DType::kBF16, {N, K}, rng);
+  const bool has_bias = bias_dtype != DType::kU8;
+  RandomTensor b(has_bias ? bias_dtype : DType::kF32, {N}, rng);
+  const Tensor gw = gpu.place_weight(w.tensor(), &storage);
+  const Tensor gb = has_bias ? gpu.place_weight(b.tensor(), &storage) : Tensor();
+  const Tensor cb = b.tensor();
+  std::vector<float> ref = res, scratch(T * N);
+  cpu.linear_add(Tensor(const_cast<float*>(x.data()), DType::kF32, {T, K}), w.tensor(), has_bias ? &cb : nullptr,
+                 Tensor(scratch.data(), DType::kF32, {T, N}), Tensor(ref.data(), DType::kF32, {T, N}));
+  const Dev gx = upload(gpu, x, DType::kBF16, {T, K});
+  const Dev gscratch = dev_alloc(gpu, DType::kBF16, {T, N});
+  for (int run = 0; run < 2; ++run) {
+    const Dev gres = upload(gpu, res, DType::kBF16, {T, N});
+    poison(gpu, gscratch.t);
+    gpu.linear_add(gx.t, gw, has_bias ? &gb : nullptr, gscratch.t, gres.t);
+    EXPECT_TRUE(close(download(gpu, gres.t), ref, 1e-2, 2e-3 * std::sqrt(static_cast<double>(K)) + 1e-2))
+        << what << " run " << run;
+    // "on" folds the add wherever the small-batch GEMM applies: the scratch is then never written.
+    if (mode == "on" && T <= 8 && K % 8 == 0) {
+      EXPECT_TRUE(all_nan(download(gpu, gscratch.t))) << what << " folded";
+    }
+  }
+}
+
+// rms_norm_linears and rms_norm_gate_up_silu against the CPU backend's (rms_norm then linears /
+// gate_up_silu, all F32): x in [-2, 2], norm weight in [0.5, 1.5]. The GPU's unfused form rounds
+// the normalised row to BF16 (relative 2^-9 per element: for these inputs a dot product's error
+// has standard deviation ~6.5e-4 sqrt(K)), so the GEMM bound's abs is doubled to 4e-3 sqrt(K)
+// (> 6 standard deviations); the folded form does not round it. `normed` is scratch.
+void rms_norm_linears_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng, int64_t T,
+                           int64_t K, const std::vector<int64_t>& ns, DType bias_dtype, const std::string& mode) {
+  std::string what = mode + " rms_norm_linears T=" + std::to_string(T) + " K=" + std::to_string(K) + " N=";
+  for (int64_t n : ns) what += std::to_string(n) + ",";
+  what += bias_dtype == DType::kU8 ? "" : " bias " + dtype_str(bias_dtype);
+  PAGODA_ASSERT(ns.size() <= 3);
+  const std::vector<float> x = rand_bf16(T * K, rng, -2, 2);
+  RandomTensor nw(DType::kBF16, {K}, rng, 0.5f, 1.5f);
+  const Tensor gnw = gpu.place_weight(nw.tensor(), &storage);
+  std::vector<RandomTensor> ws, bs;
+  for (int64_t n : ns) {
+    ws.emplace_back(DType::kBF16, std::initializer_list<int64_t>{n, K}, rng);
+    bs.emplace_back(bias_dtype == DType::kU8 ? DType::kF32 : bias_dtype, std::initializer_list<int64_t>{n}, rng);
+  }
+  std::vector<Tensor> gw, gb, cw, cb;
+  std::vector<std::vector<float>> refs;
+  std::vector<Dev> outs;
+  for (size_t i = 0; i < ns.size(); ++i) {
+    gw.push_back(gpu.place_weight(ws[i].tensor(), &storage));
+    gb.push_back(bias_dtype == DType::kU8 ? Tensor() : gpu.place_weight(bs[i].tensor(), &storage));
+    cw.push_back(ws[i].tensor());
+    cb.push_back(bias_dtype == DType::kU8 ? Tensor() : bs[i].tensor());
+    refs.emplace_back(static_cast<size_t>(T * ns[i]));
+    outs.push_back(dev_alloc(gpu, DType::kBF16, {T, ns[i]}));
+  }
+  // Unused entries repeat weight 0 (the call takes exactly ns.size() of them).
+  const auto pick = [&](std::vector<Tensor>& v, size_t i) { return &v[std::min(i, v.size() - 1)]; };
+  const auto bias = [&](std::vector<Tensor>& v, size_t i) { return bias_dtype == DType::kU8 ? nullptr : pick(v, i); };
+  std::vector<float> normed(T * K);
+  const Tensor cx(const_cast<float*>(x.data()), DType::kF32, {T, K}), cn(normed.data(), DType::kF32, {T, K});
+  std::vector<Tensor> crefs;
+  for (size_t i = 0; i < ns.size(); ++i) crefs.emplace_back(refs[i].data(), DType::kF32, std::initializer_list<int64_t>{T, ns[i]});
+  if (ns.size() == 1) cpu.rms_norm_linears(cx, nw.tensor(), 1e-6f, cn, {pick(cw, 0)}, {bias(cb, 0)}, {crefs[0]});
+  if (ns.size() == 3)
+    cpu.rms_norm_linears(cx, nw.tensor(), 1e-6f, cn, {pick(cw, 0), pick(cw, 1), pick(cw, 2)},
+                         {bias(cb, 0), bias(cb, 1), bias(cb, 2)}, {crefs[0], crefs[1], crefs[2]});
+  const Dev gx = upload(gpu, x, DType::kBF16, {T, K});
+  const Dev gnormed = dev_alloc(gpu, DType::kBF16, {T, K});
+  for (int run = 0; run < 2; ++run) {
+    for (const Dev& o : outs) poison(gpu, o.t);
+    poison(gpu, gnormed.t);
+    if (ns.size() == 1) gpu.rms_norm_linears(gx.t, gnw, 1e-6f, gnormed.t, {pick(gw, 0)}, {bias(gb, 0)}, {outs[0].t});
+    if (ns.size() == 3)
+      gpu.rms_norm_linears(gx.t, gnw, 1e-6f, gnormed.t, {pick(gw, 0), pick(gw, 1), pick(gw, 2)},
+                           {bias(gb, 0), bias(gb, 1), bias(gb, 2)}, {outs[0].t, outs[1].t, outs[2].t});
+    for (size_t i = 0; i < ns.size(); ++i)
+      EXPECT_TRUE(close(download(gpu, outs[i].t), refs[i], 1e-2, 4e-3 * std::sqrt(static_cast<double>(K))))
+          << what << " weight " << i << " run " << run;
+    // "on" folds the norm wherever the small-batch GEMM applies: `normed` is then never written.
+    if (mode == "on" && T <= 8 && K % 8 == 0) {
+      EXPECT_TRUE(all_nan(download(gpu, gnormed.t))) << what << " folded";
+    }
+  }
+  // The SwiGLU form over the first two weights' rows (gate = weight 0, up = weight 0 or 1 when it
+  // has as many rows).
+  const size_t up_i = ns.size() > 1 && ns[1] == ns[0] ? 1 : 0;
+  const int64_t I = ns[0];
+  std::vector<float> g(T * I), u(T * I), ref(T * I);
+  cpu.rms_norm_gate_up_silu(cx, nw.tensor(), 1e-6f, cn, cw[0], cw[up_i], Tensor(g.data(), DType::kF32, {T, I}),
+                            Tensor(u.data(), DType::kF32, {T, I}), Tensor(ref.data(), DType::kF32, {T, I}));
+  const Dev gate = dev_alloc(gpu, DType::kBF16, {T, I}), up = dev_alloc(gpu, DType::kBF16, {T, I});
+  for (int run = 0; run < 2; ++run) {
+    poison(gpu, gate.t);
+    poison(gpu, up.t);
+    poison(gpu, gnormed.t);
+    gpu.rms_norm_gate_up_silu(gx.t, gnw, 1e-6f, gnormed.t, gw[0], gw[up_i], gate.t, up.t, gate.t);
+    // As gate_up_silu_case (the products rounded to BF16 before silu * up on the GPU).
+    EXPECT_TRUE(close_scaled(download(gpu, gate.t), ref, 2e-2, 2e-3)) << what << " gate_up_silu run " << run;
+    if (mode == "on" && T <= 8 && K % 8 == 0) {
+      EXPECT_TRUE(all_nan(download(gpu, gnormed.t))) << what << " gate_up_silu folded";
+    }
+  }
+}
+
+// The dense layer's folded ops (Backend::linear_add, rms_norm_linears, rms_norm_gate_up_silu) in
+// every PAGODA_CUDA_GEMV mode: "on" folds the residual add / the norm into the small-batch GEMM
+// wherever it applies, "off" runs cuBLASLt (accumulating into the residual) and the separate norm,
+// "auto" whichever its timing picked. Shapes: every T from 1 to 8 and prefill-sized ones, every
+// split of K, odd row counts, biases (linear_add with a bias runs linear + add), K % 8 != 0.
+TEST_F(CudaOpsTest, FoldedNormAndResidualAddMatchCpuInEveryGemvMode) {
+  for (const char* mode : {"on", "off", "auto"}) {
+    ScopedGemvMode scoped(mode);
+    std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+    std::vector<DeviceBuffer> storage;
+    std::mt19937 rng(13);
+    for (int64_t T = 1; T <= 8; ++T) {
+      linear_add_case(*gpu, *cpu_, storage, rng, T, 64, 1024, DType::kU8, mode);  // split 8
+      linear_add_case(*gpu, *cpu_, storage, rng, T, 37, 520, DType::kU8, mode);
+      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 1024, {64}, DType::kU8, mode);  // split 8
+      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 520, {37, 8, 13}, DType::kBF16, mode);
+    }
+    for (int64_t T : {1, 3, 8, 19}) {
+      linear_add_case(*gpu, *cpu_, storage, rng, T, 256, 2048, DType::kU8, mode);
+      linear_add_case(*gpu, *cpu_, storage, rng, T, 96, 256, DType::kBF16, mode);  // o_proj bias
+      linear_add_case(*gpu, *cpu_, storage, rng, T, 40, 36, DType::kU8, mode);     // K % 8 != 0
+      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 2048, {256, 64, 64}, DType::kF32, mode);
+      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 256, {384, 384, 128}, DType::kU8, mode);
+      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 36, {40}, DType::kU8, mode);  // K % 8 != 0
+    }
   }
 }
 

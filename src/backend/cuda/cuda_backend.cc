@@ -335,7 +335,7 @@ class CudaBackend final : public Backend {
       const auto run_gemv = [&] {
         cuda::launch_gemv(x.data, x.rows(), x.cols(), g, outs.begin()->dtype, num_sms_, stream_);
       };
-      if (choose_gemv(x, g, outs.begin()->dtype, false, run_gemv, run_blas)) {
+      if (choose_gemv(x, g, outs.begin()->dtype, 0, run_gemv, run_blas)) {
         run_gemv();
         return;
       }
@@ -348,6 +348,86 @@ class CudaBackend final : public Backend {
   // (PAGODA_CUDA_GEMV). Otherwise the two ops.
   void gate_up_silu(const Tensor& x, const Tensor& gate_w, const Tensor& up_w, Tensor gate, Tensor up,
                     Tensor out) override {
+    gate_up_silu_on(x, nullptr, 0.0f, gate_w, up_w, gate, up, out,
+                    [&] { Backend::gate_up_silu(x, gate_w, up_w, gate, up, out); });
+  }
+
+  // residual += linear(x). Decode steps may fold the add into the small-batch GEMM's store
+  // (kGemvAdd), chosen against cuBLASLt like linears(). cuBLASLt accumulates into the residual
+  // (beta = 1: one rounding of product + residual) when there is no bias; otherwise linear into
+  // `scratch`, then add.
+  void linear_add(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor scratch,
+                  Tensor residual) override {
+    use_device();
+    check_linear(x, weight, bias, scratch);
+    PAGODA_CHECK(residual.dtype == scratch.dtype && residual.rows() == scratch.rows() &&
+                     residual.cols() == scratch.cols(),
+                 "linear_add: residual ", dtype_name(residual.dtype), " ", residual.shape_string(), " vs scratch ",
+                 dtype_name(scratch.dtype), " ", scratch.shape_string());
+    if (x.rows() == 0) return;
+    const bool has_bias = bias != nullptr && bias->data != nullptr;
+    const auto run_unfused = [&] {
+      if (!has_bias && linear_blas(x, weight, nullptr, residual, /*accumulate=*/true)) return;
+      linear(x, weight, bias, scratch);
+      add(residual, scratch);
+    };
+    cuda::GemvGroups g{};
+    if (residual.dtype == DType::kBF16 && gemv_applies(x, {&weight}, {bias}, {residual}, g)) {
+      const auto run_fused = [&] {
+        cuda::launch_gemv(x.data, x.rows(), x.cols(), g, residual.dtype, num_sms_, stream_, cuda::kGemvAdd);
+      };
+      if (choose_gemv(x, g, residual.dtype, cuda::kGemvAdd, run_fused, run_unfused, &residual)) {
+        run_fused();
+        return;
+      }
+    }
+    run_unfused();
+  }
+
+  // linears over rms_norm(x): decode steps may fold the norm into the small-batch GEMM (kGemvNorm),
+  // chosen against rms_norm + linears (whichever way those run) like linears().
+  void rms_norm_linears(const Tensor& x, const Tensor& norm_weight, float eps, Tensor normed,
+                        std::initializer_list<const Tensor*> weights, std::initializer_list<const Tensor*> biases,
+                        std::initializer_list<Tensor> outs) override {
+    PAGODA_ASSERT(weights.size() == biases.size() && weights.size() == outs.size());
+    use_device();
+    check_norm("rms_norm_linears", x, norm_weight, normed);
+    auto b = biases.begin();
+    auto o = outs.begin();
+    for (const Tensor* w : weights) check_linear(x, *w, *b++, *o++);
+    if (x.rows() == 0) return;
+    const auto run_unfused = [&] { Backend::rms_norm_linears(x, norm_weight, eps, normed, weights, biases, outs); };
+    cuda::GemvGroups g{};
+    if (norm_foldable(x, norm_weight) && outs.begin()->dtype == DType::kBF16 &&
+        gemv_applies(x, weights, biases, outs, g)) {
+      g.norm_w = norm_weight.data;
+      g.eps = eps;
+      const auto run_fused = [&] {
+        cuda::launch_gemv(x.data, x.rows(), x.cols(), g, DType::kBF16, num_sms_, stream_, cuda::kGemvNorm);
+      };
+      if (choose_gemv(x, g, DType::kBF16, cuda::kGemvNorm, run_fused, run_unfused)) {
+        run_fused();
+        return;
+      }
+    }
+    run_unfused();
+  }
+
+  // gate_up_silu over rms_norm(x): decode steps may run ONE launch for the norm, both products
+  // and the SwiGLU (kGemvNorm | kGemvGated), chosen against rms_norm + gate_up_silu.
+  void rms_norm_gate_up_silu(const Tensor& x, const Tensor& norm_weight, float eps, Tensor normed,
+                             const Tensor& gate_w, const Tensor& up_w, Tensor gate, Tensor up, Tensor out) override {
+    check_norm("rms_norm_gate_up_silu", x, norm_weight, normed);
+    gate_up_silu_on(x, &norm_weight, eps, gate_w, up_w, gate, up, out, [&] {
+      Backend::rms_norm_gate_up_silu(x, norm_weight, eps, normed, gate_w, up_w, gate, up, out);
+    });
+  }
+
+  // gate_up_silu's checks and decode path (with rms_norm(x) * *norm_weight folded in when
+  // norm_weight is given), chosen against `run_unfused`.
+  template <class Unfused>
+  void gate_up_silu_on(const Tensor& x, const Tensor* norm_weight, float eps, const Tensor& gate_w,
+                       const Tensor& up_w, Tensor gate, Tensor up, Tensor out, const Unfused& run_unfused) {
     use_device();
     check_linear(x, gate_w, nullptr, gate);
     check_linear(x, up_w, nullptr, up);
@@ -355,14 +435,20 @@ class CudaBackend final : public Backend {
                  "gate_up_silu: out ", dtype_name(out.dtype), " ", out.shape_string(), " vs gate ",
                  dtype_name(gate.dtype), " ", gate.shape_string());
     if (x.rows() == 0) return;
-    const auto run_unfused = [&] { Backend::gate_up_silu(x, gate_w, up_w, gate, up, out); };
     cuda::GemvGroups g{};
-    if (gate_w.dim(0) == up_w.dim(0) && gemv_applies(x, {&gate_w, &up_w}, {nullptr, nullptr}, {gate, up}, g)) {
+    const bool norm = norm_weight != nullptr;
+    if ((!norm || (norm_foldable(x, *norm_weight) && out.dtype == DType::kBF16)) && gate_w.dim(0) == up_w.dim(0) &&
+        gemv_applies(x, {&gate_w, &up_w}, {nullptr, nullptr}, {gate, up}, g)) {
       g.out[0] = out.data;
+      if (norm) {
+        g.norm_w = norm_weight->data;
+        g.eps = eps;
+      }
+      const int mode = norm ? cuda::kGemvNorm | cuda::kGemvGated : cuda::kGemvGated;
       const auto run_fused = [&] {
-        cuda::launch_gemv(x.data, x.rows(), x.cols(), g, out.dtype, num_sms_, stream_, /*gated=*/true);
+        cuda::launch_gemv(x.data, x.rows(), x.cols(), g, out.dtype, num_sms_, stream_, mode);
       };
-      if (choose_gemv(x, g, out.dtype, true, run_fused, run_unfused)) {
+      if (choose_gemv(x, g, out.dtype, mode, run_fused, run_unfused)) {
         run_fused();
         return;
       }
@@ -727,25 +813,38 @@ class CudaBackend final : public Backend {
   }
 
   // One linear through cuBLASLt (or the fallback kernel); arguments checked by check_linear.
-  void linear_blas(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& out) {
+  // accumulate (no bias): out += x W^T through cuBLASLt's beta = 1, if cuBLASLt takes the shape;
+  // returns false (nothing run) if it does not.
+  bool linear_blas(const Tensor& x, const Tensor& weight, const Tensor* bias, const Tensor& out,
+                   bool accumulate = false) {
     const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
     const bool has_bias = bias != nullptr && bias->data != nullptr;
-    if (T == 0 || N == 0) return;
+    PAGODA_ASSERT(!(accumulate && has_bias));
+    if (T == 0 || N == 0) return true;
     if (x.dtype == DType::kBF16 && weight.dtype == DType::kBF16) {
-      const GemmPlan& plan = gemm_plan(T, N, K, out.dtype, has_bias, pointer_alignment(weight.data),
+      const GemmPlan& plan = gemm_plan(T, N, K, out.dtype, has_bias || accumulate, pointer_alignment(weight.data),
                                        pointer_alignment(x.data), pointer_alignment(out.data));
       if (plan.ok) {
         if (has_bias) cuda::launch_fill_bias_rows(bias->data, bias->dtype, T, N, out.data, out.dtype, stream_);
-        const float alpha = 1.0f, beta = has_bias ? 1.0f : 0.0f;
+        const float alpha = 1.0f, beta = has_bias || accumulate ? 1.0f : 0.0f;
         // Column-major view: out^T [N, T] = W[N, K] (stored as K x N, transposed) * x^T [K, T].
         PAGODA_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha, weight.data, plan.a, x.data, plan.b, &beta, out.data,
                                            plan.c, out.data, plan.c, &plan.algo, gemm_ws_.data(), gemm_ws_.size(),
                                            stream_));
-        return;
+        return true;
       }
     }
+    if (accumulate) return false;
     cuda::launch_gemm_fallback(x.data, x.dtype, weight.data, weight.dtype, has_bias ? bias->data : nullptr,
                                has_bias ? bias->dtype : DType::kF32, out.data, out.dtype, T, N, K, stream_);
+    return true;
+  }
+
+  // Whether the small-batch GEMM can fold rms_norm(x) * norm_weight into its loads: a BF16 norm
+  // weight of x's width, 16-byte aligned.
+  static bool norm_foldable(const Tensor& x, const Tensor& norm_weight) {
+    return norm_weight.dtype == DType::kBF16 && norm_weight.numel() == x.cols() &&
+           pointer_alignment(norm_weight.data) >= 16;
   }
 
   // Whether linears(x, weights, ...) can run as one small-batch GEMM launch; fills g if so.
@@ -782,15 +881,15 @@ class CudaBackend final : public Backend {
   // alternating); the faster is kept for the shape. During a capture an unseen shape takes
   // cuBLASLt without deciding (ModelRunner runs every shape eagerly before capturing it).
   template <class Gemv, class Blas>
-  bool choose_gemv(const Tensor& x, const cuda::GemvGroups& g, DType out_dtype, bool gated, const Gemv& run_gemv,
-                   const Blas& run_blas) {
+  bool choose_gemv(const Tensor& x, const cuda::GemvGroups& g, DType out_dtype, int mode, const Gemv& run_gemv,
+                   const Blas& run_blas, const Tensor* preserve = nullptr) {
     if (gemv_mode_ == GemvMode::kOn) return true;
     // A fixed-size key: this lookup runs on every eager decode linear, so it does not allocate.
     GemvKey key{};
     key[0] = x.rows();
     key[1] = x.cols();
     key[2] = static_cast<int64_t>(out_dtype);
-    key[3] = gated ? -g.count : g.count;
+    key[3] = g.count + 8 * mode;
     for (int i = 0; i < g.count; ++i) {
       key[static_cast<size_t>(4 + 2 * i)] = g.n[i];
       key[static_cast<size_t>(5 + 2 * i)] = g.bias[i] == nullptr ? -1 : static_cast<int64_t>(g.bias_dtype[i]);
@@ -801,6 +900,14 @@ class CudaBackend final : public Backend {
     PAGODA_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
     if (capture != cudaStreamCaptureStatusNone) return false;
     constexpr int kTuneRuns = 10, kTuneRounds = 3;
+    // preserve: a tensor both ways update in place (linear_add's residual), saved here and put
+    // back once timed, so that the call still adds exactly once.
+    DeviceBuffer saved;
+    if (preserve != nullptr) {
+      saved = allocate(preserve->nbytes());
+      PAGODA_CUDA_CHECK(
+          cudaMemcpyAsync(saved.data(), preserve->data, preserve->nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    }
     const auto record = [&](const auto& run) {
       return record_graph([&] {
         for (int i = 0; i < kTuneRuns; ++i) run();
@@ -829,6 +936,11 @@ class CudaBackend final : public Backend {
       throw;
     }
     for (cudaGraphExec_t e : exec) (void)cudaGraphExecDestroy(e);
+    if (preserve != nullptr) {
+      PAGODA_CUDA_CHECK(
+          cudaMemcpyAsync(preserve->data, saved.data(), preserve->nbytes(), cudaMemcpyDeviceToDevice, stream_));
+      PAGODA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before `saved` is freed
+    }
     const bool gemv = best[0] < best[1];
     gemv_choices_.emplace(key, gemv);
     std::string shape;
@@ -839,10 +951,20 @@ class CudaBackend final : public Backend {
     // Weight bytes per microsecond are MB/s; / 1e3 gives GB/s.
     const double weight_bytes = 2.0 * static_cast<double>(g.row_end[g.count - 1]) * static_cast<double>(x.cols());
     const double us_gemv = 1e3 * best[0] / kTuneRuns, us_blas = 1e3 * best[1] / kTuneRuns;
-    log_debug("CUDA linear T=", x.rows(), " K=", x.cols(), " N=[", shape, "]", gated ? " gated (SwiGLU)" : "",
-              ": small-batch GEMM ", us_gemv, " us (", weight_bytes / us_gemv / 1e3, " GB/s of weights), cuBLASLt",
-              gated ? " + silu_and_mul " : " ", us_blas, " us (", weight_bytes / us_blas / 1e3,
-              " GB/s): ", gemv ? "small-batch GEMM" : "cuBLASLt");
+    // What the small-batch GEMM folds in, and what it is timed against.
+    const char* folded = mode == cuda::kGemvGated                      ? " gated (SwiGLU)"
+                         : mode == cuda::kGemvNorm                     ? " with RMSNorm"
+                         : mode == (cuda::kGemvNorm | cuda::kGemvGated) ? " with RMSNorm, gated (SwiGLU)"
+                         : mode == cuda::kGemvAdd                      ? " with residual add"
+                                                                       : "";
+    const char* other = mode == cuda::kGemvGated                      ? "cuBLASLt + silu_and_mul"
+                        : mode == cuda::kGemvNorm                     ? "rms_norm + linears"
+                        : mode == (cuda::kGemvNorm | cuda::kGemvGated) ? "rms_norm + gate_up_silu"
+                        : mode == cuda::kGemvAdd                      ? "cuBLASLt accumulating"
+                                                                      : "cuBLASLt";
+    log_debug("CUDA linear T=", x.rows(), " K=", x.cols(), " N=[", shape, "]", folded, ": small-batch GEMM ", us_gemv,
+              " us (", weight_bytes / us_gemv / 1e3, " GB/s of weights), ", other, " ", us_blas, " us (",
+              weight_bytes / us_blas / 1e3, " GB/s): ", gemv ? "small-batch GEMM" : other);
     return gemv;
   }
 
