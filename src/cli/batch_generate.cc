@@ -49,7 +49,8 @@ using nlohmann::json;
 const std::set<std::string>& engine_value_flags() {
   static const std::set<std::string> flags = {"--max-num-seqs",  "--max-num-batched-tokens", "--max-model-len",
                                               "--block-size",    "--num-kv-blocks",          "--kv-cache-memory",
-                                              "--kv-cache-dtype", "--device", "--gpu-memory-utilization"};
+                                              "--kv-cache-dtype", "--device", "--gpu-memory-utilization",
+                                              "--max-cudagraph-capture-size"};
   return flags;
 }
 
@@ -95,6 +96,7 @@ EngineConfig engine_config_from_args(const Args& args) {
                " is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   c.enable_prefix_caching = !args.flag("--no-enable-prefix-caching");
   if (args.flag("--enforce-eager")) c.cuda_graphs = 0;
+  c.max_cudagraph_capture_size = int_in("--max-cudagraph-capture-size", 1, 8192, c.max_cudagraph_capture_size);
   PAGODA_CHECK(!(args.flag("--async-scheduling") && args.flag("--no-async-scheduling")),
                "--async-scheduling and --no-async-scheduling contradict each other");
   if (args.flag("--async-scheduling")) c.async_scheduling = 1;

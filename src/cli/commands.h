@@ -24,7 +24,8 @@ int serve_command(int argc, char** argv);
 
 // Shared by the engine-backed commands (batch_generate.cc): the EngineConfig flags
 // (--max-num-seqs, --max-num-batched-tokens, --max-model-len, --block-size, --num-kv-blocks,
-// --kv-cache-memory GiB, --kv-cache-dtype; bool --no-enable-prefix-caching).
+// --kv-cache-memory GiB, --kv-cache-dtype, --device, --gpu-memory-utilization,
+// --max-cudagraph-capture-size; bool --no-enable-prefix-caching, --enforce-eager, ...).
 const std::set<std::string>& engine_value_flags();
 EngineConfig engine_config_from_args(const Args& args);
 // Throws pagoda::Error unless dir is a checkpoint folder (has config.json).

@@ -112,6 +112,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   rc.kv_cache_dtype = config_.kv_cache_dtype;
   rc.max_num_logits = sc.max_num_logits;
   rc.graphs = config_.cuda_graphs;
+  rc.max_capture_size = config_.max_cudagraph_capture_size;
   runner_ = std::make_unique<ModelRunner>(model, backend, rc);
   if (config_.graphs_at_start && backend.has_graphs() && !runner_->capture_sizes().empty()) {
     const auto t0 = std::chrono::steady_clock::now();

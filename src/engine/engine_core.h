@@ -58,6 +58,10 @@ struct EngineConfig {
   // graphs): -1 when the backend and the model allow it, 0 never (--enforce-eager), 1 also the
   // padded decode layout on the CPU backend (tests).
   int cuda_graphs = -1;
+  // The largest decode batch recorded as a graph (--max-cudagraph-capture-size, as vLLM's): the
+  // sizes are 1, 2, 4, then multiples of 8 up to min(this, max_num_seqs); bigger decode batches
+  // run eagerly. Fewer sizes: a shorter start-up.
+  int max_cudagraph_capture_size = 512;
   // With graphs: record every decode size's graph when the engine is built (ModelRunner::
   // capture_graphs, as vLLM does at start-up); false records each size at its first step.
   bool graphs_at_start = true;

@@ -68,7 +68,10 @@ ModelRunner::ModelRunner(CausalLM& model, Backend& backend, const ModelRunnerCon
   // Hybrid models replay too: padding sequences get AttentionMetadata::kPaddingSlot.
   const bool replayable = model.replayable_decode();
   if (config_.graphs != 0 && replayable && (backend.has_graphs() || config_.graphs == 1)) {
-    const int limit = static_cast<int>(std::min<size_t>({seqs, rows, size_t{512}}));
+    PAGODA_CHECK(config_.max_capture_size >= 1, "ModelRunner: max_capture_size ", config_.max_capture_size,
+                 " (at least 1)");
+    const int limit =
+        static_cast<int>(std::min<size_t>({seqs, rows, static_cast<size_t>(config_.max_capture_size)}));
     for (int b : {1, 2, 4})
       if (b <= limit) capture_sizes_.push_back(b);
     for (int b = 8; b <= limit; b += 8) capture_sizes_.push_back(b);

@@ -30,10 +30,13 @@ struct ModelRunnerConfig {
   DType kv_cache_dtype = DType::kBF16;
   int max_num_logits = 0;  // logits rows per step at most (0: min(max_num_seqs, max_num_batched_tokens))
   // Decode steps (one new token per sequence) run padded to a capture size (1, 2, 4, then
-  // multiples of 8 up to min(max_num_seqs, 512)) with a fixed layout, recorded once per size as a
+  // multiples of 8 up to min(max_num_seqs, max_capture_size)) with a fixed layout, recorded once per size as a
   // graph and replayed: -1 when the backend has graphs and the model is replayable, 0 never
   // (--enforce-eager), 1 also the padded layout on a backend without graphs (tests).
   int graphs = -1;
+  // The largest capture size (vLLM's --max-cudagraph-capture-size): bigger decode batches run
+  // eagerly.
+  int max_capture_size = 512;
 };
 
 // The most top logprobs per token the backend computes (Backend::compute_logprobs); requests

@@ -214,6 +214,21 @@ TEST_F(BatchCliTest, BenchThroughputPrintsTheThroughputLine) {
   EXPECT_NE(r.output.find("Total num output tokens:  24"), std::string::npos) << r.output;
 }
 
+// --max-cudagraph-capture-size (vLLM's flag): accepted by the engine commands (on the CPU there
+// are no graphs, so it changes nothing); a value out of range is an error naming the flag.
+TEST_F(BatchCliTest, MaxCudagraphCaptureSizeIsCheckedAndAccepted) {
+  const auto ok = run(kBin + "pagoda bench throughput " + model() +
+                          " --input-len 8 --output-len 2 --num-prompts 2 --max-cudagraph-capture-size 8",
+                      true);
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  for (const char* bad : {"0", "9000", "many"}) {
+    const auto r = run(kBin + "pagoda bench throughput " + model() +
+                           " --input-len 8 --output-len 2 --num-prompts 2 --max-cudagraph-capture-size " + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_NE(r.output.find("--max-cudagraph-capture-size"), std::string::npos) << r.output;
+  }
+}
+
 TEST_F(BatchCliTest, BenchThroughputReportsKvWasteOfPartlyFilledBlocks) {
   // 4 prompts of 8 tokens + 4 outputs, block size 16, in lockstep: after steps 1, 2, 3 each
   // request holds one block storing 8, 9, 10 tokens (after step 4 all have finished and hold

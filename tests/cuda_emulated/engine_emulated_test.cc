@@ -184,6 +184,14 @@ TEST_P(EmulatedCudaEngine, GraphsAndAsyncSchedulingChangeNothing) {
   EXPECT_EQ(async.num_graphs, async.num_capture_sizes);
   EXPECT_GT(async.stats.num_overlapped_steps, 0) << "no step was issued while the one before ran";
   expect_identical(async, eager, "graphs + async scheduling");
+
+  // --max-cudagraph-capture-size 4: sizes 1, 2 and 4 recorded; decode batches of 5 to 16 run eagerly.
+  EngineConfig capped = config(-1, -1);
+  capped.max_cudagraph_capture_size = 4;
+  const RunResult small = run(capped);
+  EXPECT_EQ(small.num_capture_sizes, 3);
+  EXPECT_EQ(small.num_graphs, 3) << "a step recorded a graph";
+  expect_identical(small, eager, "graphs up to batch 4 + async scheduling");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EmulatedCudaEngine, ::testing::Values("qwen3", "qwen3_moe", "qwen3_next"));
