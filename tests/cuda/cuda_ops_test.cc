@@ -357,38 +357,49 @@ void gate_up_silu_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>& st
     }
 }
 
+// Runs body(gpu, storage, rng, mode) once per PAGODA_CUDA_GEMV mode ("on", "off", "auto"), each
+// on a backend of its own (the mode is read when the backend is made) and a generator seeded
+// with `seed`.
+template <class Body>
+void in_every_gemv_mode(unsigned seed, const Body& body) {
+  for (const char* mode : {"on", "off", "auto"}) {
+    ScopedGemvMode scoped(mode);
+    std::unique_ptr<Backend> gpu = make_cuda_backend(0);
+    std::vector<DeviceBuffer> storage;
+    std::mt19937 rng(seed);
+    body(*gpu, storage, rng, std::string(mode));
+  }
+}
+
 // Decode-sized linears (1..8 tokens) in every PAGODA_CUDA_GEMV mode: "on" runs the small-batch
 // GEMM wherever it applies, "off" cuBLASLt, "auto" whichever its timing picked. The shapes give
 // the small-batch GEMM every split of K (1 to 8 warps per row: few rows, long K), several groups
 // with their own row counts (q / k / v, gate / up, Qwen3-Next's four), odd row counts, biases of
 // every dtype, F32 output (logits) and K not a multiple of 8 (cuBLASLt / fallback then).
 TEST_F(CudaOpsTest, DecodeLinearsMatchCpuInEveryGemvMode) {
-  for (const char* mode : {"on", "off", "auto"}) {
-    ScopedGemvMode scoped(mode);
-    std::unique_ptr<Backend> gpu = make_cuda_backend(0);
-    std::vector<DeviceBuffer> storage;
-    std::mt19937 rng(11);
+  in_every_gemv_mode(11, [&](Backend& gpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng,
+                             const std::string& mode) {
     for (int64_t T = 1; T <= 8; ++T) {
-      linears_case(*gpu, *cpu_, storage, rng, T, 1024, {64}, DType::kU8, DType::kBF16, mode);  // split 8
-      linears_case(*gpu, *cpu_, storage, rng, T, 520, {37, 8, 13}, DType::kBF16, DType::kBF16, mode);
-      linears_case(*gpu, *cpu_, storage, rng, T, 64, {96, 32, 32}, DType::kF32, DType::kBF16, mode);
+      linears_case(gpu, *cpu_, storage, rng, T, 1024, {64}, DType::kU8, DType::kBF16, mode);  // split 8
+      linears_case(gpu, *cpu_, storage, rng, T, 520, {37, 8, 13}, DType::kBF16, DType::kBF16, mode);
+      linears_case(gpu, *cpu_, storage, rng, T, 64, {96, 32, 32}, DType::kF32, DType::kBF16, mode);
     }
     for (int64_t T : {1, 3, 8}) {
-      linears_case(*gpu, *cpu_, storage, rng, T, 4096, {512, 128, 128}, DType::kU8, DType::kBF16, mode);
-      linears_case(*gpu, *cpu_, storage, rng, T, 2048, {256, 256}, DType::kU8, DType::kBF16, mode);
-      linears_case(*gpu, *cpu_, storage, rng, T, 256, {192, 64, 16, 16}, DType::kF16, DType::kBF16, mode);
-      linears_case(*gpu, *cpu_, storage, rng, T, 256, {1000}, DType::kU8, DType::kF32, mode);  // logits
-      linears_case(*gpu, *cpu_, storage, rng, T, 36, {40, 24}, DType::kU8, DType::kBF16, mode);  // K % 8 != 0
+      linears_case(gpu, *cpu_, storage, rng, T, 4096, {512, 128, 128}, DType::kU8, DType::kBF16, mode);
+      linears_case(gpu, *cpu_, storage, rng, T, 2048, {256, 256}, DType::kU8, DType::kBF16, mode);
+      linears_case(gpu, *cpu_, storage, rng, T, 256, {192, 64, 16, 16}, DType::kF16, DType::kBF16, mode);
+      linears_case(gpu, *cpu_, storage, rng, T, 256, {1000}, DType::kU8, DType::kF32, mode);  // logits
+      linears_case(gpu, *cpu_, storage, rng, T, 36, {40, 24}, DType::kU8, DType::kBF16, mode);  // K % 8 != 0
     }
     // The gated (SwiGLU) launch: every T, every split of K, odd I, K % 8 != 0 and a prefill-sized
     // T (both unfused then).
     for (int64_t T = 1; T <= 8; ++T) {
-      gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 1024, 64, mode);  // split 8
-      gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 520, 37, mode);
+      gate_up_silu_case(gpu, *cpu_, storage, rng, T, 1024, 64, mode);  // split 8
+      gate_up_silu_case(gpu, *cpu_, storage, rng, T, 520, 37, mode);
     }
-    for (int64_t T : {1, 4, 16}) gate_up_silu_case(*gpu, *cpu_, storage, rng, T, 2048, 384, mode);
-    gate_up_silu_case(*gpu, *cpu_, storage, rng, 2, 36, 40, mode);  // K % 8 != 0
-  }
+    for (int64_t T : {1, 4, 16}) gate_up_silu_case(gpu, *cpu_, storage, rng, T, 2048, 384, mode);
+    gate_up_silu_case(gpu, *cpu_, storage, rng, 2, 36, 40, mode);  // K % 8 != 0
+  });
 }
 
 bool all_nan(const std::vector<float>& v) {
@@ -513,26 +524,23 @@ void rms_norm_linears_case(Backend& gpu, Backend& cpu, std::vector<DeviceBuffer>
 // "auto" whichever its timing picked. Shapes: every T from 1 to 8 and prefill-sized ones, every
 // split of K, odd row counts, biases (linear_add with a bias runs linear + add), K % 8 != 0.
 TEST_F(CudaOpsTest, FoldedNormAndResidualAddMatchCpuInEveryGemvMode) {
-  for (const char* mode : {"on", "off", "auto"}) {
-    ScopedGemvMode scoped(mode);
-    std::unique_ptr<Backend> gpu = make_cuda_backend(0);
-    std::vector<DeviceBuffer> storage;
-    std::mt19937 rng(13);
+  in_every_gemv_mode(13, [&](Backend& gpu, std::vector<DeviceBuffer>& storage, std::mt19937& rng,
+                             const std::string& mode) {
     for (int64_t T = 1; T <= 8; ++T) {
-      linear_add_case(*gpu, *cpu_, storage, rng, T, 64, 1024, DType::kU8, mode);  // split 8
-      linear_add_case(*gpu, *cpu_, storage, rng, T, 37, 520, DType::kU8, mode);
-      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 1024, {64}, DType::kU8, mode);  // split 8
-      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 520, {37, 8, 13}, DType::kBF16, mode);
+      linear_add_case(gpu, *cpu_, storage, rng, T, 64, 1024, DType::kU8, mode);  // split 8
+      linear_add_case(gpu, *cpu_, storage, rng, T, 37, 520, DType::kU8, mode);
+      rms_norm_linears_case(gpu, *cpu_, storage, rng, T, 1024, {64}, DType::kU8, mode);  // split 8
+      rms_norm_linears_case(gpu, *cpu_, storage, rng, T, 520, {37, 8, 13}, DType::kBF16, mode);
     }
     for (int64_t T : {1, 3, 8, 19}) {
-      linear_add_case(*gpu, *cpu_, storage, rng, T, 256, 2048, DType::kU8, mode);
-      linear_add_case(*gpu, *cpu_, storage, rng, T, 96, 256, DType::kBF16, mode);  // o_proj bias
-      linear_add_case(*gpu, *cpu_, storage, rng, T, 40, 36, DType::kU8, mode);     // K % 8 != 0
-      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 2048, {256, 64, 64}, DType::kF32, mode);
-      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 256, {384, 384, 128}, DType::kU8, mode);
-      rms_norm_linears_case(*gpu, *cpu_, storage, rng, T, 36, {40}, DType::kU8, mode);  // K % 8 != 0
+      linear_add_case(gpu, *cpu_, storage, rng, T, 256, 2048, DType::kU8, mode);
+      linear_add_case(gpu, *cpu_, storage, rng, T, 96, 256, DType::kBF16, mode);  // o_proj bias
+      linear_add_case(gpu, *cpu_, storage, rng, T, 40, 36, DType::kU8, mode);     // K % 8 != 0
+      rms_norm_linears_case(gpu, *cpu_, storage, rng, T, 2048, {256, 64, 64}, DType::kF32, mode);
+      rms_norm_linears_case(gpu, *cpu_, storage, rng, T, 256, {384, 384, 128}, DType::kU8, mode);
+      rms_norm_linears_case(gpu, *cpu_, storage, rng, T, 36, {40}, DType::kU8, mode);  // K % 8 != 0
     }
-  }
+  });
 }
 
 // PAGODA_CUDA_GEMV=auto decides once per shape, outside stream captures: an unseen shape inside
