@@ -6,7 +6,10 @@
 // The kernels are those make_cpu_backend() picks (PAGODA_CPU_ISA overrides, PAGODA_NUM_THREADS
 // sets the threads).
 //  - gated_delta_rule (Gated DeltaNet recurrence) at decode, vs its memory roofline (--gdn: only that).
-//   ops_bench [--quick] [--best] [--gdn]
+//  - moe_experts at Qwen3-30B-A3B's expert shapes (128 experts of 768 x 2048, top-8) for 1 to 32
+//    tokens routed at random: GB/s of the distinct experts' weights streamed (--moe: only that).
+//  - linear at every decode row count T = 1..8 of one 6144 x 2048 BF16 weight (--rows: only that).
+//   ops_bench [--quick] [--best] [--gdn] [--moe] [--rows]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -213,6 +216,68 @@ void bench_gdn_decode(Backend& be, int S, double membw, std::mt19937& rng) {
               S, s * 1e3, s * 1e6 / S, bytes / s / 1e9, roofline * 1e6 / S, 100.0 * roofline / s);
 }
 
+// moe_experts for T tokens, each routed to k distinct experts drawn at random (a fresh draw per
+// call), weights 1/k. Qwen3-30B-A3B: H 2048, I 768, 128 experts, top-8. Two layers' experts
+// (2.4 GB) alternate, so the weights come from DRAM. The roofline is the distinct experts'
+// weight bytes / read bandwidth: every one is streamed once however many tokens it serves.
+void bench_moe(Backend& be, int64_t T, double membw, std::mt19937& rng) {
+  const int64_t H = 2048, I = 768, E = 128, k = 8, R = T * k;
+  const int layers = 2;
+  std::vector<pagoda::MoeExpertWeights> w(layers);
+  static std::vector<std::vector<uint16_t>> cached;  // made once for every T
+  if (cached.empty()) {
+    for (int l = 0; l < layers; ++l) {
+      for (int e = 0; e < E; ++e) {
+        cached.push_back(random_bf16(static_cast<size_t>(I) * H, rng));
+        cached.push_back(random_bf16(static_cast<size_t>(I) * H, rng));
+        cached.push_back(random_bf16(static_cast<size_t>(H) * I, rng));
+      }
+    }
+  }
+  for (int l = 0; l < layers; ++l) {
+    for (int e = 0; e < E; ++e) {
+      const size_t c = static_cast<size_t>((l * E + e) * 3);
+      w[l].gate.push_back(Tensor(cached[c].data(), DType::kBF16, {I, H}));
+      w[l].up.push_back(Tensor(cached[c + 1].data(), DType::kBF16, {I, H}));
+      w[l].down.push_back(Tensor(cached[c + 2].data(), DType::kBF16, {H, I}));
+    }
+  }
+  std::vector<float> x = random_f32(static_cast<size_t>(T * H), rng), out(static_cast<size_t>(T * H));
+  std::vector<float> sx(static_cast<size_t>(R * H)), sg(static_cast<size_t>(R * I)), su(static_cast<size_t>(R * I));
+  std::vector<int32_t> rop(R), por(R), offs(E + 1);
+  pagoda::MoeScratch scratch{Tensor(sx.data(), DType::kF32, {R, H}),     Tensor(sx.data(), DType::kF32, {R, H}),
+                             Tensor(sg.data(), DType::kF32, {R, I}),     Tensor(su.data(), DType::kF32, {R, I}),
+                             Tensor(rop.data(), DType::kI32, {R}),       Tensor(por.data(), DType::kI32, {R}),
+                             Tensor(offs.data(), DType::kI32, {E + 1})};
+  std::vector<float> weights(static_cast<size_t>(R), 1.0f / k);
+  const int reps = 40;
+  std::vector<std::vector<int32_t>> ids(reps + 1, std::vector<int32_t>(static_cast<size_t>(R)));
+  double distinct = 0;
+  for (auto& id : ids) {
+    std::vector<int32_t> perm(E);
+    std::vector<bool> used(E, false);
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t e = 0; e < E; ++e) perm[e] = static_cast<int32_t>(e);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int64_t j = 0; j < k; ++j) {
+        id[t * k + j] = perm[j];
+        used[perm[j]] = true;
+      }
+    }
+    distinct += static_cast<double>(std::count(used.begin(), used.end(), true));
+  }
+  distinct /= static_cast<double>(ids.size());
+  const double s = time_op(reps, [&](int r) {
+    be.moe_experts(Tensor(x.data(), DType::kF32, {T, H}), Tensor(ids[r].data(), DType::kI32, {T, k}),
+                   Tensor(weights.data(), DType::kF32, {T, k}), w[r % layers], scratch,
+                   Tensor(out.data(), DType::kF32, {T, H}));
+  });
+  const double bytes = distinct * 3.0 * I * H * 2;
+  std::printf("moe_experts T=%-3lld top-8 of 128 (768x2048 bf16): %8.3f ms  %5.1f distinct experts  %6.2f GB/s"
+              "  %5.1f%% of read bw\n",
+              static_cast<long long>(T), s * 1e3, distinct, bytes / s / 1e9, 100.0 * bytes / s / 1e9 / membw);
+}
+
 double cpu_mhz() {
   FILE* f = std::fopen("/proc/cpuinfo", "r");
   if (f == nullptr) return 0;
@@ -231,12 +296,14 @@ double cpu_mhz() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, gdn_only = false;
+  bool quick = false, gdn_only = false, moe_only = false, rows_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     quick = quick || a == "--quick";
     g_best = g_best || a == "--best";
     gdn_only = gdn_only || a == "--gdn";
+    moe_only = moe_only || a == "--moe";
+    rows_only = rows_only || a == "--rows";
   }
   auto be = pagoda::make_cpu_backend();
   const int threads = pagoda::ThreadPool::global().num_threads();
@@ -248,12 +315,23 @@ int main(int argc, char** argv) {
   std::printf("backend %s, %d threads, %.0f MHz: f32 FMA peak %.1f GFLOP/s, read bandwidth %.2f GB/s (%s time)\n",
               be->name().c_str(), threads, mhz, peak, membw, g_best ? "best" : "median");
   std::mt19937 rng(1);
+  if (rows_only) {
+    for (int64_t T = 1; T <= 8; ++T) bench_linear_decode(*be, 6144, 2048, T, membw, rng);
+    return 0;
+  }
+  if (moe_only) {
+    for (int64_t T : {1, 2, 4, 8, 16, 32}) bench_moe(*be, T, membw, rng);
+    // The rest of a Qwen3-30B-A3B decode step: q/k/v, o_proj, lm_head (untied, vocab 151936).
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{5120, 2048}, {2048, 4096}, {151936, 2048}})
+      for (int64_t T : {1, 8}) bench_linear_decode(*be, N, K, T, membw, rng);
+    return 0;
+  }
   // Qwen3-0.6B: hidden 1024, q 2048 + k/v 1024 (qkv 4096), MLP 3072 (gate+up 6144), vocab 151936.
   const int64_t decode_shapes[][2] = {{3072, 1024}, {4096, 1024}, {6144, 1024}, {1024, 3072}, {151936, 1024}};
   for (auto& nk : decode_shapes) {
     if (gdn_only) break;
-    for (int64_t T : {1, 4}) {
-      if (quick && T == 4) continue;
+    for (int64_t T : {1, 4, 8}) {
+      if (quick && T != 1) continue;
       bench_linear_decode(*be, nk[0], nk[1], T, membw, rng);
     }
   }

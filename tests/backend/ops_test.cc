@@ -213,8 +213,8 @@ TEST_P(OpsTest, GatherRowsAndAdd) {
 
 // MoE routing (softmax top-k, optional renormalisation, ties to the lower id) and the grouped
 // expert SwiGLU against a per-token double reference. T = 13 tokens x top-3 of 5 experts: some
-// experts get > 8 rows (the per-expert GEMM path); then the first 2 tokens alone (every expert
-// <= 8 rows: all experts' GEMVs in one region).
+// experts get > 8 rows (the per-expert GEMM path) and others <= 8 (the GEMVs, in one region) in
+// the same call; then the first 2 tokens alone (every expert <= 8 rows).
 TEST_P(OpsTest, MoeRouteAndExperts) {
   std::mt19937 rng(11);
   const int64_t T = 13, E = 5, K = 3, H = 24, I = 16;
@@ -247,6 +247,12 @@ TEST_P(OpsTest, MoeRouteAndExperts) {
   std::vector<int32_t> ids(T * K);
   std::vector<float> w(T * K);
   backend_->moe_route(logits.tensor(), true, Tensor(ids.data(), DType::kI32, {T, K}), Tensor(w.data(), DType::kF32, {T, K}));
+  {
+    std::vector<int> rows_of(E, 0);
+    for (int32_t id : ids) ++rows_of[id];
+    const auto [fewest, most] = std::minmax_element(rows_of.begin(), rows_of.end());
+    ASSERT_TRUE(*fewest > 0 && *fewest <= 8 && *most > 8) << "the routing must mix both paths";
+  }
   RandomTensor x(DType::kF32, {T, H}, rng);
   std::vector<RandomTensor> gate, up, down;
   MoeExpertWeights experts;

@@ -702,44 +702,50 @@ class CpuBackend final : public Backend {
         std::memcpy(xs + r * H, xp + (pair_of_row[r] / k) * H, static_cast<size_t>(H) * sizeof(float));
     });
 
-    int64_t max_rows = 0;
-    for (int64_t e = 0; e < E; ++e) max_rows = std::max<int64_t>(max_rows, off[e + 1] - off[e]);
-    if (max_rows <= kGemvMaxRows) {
-      // Decode-sized: every expert is a GEMV over its few rows, so all experts' gate / up stream
-      // in ONE parallel region, then all downs in another (not two regions per expert). y may
-      // alias x: every gate / up finishes before the first down writes.
-      moe_jobs_.clear();
-      for (int64_t e = 0; e < E; ++e) {
-        const int64_t r0 = off[e], r1 = off[e + 1];
-        if (r0 == r1) continue;
-        PAGODA_CHECK(experts.gate[e].dim(0) == I && experts.up[e].dim(0) == I && experts.gate[e].dim(1) == H &&
-                         experts.up[e].dim(1) == H && experts.down[e].dim(0) == H && experts.down[e].dim(1) == I,
-                     "moe_experts: expert ", e, " shapes differ from expert 0's (H ", H, ", I ", I, ")");
-        const float* xe = xs + r0 * H;
-        moe_jobs_.push_back(GemvJob{&experts.gate[e], nullptr, DType::kF32, scratch.gate.ptr<float>() + r0 * I, 0, 0,
-                                    xe, r1 - r0});
-        moe_jobs_.push_back(GemvJob{&experts.up[e], nullptr, DType::kF32, scratch.up.ptr<float>() + r0 * I, 0, 0, xe,
-                                    r1 - r0});
-      }
+    // Experts with at most kGemvMaxRows rows (all of them at decode) are GEMVs: their gate / up
+    // stream in ONE parallel region, then their downs in another (not two regions per expert).
+    // Experts with more rows (prefill, or a popular expert in a big decode batch) run one grouped
+    // GEMM each. y may alias x: an expert's down writes only its own rows, after its gate / up
+    // read them, whichever path it takes.
+    moe_jobs_.clear();
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = off[e], r1 = off[e + 1];
+      if (r0 == r1) continue;
+      PAGODA_CHECK(experts.gate[e].dim(0) == I && experts.up[e].dim(0) == I && experts.gate[e].dim(1) == H &&
+                       experts.up[e].dim(1) == H && experts.down[e].dim(0) == H && experts.down[e].dim(1) == I,
+                   "moe_experts: expert ", e, " shapes differ from expert 0's (H ", H, ", I ", I, ")");
+      if (r1 - r0 > kGemvMaxRows) continue;
+      const float* xe = xs + r0 * H;
+      moe_jobs_.push_back(GemvJob{&experts.gate[e], nullptr, DType::kF32, scratch.gate.ptr<float>() + r0 * I, 0, 0, xe,
+                                  r1 - r0});
+      moe_jobs_.push_back(GemvJob{&experts.up[e], nullptr, DType::kF32, scratch.up.ptr<float>() + r0 * I, 0, 0, xe,
+                                  r1 - r0});
+    }
+    if (!moe_jobs_.empty()) {
       run_gemv_jobs(nullptr, 0, H, moe_jobs_.data(), static_cast<int>(moe_jobs_.size()));
-      silu_and_mul(scratch.gate.slice_rows(0, R), scratch.up.slice_rows(0, R), scratch.gate.slice_rows(0, R));
+      // The SiLU of the GEMV experts' rows: runs of consecutive small experts at once.
+      for (int64_t e = 0; e < E;) {
+        if (off[e + 1] - off[e] > kGemvMaxRows || off[e + 1] == off[e]) {
+          ++e;
+          continue;
+        }
+        const int64_t r0 = off[e];
+        while (e < E && off[e + 1] - off[e] <= kGemvMaxRows) ++e;
+        const int64_t r1 = off[e];
+        silu_and_mul(scratch.gate.slice_rows(r0, r1), scratch.up.slice_rows(r0, r1), scratch.gate.slice_rows(r0, r1));
+      }
       moe_jobs_.clear();
       for (int64_t e = 0; e < E; ++e) {
         const int64_t r0 = off[e], r1 = off[e + 1];
-        if (r0 == r1) continue;
+        if (r0 == r1 || r1 - r0 > kGemvMaxRows) continue;
         moe_jobs_.push_back(GemvJob{&experts.down[e], nullptr, DType::kF32, scratch.y.ptr<float>() + r0 * H, 0, 0,
                                     scratch.gate.ptr<float>() + r0 * I, r1 - r0});
       }
       run_gemv_jobs(nullptr, 0, I, moe_jobs_.data(), static_cast<int>(moe_jobs_.size()));
     }
-
-    // Otherwise one grouped GEMM per expert over its rows. y may alias x: an expert's x rows are
-    // consumed by gate/up before down writes the same rows of y.
-    for (int64_t e = 0; e < E && max_rows > kGemvMaxRows; ++e) {
+    for (int64_t e = 0; e < E; ++e) {
       const int64_t r0 = off[e], r1 = off[e + 1];
-      if (r0 == r1) continue;
-      PAGODA_CHECK(experts.gate[e].dim(0) == I && experts.up[e].dim(0) == I && experts.down[e].dim(1) == I,
-                   "moe_experts: expert ", e, " intermediate size differs from expert 0's ", I);
+      if (r1 - r0 <= kGemvMaxRows) continue;
       const Tensor xe = scratch.x.slice_rows(r0, r1);
       Tensor ge = scratch.gate.slice_rows(r0, r1), ue = scratch.up.slice_rows(r0, r1);
       linears(xe, {&experts.gate[e], &experts.up[e]}, {nullptr, nullptr}, {ge, ue});

@@ -28,6 +28,7 @@ inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Weight element access by storage dtype: get() one element, load() I::L elements as f32.
 struct WeightF32 {
+  static constexpr int kBytes = 4;
   static float get(const void* p, int64_t i) { return static_cast<const float*>(p)[i]; }
   template <class I>
   static typename I::V load(const void* p, int64_t i) {
@@ -35,6 +36,7 @@ struct WeightF32 {
   }
 };
 struct WeightBF16 {
+  static constexpr int kBytes = 2;
   static float get(const void* p, int64_t i) { return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]); }
   template <class I>
   static typename I::V load(const void* p, int64_t i) {
@@ -42,6 +44,7 @@ struct WeightBF16 {
   }
 };
 struct WeightF16 {
+  static constexpr int kBytes = 2;
   static float get(const void* p, int64_t i) { return f16_to_f32(static_cast<const uint16_t*>(p)[i]); }
   template <class I>
   static typename I::V load(const void* p, int64_t i) {
@@ -103,12 +106,84 @@ void gemv_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n1,
   for (int64_t n = n0; n < n1; ++n) gemv_row<I, W, TT>(x, K, w, n, out, ldo);
 }
 
+// Three or more activation rows make the GEMV compute-bound, not memory-bound: 2 T flops per
+// weight outrun the FMA units fed at DRAM speed (AVX2 at T = 8 needs 16 flops per 2 bytes). One
+// weight row at a time then leaves the FMA pipes half idle: T accumulator chains, T loads of x per
+// weight vector. Here kGemvBlock (3) weight rows go at once against TT (<= 4) activation rows: each
+// x vector is loaded once for the three rows, and 3 TT independent chains (12 at TT = 4) cover the
+// FMA latency of two pipes; 12 accumulators + 3 weights + 1 x = AVX2's 16 vector registers.
+// Compute-bound, the loop runs too slowly for the hardware prefetcher to keep DRAM busy (and a
+// block's later passes over more activation rows read L1 only), so the first pass prefetches the
+// next block (`next`, its 3 K contiguous weights; nullptr: none) at the pace it reads its own.
+constexpr int64_t kGemvBlock = 3;
+
+template <class I, class W, int TT>
+void gemv_block(const float* x, int64_t K, const void* w, int64_t n, float* out, int64_t ldo, const char* next) {
+  using V = typename I::V;
+  constexpr int L = I::L;
+  const int64_t r0 = n * K, r1 = r0 + K, r2 = r1 + K;
+  V a0[TT], a1[TT], a2[TT];
+  for (int t = 0; t < TT; ++t) a0[t] = a1[t] = a2[t] = I::zero();
+  int64_t k = 0;
+  for (; k + L <= K; k += L) {
+    if (next != nullptr) {
+      for (int b = 0; b < kGemvBlock * L * W::kBytes; b += 64) __builtin_prefetch(next + kGemvBlock * k * W::kBytes + b);
+    }
+    const V w0 = W::template load<I>(w, r0 + k), w1 = W::template load<I>(w, r1 + k),
+            w2 = W::template load<I>(w, r2 + k);
+    for (int t = 0; t < TT; ++t) {
+      const V xv = I::load(x + t * K + k);
+      a0[t] = I::fmadd(w0, xv, a0[t]);
+      a1[t] = I::fmadd(w1, xv, a1[t]);
+      a2[t] = I::fmadd(w2, xv, a2[t]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    float s0 = I::hsum(a0[t]), s1 = I::hsum(a1[t]), s2 = I::hsum(a2[t]);
+    for (int64_t j = k; j < K; ++j) {
+      const float xj = x[t * K + j];
+      s0 += W::get(w, r0 + j) * xj;
+      s1 += W::get(w, r1 + j) * xj;
+      s2 += W::get(w, r2 + j) * xj;
+    }
+    float* o = out + t * ldo + n;
+    o[0] = s0;
+    o[1] = s1;
+    o[2] = s2;
+  }
+}
+
 // Rows are taken kGemvRows at a time, so up to that many rows read the weight exactly once.
 constexpr int64_t kGemvRows = 8;
 
 template <class I, class W>
 void gemv_typed(const float* x, int64_t T, int64_t K, const void* w, int64_t n0, int64_t n1, float* out,
                 int64_t ldo) {
+  if (T >= 3) {
+    // Blocks of 3 weight rows; each block's rows (3 K weights, from L1 / L2 after the first
+    // pass) serve every group of up to 4 activation rows before the next block streams in.
+    int64_t n = n0;
+    for (; n + kGemvBlock <= n1; n += kGemvBlock) {
+      const char* next = n + 2 * kGemvBlock <= n1
+                             ? static_cast<const char*>(w) + (n + kGemvBlock) * K * W::kBytes
+                             : nullptr;
+      // Passes over ceil(T / 4) groups of activation rows, as even as can be (5 = 3 + 2, never 4 + 1).
+      const int64_t passes = (T + 3) / 4;
+      for (int64_t p = 0, t = 0; p < passes; ++p) {
+        const int64_t tt = (T - t) / (passes - p);
+        const float* xt = x + t * K;
+        float* ot = out + t * ldo;
+        const char* pf = p == 0 ? next : nullptr;
+        switch (tt) {
+          case 2: gemv_block<I, W, 2>(xt, K, w, n, ot, ldo, pf); break;
+          case 3: gemv_block<I, W, 3>(xt, K, w, n, ot, ldo, pf); break;
+          default: gemv_block<I, W, 4>(xt, K, w, n, ot, ldo, pf); break;
+        }
+        t += tt;
+      }
+    }
+    n0 = n;  // the last 1 or 2 rows: one at a time, below
+  }
   for (int64_t t = 0; t < T; t += kGemvRows) {
     const float* xt = x + t * K;
     float* ot = out + t * ldo;
