@@ -216,32 +216,32 @@ void bench_gdn_decode(Backend& be, int S, double membw, std::mt19937& rng) {
               S, s * 1e3, s * 1e6 / S, bytes / s / 1e9, roofline * 1e6 / S, 100.0 * roofline / s);
 }
 
-// moe_experts for T tokens, each routed to k distinct experts drawn at random (a fresh draw per
-// call), weights 1/k. Qwen3-30B-A3B: H 2048, I 768, 128 experts, top-8. Two layers' experts
-// (2.4 GB) alternate, so the weights come from DRAM. The roofline is the distinct experts'
-// weight bytes / read bandwidth: every one is streamed once however many tokens it serves.
-void bench_moe(Backend& be, int64_t T, double membw, std::mt19937& rng) {
-  const int64_t H = 2048, I = 768, E = 128, k = 8, R = T * k;
-  const int layers = 2;
-  std::vector<pagoda::MoeExpertWeights> w(layers);
-  static std::vector<std::vector<uint16_t>> cached;  // made once for every T
-  if (cached.empty()) {
-    for (int l = 0; l < layers; ++l) {
-      for (int e = 0; e < E; ++e) {
-        cached.push_back(random_bf16(static_cast<size_t>(I) * H, rng));
-        cached.push_back(random_bf16(static_cast<size_t>(I) * H, rng));
-        cached.push_back(random_bf16(static_cast<size_t>(H) * I, rng));
+// Qwen3-30B-A3B's expert shapes: H 2048, I 768, 128 experts, top-8. Two layers' experts (2.4 GB),
+// made once and alternated by bench_moe, so the weights come from DRAM.
+constexpr int64_t kMoeH = 2048, kMoeI = 768, kMoeE = 128, kMoeTopK = 8;
+struct MoeBenchWeights {
+  std::vector<std::vector<uint16_t>> store;
+  std::vector<pagoda::MoeExpertWeights> layers;
+  explicit MoeBenchWeights(std::mt19937& rng) : layers(2) {
+    store.reserve(layers.size() * kMoeE * 3);  // (a vector's data stays put when moved anyway)
+    for (auto& l : layers) {
+      for (int64_t e = 0; e < kMoeE; ++e) {
+        for (int m = 0; m < 3; ++m) store.push_back(random_bf16(static_cast<size_t>(kMoeI * kMoeH), rng));
+        l.gate.push_back(Tensor(store[store.size() - 3].data(), DType::kBF16, {kMoeI, kMoeH}));
+        l.up.push_back(Tensor(store[store.size() - 2].data(), DType::kBF16, {kMoeI, kMoeH}));
+        l.down.push_back(Tensor(store[store.size() - 1].data(), DType::kBF16, {kMoeH, kMoeI}));
       }
     }
   }
-  for (int l = 0; l < layers; ++l) {
-    for (int e = 0; e < E; ++e) {
-      const size_t c = static_cast<size_t>((l * E + e) * 3);
-      w[l].gate.push_back(Tensor(cached[c].data(), DType::kBF16, {I, H}));
-      w[l].up.push_back(Tensor(cached[c + 1].data(), DType::kBF16, {I, H}));
-      w[l].down.push_back(Tensor(cached[c + 2].data(), DType::kBF16, {H, I}));
-    }
-  }
+};
+
+// moe_experts for T tokens, each routed to top-k distinct experts drawn at random (a fresh draw
+// per call), weights 1/k. The roofline is the distinct experts' weight bytes / read bandwidth:
+// every one is streamed once however many tokens it serves.
+void bench_moe(Backend& be, const MoeBenchWeights& mw, int64_t T, double membw, std::mt19937& rng) {
+  const int64_t H = kMoeH, I = kMoeI, E = kMoeE, k = kMoeTopK, R = T * k;
+  const auto& w = mw.layers;
+  const int layers = static_cast<int>(w.size());
   std::vector<float> x = random_f32(static_cast<size_t>(T * H), rng), out(static_cast<size_t>(T * H));
   std::vector<float> sx(static_cast<size_t>(R * H)), sg(static_cast<size_t>(R * I)), su(static_cast<size_t>(R * I));
   std::vector<int32_t> rop(R), por(R), offs(E + 1);
@@ -320,7 +320,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (moe_only) {
-    for (int64_t T : {1, 2, 4, 8, 16, 32}) bench_moe(*be, T, membw, rng);
+    const MoeBenchWeights mw(rng);
+    for (int64_t T : {1, 2, 4, 8, 16, 32}) bench_moe(*be, mw, T, membw, rng);
     // The rest of a Qwen3-30B-A3B decode step: q/k/v, o_proj, lm_head (untied, vocab 151936).
     for (auto [N, K] : {std::pair<int64_t, int64_t>{5120, 2048}, {2048, 4096}, {151936, 2048}})
       for (int64_t T : {1, 8}) bench_linear_decode(*be, N, K, T, membw, rng);

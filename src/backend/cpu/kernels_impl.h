@@ -119,6 +119,7 @@ constexpr int64_t kGemvBlock = 3;
 
 template <class I, class W, int TT>
 void gemv_block(const float* x, int64_t K, const void* w, int64_t n, float* out, int64_t ldo, const char* next) {
+  static_assert(kGemvBlock == 3, "gemv_block computes rows n, n + 1 and n + 2");
   using V = typename I::V;
   constexpr int L = I::L;
   const int64_t r0 = n * K, r1 = r0 + K, r2 = r1 + K;
