@@ -3,12 +3,13 @@
 #include <string>
 
 #include "base/error.h"
+#include "cli/args.h"
 #include "cli/commands.h"
 
 namespace {
 
-void print_usage() {
-  std::fprintf(stderr,
+void print_usage(FILE* to) {
+  std::fprintf(to,
                "usage: pagoda <command> [args]\n"
                "commands:\n"
                "  generate MODEL_DIR --prompt TEXT [--max-tokens N --temperature T --top-p P --top-k K\n"
@@ -27,14 +28,15 @@ void print_usage() {
                "           --max-model-len N --max-num-seqs N --max-num-batched-tokens N --chat-template T\n"
                "           --enable-auto-tool-choice --tool-call-parser hermes --reasoning-parser qwen3 ...]\n"
                "  tokenize MODEL_DIR TEXT [--decode]\n"
-               "  --version\n");
+               "  --version\n"
+               "`pagoda <command> --help` lists a command's flags.\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    print_usage();
+    print_usage(stderr);
     return 2;
   }
   const std::string cmd = argv[1];
@@ -48,9 +50,11 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-      print_usage();
+      print_usage(stdout);
       return 0;
     }
+  } catch (const pagoda::HelpShown&) {
+    return 0;
   } catch (const pagoda::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
@@ -59,6 +63,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(stderr, "pagoda: unknown command '%s'\n", cmd.c_str());
-  print_usage();
+  print_usage(stderr);
   return 2;
 }

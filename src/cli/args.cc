@@ -1,15 +1,22 @@
 #include "cli/args.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #include "base/error.h"
 
 namespace pagoda {
 
-Args::Args(int argc, char** argv, const std::set<std::string>& value_flags, const std::set<std::string>& bool_flags) {
+Args::Args(int argc, char** argv, const std::set<std::string>& value_flags, const std::set<std::string>& bool_flags,
+           const CommandUsage& usage) {
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(format_help(usage, value_flags, bool_flags).c_str(), stdout);
+      std::fflush(stdout);
+      throw HelpShown{};
+    }
     if (arg.size() < 2 || arg[0] != '-' || (arg[1] != '-' && !value_flags.count(arg) && !bool_flags.count(arg))) {
       positionals_.push_back(arg);
       continue;
@@ -31,7 +38,7 @@ Args::Args(int argc, char** argv, const std::set<std::string>& value_flags, cons
       }
       values_[name] = value;
     } else {
-      fail("unknown flag ", name);
+      fail("unknown flag ", name, " (`", usage.command, " --help` lists the flags)");
     }
   }
 }

@@ -320,7 +320,12 @@ int batch_generate_command(int argc, char** argv) {
   for (const char* f : {"--input", "--output", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p",
                         "--seed"})
     value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling", "--ignore-eos", "--no-add-special-tokens"});
+  Args args(argc, argv, value_flags,
+            {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling",
+             "--ignore-eos", "--no-add-special-tokens"},
+            {"pagoda generate", "MODEL_DIR --input FILE [--output FILE] [options]",
+             "Runs the requests of a JSON-lines FILE ({\"prompt\": ..., sampling fields} per line) batched on one "
+             "engine,\nas vLLM's offline LLM.generate, and writes one JSON line per request in input order."});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda generate MODEL_DIR --input prompts.jsonl [--output out.jsonl] [options]");
   const std::string model_dir = args.positionals()[0];

@@ -29,6 +29,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+const std::set<std::string> kEngineBoolFlags = {"--no-enable-prefix-caching", "--enforce-eager",
+                                                "--async-scheduling", "--no-async-scheduling"};
+
 std::vector<std::vector<int32_t>> random_prompts(int count, int len, int64_t vocab_size, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> dist(0, vocab_size - 1);
@@ -111,7 +114,9 @@ std::unique_ptr<LLMEngine> make_engine(const Args& args, int input_len, int outp
 int throughput(int argc, char** argv) {
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--input-len", "--output-len", "--num-prompts", "--seed"}) value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling"});
+  Args args(argc, argv, value_flags, kEngineBoolFlags,
+            {"pagoda bench throughput", "MODEL_DIR --input-len N --output-len M --num-prompts P [options]",
+             "Offline throughput on random prompts (vLLM's bench throughput): all requests at once, ignore_eos."});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda bench throughput MODEL_DIR --input-len N --output-len M --num-prompts P");
   const int input_len = positive(args, "--input-len", 0, true);
@@ -144,7 +149,9 @@ int throughput(int argc, char** argv) {
 int prefix_caching(int argc, char** argv) {
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--prefix-len", "--suffix-len", "--output-len", "--num-prompts", "--seed"}) value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling"});
+  Args args(argc, argv, value_flags, kEngineBoolFlags,
+            {"pagoda bench prefix-caching", "MODEL_DIR [--prefix-len N --suffix-len M --num-prompts P] [options]",
+             "Requests sharing one prefix, one after another: each one's time to first token against the first's."});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda bench prefix-caching MODEL_DIR --prefix-len N --suffix-len M --num-prompts P");
   const int prefix_len = positive(args, "--prefix-len", 1024, false);
@@ -203,7 +210,9 @@ int latency(int argc, char** argv) {
   std::set<std::string> value_flags = engine_value_flags();
   for (const char* f : {"--input-len", "--output-len", "--batch-size", "--num-iters", "--num-iters-warmup", "--seed"})
     value_flags.insert(f);
-  Args args(argc, argv, value_flags, {"--no-enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling"});
+  Args args(argc, argv, value_flags, kEngineBoolFlags,
+            {"pagoda bench latency", "MODEL_DIR [--input-len N --output-len M --batch-size B] [options]",
+             "Latency of one batch run to completion (vLLM's bench latency): average and percentiles."});
   PAGODA_CHECK(args.positionals().size() == 1,
                "usage: pagoda bench latency MODEL_DIR --input-len N --output-len M --batch-size B");
   // vLLM's defaults: --input-len 32 --output-len 128 --batch-size 8 (required-ness relaxed).
@@ -249,6 +258,17 @@ int latency(int argc, char** argv) {
 }  // namespace
 
 int bench_command(int argc, char** argv) {
+  constexpr const char* kUsage =
+      "usage: pagoda bench throughput|latency|prefix-caching|serve MODEL_DIR [options]\n"
+      "  throughput      offline throughput on random prompts (vLLM's bench throughput)\n"
+      "  latency         one batch run to completion, average and percentiles (vLLM's bench latency)\n"
+      "  prefix-caching  time to first token of requests sharing a prefix\n"
+      "  serve           load a running server over HTTP (vLLM's bench serve)\n"
+      "`pagoda bench <name> --help` lists each one's flags.\n";
+  if (argc >= 1 && (std::string(argv[0]) == "--help" || std::string(argv[0]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   PAGODA_CHECK(argc >= 1, "usage: pagoda bench throughput|latency|prefix-caching|serve MODEL_DIR [options]");
   const std::string sub = argv[0];
   if (sub == "throughput") return throughput(argc - 1, argv + 1);

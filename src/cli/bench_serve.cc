@@ -214,7 +214,10 @@ int bench_serve(int argc, char** argv) {
             {"--host", "--port", "--base-url", "--endpoint", "--model", "--tokenizer", "--dataset-name", "--dataset-path",
              "--random-input-len", "--random-output-len", "--num-prompts", "--request-rate", "--max-concurrency",
              "--result-filename", "--seed", "--api-key", "--timeout", "--temperature"},
-            {"--ignore-eos", "--disable-tqdm", "--save-result"});
+            {"--ignore-eos", "--disable-tqdm", "--save-result"},
+            {"pagoda bench serve", "[MODEL_DIR] --model NAME [options]",
+             "Loads a running OpenAI-compatible server (vLLM's bench serve) and prints TTFT, TPOT, ITL and "
+             "throughput.\nMODEL_DIR (or --tokenizer) is the tokenizer that makes and counts the tokens."});
   PAGODA_CHECK(args.positionals().size() <= 1, "usage: pagoda bench serve [MODEL_DIR] --model NAME [options]");
   const std::string tokenizer_dir =
       args.get_or("--tokenizer", args.positionals().empty() ? "" : args.positionals()[0]);
@@ -237,7 +240,7 @@ int bench_serve(int argc, char** argv) {
   const long long num_prompts = args.get_int("--num-prompts").value_or(1000);
   PAGODA_CHECK(num_prompts >= 1 && num_prompts <= 10000000, "--num-prompts must be positive");
   const std::string rate_s = args.get_or("--request-rate", "inf");
-  const double rate = rate_s == "inf" ? INFINITY : std::stod(rate_s);
+  const double rate = rate_s == "inf" ? INFINITY : args.get_double("--request-rate").value_or(INFINITY);
   PAGODA_CHECK(rate > 0, "--request-rate must be positive or inf");
   const long long max_conc = args.get_int("--max-concurrency").value_or(0);
   PAGODA_CHECK(max_conc >= 0, "--max-concurrency must be non-negative");

@@ -41,8 +41,12 @@ int generate_command(int argc, char** argv) {
   }
   Args args(argc, argv,
             {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--output-format",
-             "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop", "--device"},
-            {"--ignore-eos", "--no-add-special-tokens"});
+             "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop", "--device",
+             "--input"},
+            {"--ignore-eos", "--no-add-special-tokens"},
+            {"pagoda generate", "MODEL_DIR --prompt TEXT [options]",
+             "Generates one completion of one prompt. With --input FILE it runs many requests batched on one "
+             "engine instead;\n`pagoda generate MODEL_DIR --input FILE --help` lists that mode's flags."});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: pagoda generate MODEL_DIR --prompt TEXT [options]");
   const std::string model_dir = args.positionals()[0];
   PAGODA_CHECK(args.get("--prompt").has_value(), "generate needs --prompt TEXT");

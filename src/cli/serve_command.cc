@@ -3,6 +3,8 @@
 // --shutdown-timeout seconds, abort the rest, exit 0.
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
+#include <ctime>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -92,7 +94,10 @@ int serve_command(int argc, char** argv) {
   value_flags.insert("--max-model-len");
   Args args(argc, argv, value_flags,
             {"--no-enable-prefix-caching", "--enable-prefix-caching", "--enforce-eager", "--async-scheduling", "--no-async-scheduling", "--enable-auto-tool-choice",
-             "--enable-chunked-prefill", "--disable-log-stats", "--enable-log-requests", "--disable-log-requests"});
+             "--enable-chunked-prefill", "--disable-log-stats", "--enable-log-requests", "--disable-log-requests"},
+            {"pagoda serve", "MODEL_DIR [options]",
+             "Serves the model over vLLM's OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, "
+             "/v1/models,\n/tokenize, /detokenize, /health, /metrics (Prometheus)."});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: pagoda serve MODEL_DIR [--host H] [--port P] [options]");
   const std::string model_dir = args.positionals()[0];
   check_checkpoint_dir(model_dir);
@@ -144,6 +149,16 @@ int serve_command(int argc, char** argv) {
   const long long pending = args.get_int("--max-pending-requests").value_or(0);
   PAGODA_CHECK(pending >= 0, "--max-pending-requests must be non-negative");
   sc.max_pending_requests = static_cast<int>(pending);
+  sc.log_requests = args.flag("--enable-log-requests") && !args.flag("--disable-log-requests");
+  // vLLM logs engine stats every VLLM_LOG_STATS_INTERVAL (10) seconds unless --disable-log-stats.
+  double stats_interval_s = 10.0;
+  if (const char* v = std::getenv("PAGODA_LOG_STATS_INTERVAL")) {
+    char* end = nullptr;
+    stats_interval_s = std::strtod(v, &end);
+    PAGODA_CHECK(*v && end && *end == '\0' && stats_interval_s > 0 && stats_interval_s <= 86400,
+                 "PAGODA_LOG_STATS_INTERVAL must be a number of seconds in (0, 86400], got '", v, "'");
+  }
+  const bool log_stats = !args.flag("--disable-log-stats");
 
   // Sampling defaults: generation_config.json ("auto", vLLM's default), none ("vllm"), or a folder.
   const std::string gen = args.get_or("--generation-config", "auto");
@@ -198,8 +213,26 @@ int serve_command(int argc, char** argv) {
   std::printf("pagoda: listening on %s:%d\n", http.host.c_str(), server.port());
   std::fflush(stdout);
 
+  // Wait for SIGINT / SIGTERM; meanwhile log the engine's stats every interval.
   int sig = 0;
-  sigwait(&signals, &sig);
+  EngineStats last = engine->stats();
+  auto last_time = std::chrono::steady_clock::now();
+  for (;;) {
+    if (!log_stats) {
+      sigwait(&signals, &sig);
+      break;
+    }
+    const auto whole = static_cast<time_t>(stats_interval_s);
+    timespec wait{whole, static_cast<long>((stats_interval_s - static_cast<double>(whole)) * 1e9)};
+    sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig > 0) break;
+    const EngineStats now = engine->stats();
+    const auto t = std::chrono::steady_clock::now();
+    const std::string line = stats_log_line(last, now, std::chrono::duration<double>(t - last_time).count());
+    if (!line.empty()) log_info(line);
+    last = now;
+    last_time = t;
+  }
   log_info("signal ", sig, ": shutting down");
   server.stop(std::chrono::milliseconds(static_cast<long long>(shutdown_s * 1000)));
   engine.reset();

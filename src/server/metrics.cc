@@ -57,6 +57,20 @@ void ServerMetrics::record_finish(const std::string& finish_reason) {
   ++success[finish_reason];
 }
 
+std::string stats_log_line(const EngineStats& before, const EngineStats& now, double seconds) {
+  const int64_t prompt = now.num_prompt_tokens - before.num_prompt_tokens;
+  const int64_t generated = now.num_generation_tokens - before.num_generation_tokens;
+  if (prompt == 0 && generated == 0 && now.num_running == 0 && now.num_waiting == 0) return "";
+  const double s = seconds > 0 ? seconds : 1.0;
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f tokens/s, Running: %d reqs, "
+                "Waiting: %d reqs, KV cache usage: %.1f%%, Prefix cache hit rate: %.1f%%",
+                static_cast<double>(prompt) / s, static_cast<double>(generated) / s, now.num_running,
+                now.num_waiting, 100.0 * now.kv_cache_usage, 100.0 * now.prefix_cache.hit_rate());
+  return buf;
+}
+
 std::string ServerMetrics::render(const std::string& model_name, const EngineStats& s) const {
   const std::string labels = "engine=\"0\",model_name=\"" + model_name + "\"";
   std::string out;

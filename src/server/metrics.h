@@ -40,4 +40,10 @@ struct ServerMetrics {
   std::map<std::string, uint64_t> success;  // finished_reason -> count
 };
 
+// The periodic log line of `pagoda serve` (vLLM's "Avg prompt throughput: ..." line): prompt and
+// generation tokens/s over the interval from `before` to `now` (`seconds` long), requests running
+// and waiting, KV-cache usage and the prefix-cache hit rate since start. Empty when the engine
+// was idle over this interval and has nothing in flight (vLLM logs those at debug level only).
+std::string stats_log_line(const EngineStats& before, const EngineStats& now, double seconds);
+
 }  // namespace pagoda

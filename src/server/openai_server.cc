@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -580,6 +581,30 @@ std::shared_ptr<const JsonGrammar> OpenAiServer::structured_output_grammar(const
   return nullptr;
 }
 
+namespace {
+
+// The sampling parameters of a request for --enable-log-requests (vLLM logs its SamplingParams).
+std::string describe(const SamplingParams& p) {
+  std::ostringstream os;
+  os << "SamplingParams(n=" << p.n << ", temperature=" << p.temperature << ", top_p=" << p.top_p
+     << ", top_k=" << p.top_k << ", min_p=" << p.min_p << ", presence_penalty=" << p.presence_penalty
+     << ", frequency_penalty=" << p.frequency_penalty << ", repetition_penalty=" << p.repetition_penalty
+     << ", seed=";
+  if (p.seed) os << *p.seed;
+  else os << "None";
+  os << ", max_tokens=";
+  if (p.max_tokens) os << *p.max_tokens;
+  else os << "None";
+  os << ", min_tokens=" << p.min_tokens << ", stop=" << json(p.stop).dump() << ", stop_token_ids="
+     << json(p.stop_token_ids).dump() << ", ignore_eos=" << (p.ignore_eos ? "True" : "False") << ", logprobs=";
+  if (p.logprobs) os << *p.logprobs;
+  else os << "None";
+  os << ", structured_output=" << (p.structured_output ? "yes" : "None") << ")";
+  return os.str();
+}
+
+}  // namespace
+
 void OpenAiServer::launch(const std::shared_ptr<Job>& job, const SamplingParams& params, int priority) {
   if (config_.max_pending_requests > 0 && engine_.stats().num_waiting >= config_.max_pending_requests)
     throw ApiError(503, "The server is overloaded: " + std::to_string(config_.max_pending_requests) +
@@ -603,6 +628,9 @@ void OpenAiServer::launch(const std::shared_ptr<Job>& job, const SamplingParams&
       throw ApiError(engine_.is_dead() ? 503 : 400, e.what());
     }
   }
+  if (config_.log_requests)
+    log_info("Received request ", job->id, ": ", job->prompt_tokens, " prompt tokens, ", job->choices.size(),
+             job->choices.size() == 1 ? " choice, " : " choices, ", job->stream ? "streamed, " : "", describe(params));
   {
     std::lock_guard lock(mu_);
     live_.push_back(job);
@@ -638,8 +666,10 @@ void OpenAiServer::launch(const std::shared_ptr<Job>& job, const SamplingParams&
   }
   std::weak_ptr<Job> weak = job;
   job->response->on_disconnect([this, weak] {
-    if (auto j = weak.lock())
+    if (auto j = weak.lock()) {
+      if (config_.log_requests) log_info("Aborted request ", j->id, ": the client went away");
       for (const Choice& c : j->choices) engine_.abort(c.engine_id);
+    }
   });
   for (Choice& c : job->choices) c.stream->set_notify([this, weak] {
       if (auto j = weak.lock()) schedule(j);
@@ -930,6 +960,16 @@ void OpenAiServer::process(Job& job) {
     if (n > 1) metrics_.tpot.observe(std::chrono::duration<double>(c.last_token - c.first_token).count() / (n - 1));
   }
   metrics_.prompt_tokens.observe(job.prompt_tokens);
+  if (config_.log_requests) {
+    std::string reasons;
+    for (const Choice& c : job.choices) {
+      if (!reasons.empty()) reasons += ',';
+      reasons += c.state->finish_reason();
+    }
+    log_info("Finished request ", job.id, ": finish_reason ", reasons, ", ", job.prompt_tokens, " prompt + ",
+             completion_tokens, " completion tokens, ",
+             fixed(std::chrono::duration<double>(Clock::now() - job.start).count(), 3), " s");
+  }
   if (job.stream) {
     if (job.include_usage) {
       json chunk{{"id", job.id},

@@ -45,6 +45,7 @@ struct OpenAiServerConfig {
   std::string reasoning_parser;   // "" or "qwen3"
   std::vector<std::string> allowed_origins;  // CORS; "*" allows any
   int max_pending_requests = 0;   // > 0: requests waiting in the engine beyond this → 503
+  bool log_requests = false;      // --enable-log-requests: a log line when a request arrives and when it ends
   int num_output_threads = 2;
   SamplingParams default_params;  // from generation_config.json (unless --generation-config vllm)
   std::string version = "0.1.0";

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -87,6 +88,42 @@ TEST_F(CliTest, BadFlagValuesAreNamed) {
   r = run(kBin + "pagoda generate " + dir_.string() + " --prompt hi --no-such-flag");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("--no-such-flag"), std::string::npos) << r.output;
+}
+
+TEST(CliHelp, EveryCommandDocumentsEveryFlagItTakes) {
+  // --help exits 0, prints to stdout, and lists each flag the command accepts with its help.
+  const std::pair<std::string, std::string> cases[] = {
+      {"serve", "--max-num-seqs"},          {"generate", "--prompt"},
+      {"generate m --input f", "--output"}, {"bench throughput", "--num-prompts"},
+      {"bench latency", "--batch-size"},    {"bench prefix-caching", "--prefix-len"},
+      {"bench serve", "--max-concurrency"},
+  };
+  for (const auto& [command, flag] : cases) {
+    const auto r = run(kBin + "pagoda " + command + " --help", /*stdout_only=*/true);
+    EXPECT_EQ(r.exit_code, 0) << command;
+    const std::string name = command.substr(0, command.find(" m "));
+    EXPECT_EQ(r.output.rfind("usage: pagoda " + name + " ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find("\n  " + flag + " "), std::string::npos) << command << ":\n" << r.output;
+    EXPECT_EQ(r.output.find("(undocumented)"), std::string::npos) << command << ":\n" << r.output;
+  }
+  // -h too, and wherever a flag may stand; a flag's value that reads "--help" is just a value.
+  EXPECT_EQ(run(kBin + "pagoda serve /nonexistent -h", true).exit_code, 0);
+  const auto top = run(kBin + "pagoda --help", true);
+  EXPECT_EQ(top.exit_code, 0);
+  EXPECT_NE(top.output.find("pagoda <command> --help"), std::string::npos) << top.output;
+  const auto bench = run(kBin + "pagoda bench --help", true);
+  EXPECT_EQ(bench.exit_code, 0);
+  EXPECT_NE(bench.output.find("prefix-caching"), std::string::npos) << bench.output;
+  const auto value = run(kBin + "pagoda generate /nonexistent --prompt --help");
+  EXPECT_EQ(value.exit_code, 1);
+  EXPECT_NE(value.output.find("no such directory"), std::string::npos) << value.output;
+}
+
+TEST(CliHelp, UnknownFlagPointsAtTheHelp) {
+  const auto r = run(kBin + "pagoda serve /nonexistent --no-such-flag");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("unknown flag --no-such-flag (`pagoda serve --help` lists the flags)"), std::string::npos)
+      << r.output;
 }
 
 }  // namespace

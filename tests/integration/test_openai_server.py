@@ -28,11 +28,12 @@ SHARED = os.environ.get("PAGODA_SHARED_DIR", os.path.join(os.path.dirname(ROOT),
 MODEL_NAME = "tiny-qwen3"
 
 
-def start_server(model_dir, *extra, binary="pagoda"):
+def start_server(model_dir, *extra, binary="pagoda", env=None):
     cmd = [os.path.join(BUILD, "bin", binary), "serve", model_dir, "--host", "127.0.0.1", "--port", "0",
            "--served-model-name", MODEL_NAME, "--max-model-len", "512", "--num-kv-blocks", "256",
            "--max-num-seqs", "16", "--generation-config", "vllm", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=None if env is None else {**os.environ, **env})
     line = proc.stdout.readline()
     m = re.search(r"listening on [\d.]+:(\d+)", line)
     if not m:
@@ -296,6 +297,55 @@ def test_api_key(model_dir):
         assert get(port, "/health")[0] == 200  # outside /v1: no key needed
     finally:
         stop_server(proc)
+
+
+def test_request_and_stats_logs(model_dir):
+    # --enable-log-requests: a line when each request arrives and when it ends, naming its id,
+    # tokens and finish reasons; the periodic stats line (vLLM's) reports the traffic. Without the
+    # flags (and with --disable-log-stats) neither appears.
+    proc, port = start_server(model_dir, "--enable-log-requests", env={"PAGODA_LOG_STATS_INTERVAL": "0.2"})
+    try:
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        r = c.completions.create(model=MODEL_NAME, prompt="hello there", max_tokens=6, n=2, temperature=0.8,
+                                 seed=11, extra_body={"ignore_eos": True})
+        chunks = list(c.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=4, stream=True,
+                                                extra_body={"ignore_eos": True}))
+        time.sleep(0.6)  # at least two stats intervals after the traffic
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    p = r.usage.prompt_tokens
+    assert re.search(rf"Received request {r.id}: {p} prompt tokens, 2 choices, SamplingParams\(n=2, "
+                     r"temperature=0\.8,.* seed=11, max_tokens=6,.*ignore_eos=True", err), err
+    assert f"Finished request {r.id}: finish_reason length,length, {p} prompt + 12 completion tokens, " in err, err
+    chat_id = chunks[0].id
+    assert re.search(rf"Received request {chat_id}: \d+ prompt tokens, 1 choice, streamed, ", err), err
+    assert re.search(rf"Finished request {chat_id}: finish_reason length, \d+ prompt \+ 4 completion tokens", err), err
+    stats = re.findall(r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
+                       r"Running: (\d+) reqs, Waiting: (\d+) reqs, KV cache usage: ([\d.]+)%, "
+                       r"Prefix cache hit rate: ([\d.]+)%", err)
+    assert stats, err
+    assert any(float(g) > 0 for _, g, *_ in stats), stats
+    assert stats[-1][2:5] == ("0", "0", "0.0"), stats  # every request done, every KV block back
+
+    proc, port = start_server(model_dir, "--disable-log-stats", env={"PAGODA_LOG_STATS_INTERVAL": "0.2"})
+    try:
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        c.completions.create(model=MODEL_NAME, prompt="hello", max_tokens=4)
+        time.sleep(0.6)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Avg prompt throughput" not in err and "Received request" not in err, err
+
+
+def test_bad_stats_interval_is_named(model_dir):
+    proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PAGODA_LOG_STATS_INTERVAL": "soon"})
+    assert proc.returncode == 1
+    assert "PAGODA_LOG_STATS_INTERVAL" in proc.stderr and "'soon'" in proc.stderr, proc.stderr
 
 
 # ---- structured output (guided decoding) ----------------------------------------------------
