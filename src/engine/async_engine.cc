@@ -108,7 +108,8 @@ std::shared_ptr<RequestStream> AsyncEngine::add_request(const std::string& reque
     PAGODA_CHECK(!dead_ && !stop_, "the engine is not running");
     PAGODA_CHECK(!streams_.contains(request_id), "request id '", request_id, "' is already in use");
     streams_.emplace(request_id, stream);
-    pending_adds_.push_back({request_id, std::move(prompt_token_ids), params, priority});
+    pending_adds_.push_back(
+        {request_id, std::move(prompt_token_ids), params, priority, std::chrono::steady_clock::now()});
   }
   cv_.notify_all();
   return stream;
@@ -159,7 +160,7 @@ void AsyncEngine::loop() {
       }
       for (Pending& p : adds) {
         try {
-          engine_->add_request(p.request_id, p.prompt, p.params, p.priority);
+          engine_->add_request(p.request_id, p.prompt, p.params, p.priority, p.arrival);
         } catch (const Error& e) {
           std::shared_ptr<RequestStream> s;
           {

@@ -8,6 +8,7 @@
 // failure), the engine is dead: every open stream ends with that error and is_dead() turns true.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -79,6 +80,8 @@ class AsyncEngine {
   bool is_dead() const;
   // A snapshot taken after the latest step.
   EngineStats stats() const;
+  // The engine's histograms (thread-safe to read while the engine runs).
+  const EngineMetrics& metrics() const { return engine_->metrics(); }
   const EngineConfig& config() const { return config_; }
   int64_t vocab_size() const { return vocab_size_; }
 
@@ -97,6 +100,7 @@ class AsyncEngine {
     std::vector<int32_t> prompt;
     SamplingParams params;
     int priority = 0;
+    std::chrono::steady_clock::time_point arrival;
   };
   std::vector<Pending> pending_adds_;
   std::vector<std::string> pending_aborts_;

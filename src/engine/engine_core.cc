@@ -11,6 +11,16 @@
 namespace pagoda {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// vLLM's request latency buckets (seconds) and its iteration-token buckets.
+std::vector<double> request_time_buckets() {
+  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+          1920.0, 7680.0};
+}
+
 constexpr size_t kCpuDefaultKvBytes = size_t{4} << 30;
 // Left free on a GPU besides the utilization margin: cuBLASLt plans, CUDA graphs, the CUDA
 // context's own growth.
@@ -148,6 +158,7 @@ void EngineCore::add_request(EngineCoreRequest req) {
   r->all_token_ids = req.prompt_token_ids;
   r->num_prompt_tokens = prompt_len;
   r->priority = req.priority;
+  r->arrival_time = req.arrival_time == Clock::time_point{} ? Clock::now() : req.arrival_time;
   const int room = config_.max_model_len - prompt_len;
   r->max_tokens = p.max_tokens ? std::min(*p.max_tokens, room) : room;
   r->min_tokens = p.min_tokens;
@@ -190,6 +201,19 @@ bool EngineCore::has_unfinished_requests() const {
   return scheduler_->has_unfinished_requests() || scheduler_->has_pending_outputs() || !launched_.empty();
 }
 
+EngineMetrics::EngineMetrics()
+    : queue_time(request_time_buckets()),
+      prefill_time(request_time_buckets()),
+      decode_time(request_time_buckets()),
+      inference_time(request_time_buckets()),
+      iteration_tokens({1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}) {}
+
+void EngineCore::observe_finished(const SchedulerRequestOutput& o, Clock::time_point now) {
+  if (o.status == RequestStatus::kFinishedAborted) return;  // as vLLM: aborted requests are not timed
+  if (o.first_token_time != Clock::time_point{}) metrics_.decode_time.observe(seconds(now - o.first_token_time));
+  if (o.scheduled_time != Clock::time_point{}) metrics_.inference_time.observe(seconds(now - o.scheduled_time));
+}
+
 EngineCoreOutput EngineCore::convert(SchedulerRequestOutput&& o) {
   EngineCoreOutput e;
   e.request_id = std::move(o.request_id);
@@ -220,6 +244,14 @@ std::vector<EngineCoreOutput> EngineCore::step() {
   }
   ++num_steps_;
   if (!launched_.empty()) ++num_overlapped_steps_;
+  metrics_.iteration_tokens.observe(so.total_num_scheduled_tokens);
+  const Clock::time_point now = Clock::now();
+  for (const ScheduledRequest& s : so.scheduled) {
+    Request& r = *s.request;
+    if (r.scheduled_time != Clock::time_point{}) continue;
+    r.scheduled_time = now;
+    metrics_.queue_time.observe(seconds(now - r.arrival_time));
+  }
   launch(std::move(so));
   // Async: the step before is finished while this one runs. Otherwise this one, now.
   if (!async_ || launched_.size() == 2) collect(outs);
@@ -281,6 +313,7 @@ void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
   launched_.pop_front();
   // The sampler edits its row in place (penalties, masks): the rows are the runner's host copy.
   const ModelRunner::StepResult result = runner_->wait();
+  const Clock::time_point now = Clock::now();
   float* rows = result.logits.data();
   const int64_t vocab = vocab_size();
   sampled_.assign(so.scheduled.size(), -1);
@@ -309,6 +342,10 @@ void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
       }
     }
     if (!s.samples) continue;
+    if (r.first_token_time == Clock::time_point{}) {
+      s.request->first_token_time = now;
+      metrics_.prefill_time.observe(seconds(now - r.scheduled_time));
+    }
     if (pr.on_backend) {
       sampled_[i] = result.sampled[static_cast<size_t>(row++)];
       if (const int32_t j = logprob_index[i]; j >= 0) {  // raw logprobs computed by the backend
@@ -334,7 +371,10 @@ void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
   num_generation_tokens_ += num_sampled;
 
   for (SchedulerRequestOutput& o : scheduler_->update_from_output(so, sampled_)) {
-    if (o.finished) samplers_.erase(o.request_id);
+    if (o.finished) {
+      samplers_.erase(o.request_id);
+      observe_finished(o, now);
+    }
     EngineCoreOutput e = convert(std::move(o));
     if (!e.new_token_ids.empty()) {
       auto it = with_logprobs.find(e.request_id);

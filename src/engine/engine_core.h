@@ -12,6 +12,7 @@
 // a fixed reserve, as vLLM's --gpu-memory-utilization.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "base/histogram.h"
 #include "engine/kv_cache_manager.h"
 #include "engine/model_runner.h"
 #include "engine/sampler.h"
@@ -81,6 +83,8 @@ struct EngineCoreRequest {
   std::vector<int32_t> prompt_token_ids;
   SamplingParams params;  // n is ignored here (LLMEngine fans out)
   int priority = 0;
+  // When the request reached the engine (its queue time starts here); default: add_request's call.
+  std::chrono::steady_clock::time_point arrival_time{};
 };
 
 struct EngineCoreOutput {
@@ -114,6 +118,17 @@ struct EngineStats {
   int64_t num_overlapped_steps = 0;
 };
 
+// vLLM's request-phase and step histograms, observed on the engine thread as requests pass
+// through it and read by the server's /metrics (Histogram is thread-safe). A request's phases:
+// queue (arrival to first scheduled), prefill (first scheduled to first token), decode (first
+// token to finished), inference (first scheduled to finished); a request aborted before it was
+// scheduled, or before its first token, has no later phase.
+struct EngineMetrics {
+  EngineMetrics();
+  Histogram queue_time, prefill_time, decode_time, inference_time;  // seconds
+  Histogram iteration_tokens;  // tokens scheduled per engine step (prompt chunks + decodes)
+};
+
 class EngineCore {
  public:
   // model must have been loaded with ModelLoadOptions of at least max_num_batched_tokens tokens
@@ -130,6 +145,7 @@ class EngineCore {
   bool reset_prefix_cache() { return kv_->reset_prefix_cache(); }
 
   EngineStats stats() const;
+  const EngineMetrics& metrics() const { return metrics_; }
   const EngineConfig& config() const { return config_; }  // with max_model_len, num_kv_blocks resolved
   const KvCacheManager& kv_cache_manager() const { return *kv_; }
   const Scheduler& scheduler() const { return *scheduler_; }
@@ -143,6 +159,8 @@ class EngineCore {
   // Waits for the oldest launched step, samples on the host what it must, updates the scheduler
   // and appends every request's news to outs.
   void collect(std::vector<EngineCoreOutput>& outs);
+  // The decode and inference histograms of a request that finished (stop or length) at `now`.
+  void observe_finished(const SchedulerRequestOutput& o, std::chrono::steady_clock::time_point now);
 
   EngineConfig config_;
   std::unique_ptr<KvCacheManager> kv_;
@@ -171,6 +189,7 @@ class EngineCore {
   int64_t num_steps_ = 0;
   int64_t num_prompt_tokens_ = 0;
   int64_t num_generation_tokens_ = 0;
+  EngineMetrics metrics_;
   int64_t num_overlapped_steps_ = 0;
 };
 

@@ -32,7 +32,8 @@ std::unique_ptr<LLMEngine> LLMEngine::from_model_dir(const std::string& model_di
 }
 
 void LLMEngine::add_request(const std::string& request_id, const std::vector<int32_t>& prompt_token_ids,
-                            const SamplingParams& params, int priority) {
+                            const SamplingParams& params, int priority,
+                            std::chrono::steady_clock::time_point arrival) {
   PAGODA_CHECK(params.n >= 1, "n must be at least 1, got ", params.n);
   PAGODA_CHECK(!parents_.contains(request_id), "request id '", request_id, "' is already in use");
   std::vector<std::string> ids;
@@ -53,6 +54,7 @@ void LLMEngine::add_request(const std::string& request_id, const std::vector<int
     // others can then read the prompt from the prefix cache).
     if (i > 0) r.params.prompt_logprobs.reset();
     r.priority = priority;
+    r.arrival_time = arrival;
     try {
       core_->add_request(std::move(r));
     } catch (...) {

@@ -5,6 +5,7 @@
 // stop strings belong to the OutputProcessor.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -43,9 +44,11 @@ class LLMEngine {
   ~LLMEngine();
 
   // Queues a request (params.n completions). Throws pagoda::Error naming the field on bad input;
-  // nothing is queued then.
+  // nothing is queued then. arrival: when it reached the engine (the start of its queue time);
+  // default now.
   void add_request(const std::string& request_id, const std::vector<int32_t>& prompt_token_ids,
-                   const SamplingParams& params, int priority = 0);
+                   const SamplingParams& params, int priority = 0,
+                   std::chrono::steady_clock::time_point arrival = {});
   // Finishes every completion of the request; each reports finish_reason "abort" from the next
   // step(). Unknown ids are ignored.
   void abort(const std::string& request_id);
@@ -56,6 +59,7 @@ class LLMEngine {
   EngineStats stats() const { return core_->stats(); }
   const EngineCore& core() const { return *core_; }
   const EngineConfig& config() const { return core_->config(); }
+  const EngineMetrics& metrics() const { return core_->metrics(); }
 
  private:
   struct Child {

@@ -4,6 +4,7 @@
 // conditions, resolved here from the SamplingParams when the request is added.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,6 +71,11 @@ struct Request {
   int num_preemptions = 0;
   // Prompt tokens found in the prefix cache when the request was first scheduled (-1: not yet).
   int num_cached_tokens = -1;
+
+  // ---- timing (EngineCore, for the request-level histograms; a default time_point: not yet) --
+  std::chrono::steady_clock::time_point arrival_time{};     // handed to the engine
+  std::chrono::steady_clock::time_point scheduled_time{};   // first scheduled (kept over preemptions)
+  std::chrono::steady_clock::time_point first_token_time{};  // first output token sampled
 
   // ---- stop conditions (resolved from SamplingParams by the engine) ------------------------
   int max_tokens = 16;  // output tokens; the engine caps it at max_model_len - prompt length

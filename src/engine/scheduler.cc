@@ -250,6 +250,8 @@ std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const Schedule
       o.finished = true;
       o.status = f.status;
       o.stop_reason = f.stop_reason;
+      o.scheduled_time = f.scheduled_time;
+      o.first_token_time = f.first_token_time;
     }
     outs.push_back(std::move(o));
   }
@@ -265,6 +267,8 @@ SchedulerRequestOutput Scheduler::finish(Request* r, RequestStatus status) {
   o.status = status;
   o.stop_reason = r->stop_reason;
   o.num_cached_tokens = std::max(0, r->num_cached_tokens);
+  o.scheduled_time = r->scheduled_time;
+  o.first_token_time = r->first_token_time;
   if (r->status == RequestStatus::kRunning) {
     running_.erase(std::ranges::find(running_, r));
   } else {

@@ -99,6 +99,9 @@ struct SchedulerRequestOutput {
   RequestStatus status = RequestStatus::kRunning;
   std::optional<int32_t> stop_reason;
   int num_cached_tokens = 0;  // prompt tokens that came from the prefix cache
+  // Finished outputs: the request's Request::scheduled_time and first_token_time (the Request
+  // itself may be gone by the time the engine reads the output).
+  std::chrono::steady_clock::time_point scheduled_time{}, first_token_time{};
 };
 
 struct SchedulerStats {

@@ -5,12 +5,6 @@
 namespace pagoda {
 namespace {
 
-std::string num(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
 std::vector<double> token_buckets() {
   std::vector<double> b;
   for (double x = 1; x <= 1 << 20; x *= 2) b.push_back(x);
@@ -18,29 +12,6 @@ std::vector<double> token_buckets() {
 }
 
 }  // namespace
-
-void Histogram::observe(double v) {
-  std::lock_guard lock(mu_);
-  size_t i = 0;
-  while (i < buckets_.size() && v > buckets_[i]) ++i;
-  ++counts_[i];
-  sum_ += v;
-  ++count_;
-}
-
-void Histogram::render(std::string& out, const std::string& name, const std::string& help,
-                       const std::string& labels) const {
-  std::lock_guard lock(mu_);
-  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
-  uint64_t cum = 0;
-  for (size_t i = 0; i <= buckets_.size(); ++i) {
-    cum += counts_[i];
-    out += name + "_bucket{" + labels + ",le=\"" + (i < buckets_.size() ? num(buckets_[i]) : "+Inf") + "\"} " +
-           std::to_string(cum) + "\n";
-  }
-  out += name + "_sum{" + labels + "} " + num(sum_) + "\n";
-  out += name + "_count{" + labels + "} " + std::to_string(count_) + "\n";
-}
 
 ServerMetrics::ServerMetrics()
     : ttft({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
@@ -71,16 +42,17 @@ std::string stats_log_line(const EngineStats& before, const EngineStats& now, do
   return buf;
 }
 
-std::string ServerMetrics::render(const std::string& model_name, const EngineStats& s) const {
+std::string ServerMetrics::render(const std::string& model_name, const EngineStats& s,
+                                  const EngineMetrics& engine) const {
   const std::string labels = "engine=\"0\",model_name=\"" + model_name + "\"";
   std::string out;
   auto gauge = [&](const char* name, const char* help, double v) {
     out += std::string("# HELP pagoda:") + name + " " + help + "\n# TYPE pagoda:" + name + " gauge\npagoda:" + name +
-           "{" + labels + "} " + num(v) + "\n";
+           "{" + labels + "} " + prometheus_number(v) + "\n";
   };
   auto counter = [&](const char* name, const char* help, double v) {
     out += std::string("# HELP pagoda:") + name + "_total " + help + "\n# TYPE pagoda:" + name +
-           "_total counter\npagoda:" + name + "_total{" + labels + "} " + num(v) + "\n";
+           "_total counter\npagoda:" + name + "_total{" + labels + "} " + prometheus_number(v) + "\n";
   };
   gauge("num_requests_running", "Number of requests in model execution batches.", s.num_running);
   gauge("num_requests_waiting", "Number of requests waiting to be processed.", s.num_waiting);
@@ -109,6 +81,16 @@ std::string ServerMetrics::render(const std::string& model_name, const EngineSta
   e2e.render(out, "pagoda:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels);
   prompt_tokens.render(out, "pagoda:request_prompt_tokens", "Number of prefill tokens processed.", labels);
   generation_tokens.render(out, "pagoda:request_generation_tokens", "Number of generation tokens processed.", labels);
+  engine.queue_time.render(out, "pagoda:request_queue_time_seconds",
+                           "Histogram of time spent in WAITING phase for request.", labels);
+  engine.prefill_time.render(out, "pagoda:request_prefill_time_seconds",
+                             "Histogram of time spent in PREFILL phase for request.", labels);
+  engine.decode_time.render(out, "pagoda:request_decode_time_seconds",
+                            "Histogram of time spent in DECODE phase for request.", labels);
+  engine.inference_time.render(out, "pagoda:request_inference_time_seconds",
+                               "Histogram of time spent in RUNNING phase for request.", labels);
+  engine.iteration_tokens.render(out, "pagoda:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
+                                 labels);
   return out;
 }
 

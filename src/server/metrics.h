@@ -11,28 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "base/histogram.h"
 #include "engine/engine_core.h"
 
 namespace pagoda {
 
-class Histogram {
- public:
-  explicit Histogram(std::vector<double> buckets) : buckets_(std::move(buckets)), counts_(buckets_.size() + 1, 0) {}
-  void observe(double v);
-  // "# TYPE" line and the _bucket / _sum / _count series.
-  void render(std::string& out, const std::string& name, const std::string& help, const std::string& labels) const;
-
- private:
-  std::vector<double> buckets_;
-  mutable std::mutex mu_;
-  std::vector<uint64_t> counts_;  // per bucket (not cumulative); last: +Inf
-  double sum_ = 0;
-  uint64_t count_ = 0;
-};
-
 struct ServerMetrics {
   ServerMetrics();
-  std::string render(const std::string& model_name, const EngineStats& stats) const;
+  // The server's own series, then the engine's gauges, counters and histograms.
+  std::string render(const std::string& model_name, const EngineStats& stats, const EngineMetrics& engine) const;
   void record_finish(const std::string& finish_reason);
 
   Histogram ttft, itl, tpot, e2e, prompt_tokens, generation_tokens;

@@ -294,7 +294,7 @@ void OpenAiServer::handle_models(const std::shared_ptr<HttpResponse>& response) 
 
 void OpenAiServer::handle_metrics(const std::shared_ptr<HttpResponse>& response) {
   response->send(200, "text/plain; version=0.0.4; charset=utf-8",
-                 metrics_.render(config_.served_model_names[0], engine_.stats()));
+                 metrics_.render(config_.served_model_names[0], engine_.stats(), engine_.metrics()));
 }
 
 namespace {

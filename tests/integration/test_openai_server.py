@@ -341,6 +341,63 @@ def test_request_and_stats_logs(model_dir):
     assert "Avg prompt throughput" not in err and "Received request" not in err, err
 
 
+def parse_metrics(text):
+    """{name: value} for unlabelled-beyond-the-defaults series, {name: [(le, v), ...]} for buckets."""
+    values, buckets = {}, {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        m = re.match(r'^pagoda:(\w+)\{([^}]*)\} (\S+)$', line)
+        assert m, line
+        name, labels, v = m.group(1), m.group(2), float(m.group(3))
+        assert 'model_name="' + MODEL_NAME + '"' in labels and 'engine="0"' in labels, line
+        if name.endswith("_bucket"):
+            le = re.search(r'le="([^"]+)"', labels).group(1)
+            buckets.setdefault(name[:-len("_bucket")], []).append((float(le), v))
+        elif 'finished_reason="' in labels:
+            values[name + "/" + re.search(r'finished_reason="(\w+)"', labels).group(1)] = v
+        else:
+            values[name] = v
+    return values, buckets
+
+
+def test_metrics_series_after_known_traffic(model_dir):
+    # A fresh server, 3 requests of 5 tokens each: every counter and histogram of API.md's list
+    # (the engine's request phases and step tokens included) must tell exactly that.
+    proc, port = start_server(model_dir)
+    try:
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        prompts = ["alpha beta", "gamma delta epsilon", "zeta"]
+        usages = [c.completions.create(model=MODEL_NAME, prompt=t, max_tokens=5, extra_body={"ignore_eos": True}).usage
+                  for t in prompts]
+        _, text = get(port, "/metrics")
+    finally:
+        stop_server(proc)
+    values, buckets = parse_metrics(text)
+    prompt_tokens = sum(u.prompt_tokens for u in usages)
+    assert values["prompt_tokens_total"] == prompt_tokens  # prompts shorter than a block: no cache hits
+    assert values["generation_tokens_total"] == 15
+    assert values["request_success_total/length"] == 3 and values["request_success_total/stop"] == 0
+    assert values["num_requests_running"] == 0 and values["num_requests_waiting"] == 0
+    for name in ["time_to_first_token_seconds", "e2e_request_latency_seconds", "request_time_per_output_token_seconds",
+                 "request_prompt_tokens", "request_generation_tokens", "request_queue_time_seconds",
+                 "request_prefill_time_seconds", "request_decode_time_seconds", "request_inference_time_seconds"]:
+        assert values[name + "_count"] == 3, name
+    assert values["inter_token_latency_seconds_count"] == 3 * 4
+    assert values["request_prompt_tokens_sum"] == prompt_tokens
+    assert values["request_generation_tokens_sum"] == 15
+    # Engine steps: every prompt token once, then each output token but the last fed back.
+    assert values["iteration_tokens_total_sum"] == prompt_tokens + 3 * 4
+    assert values["iteration_tokens_total_count"] >= 5
+    assert abs(values["request_prefill_time_seconds_sum"] + values["request_decode_time_seconds_sum"]
+               - values["request_inference_time_seconds_sum"]) < 1e-6
+    for name, bs in buckets.items():
+        les = [le for le, _ in bs]
+        counts = [v for _, v in bs]
+        assert les == sorted(les) and les[-1] == float("inf"), name
+        assert counts == sorted(counts) and counts[-1] == values[name + "_count"], name
+
+
 def test_bad_stats_interval_is_named(model_dir):
     proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0"],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PAGODA_LOG_STATS_INTERVAL": "soon"})
