@@ -456,14 +456,23 @@ void attention_typed(const AttentionWork& w, bool widen) {
       max64(w.sliding_window > 0 ? max64(0, w.first_pos - w.sliding_window + 1) : 0, w.key_begin);
   const int64_t elem = w.kv_dtype == DType::kBF16 ? 2 : 4;
   const int64_t head_stride = int64_t{w.block_size} * D;
+  const int64_t row_bytes = D * elem;
+  // Byte offset of context position pos's row of this KV head in the K (and V) cache.
+  auto row_offset = [&](int64_t pos) {
+    const int64_t block = w.block_table[pos / w.block_size];
+    return ((block * w.num_kv_heads + w.kv_head) * head_stride + (pos % w.block_size) * D) * elem;
+  };
   for (int64_t c0 = first_key; c0 <= last_pos; c0 += C) {
     const int64_t cn = min64(C, last_pos - c0 + 1);
     for (int64_t c = 0; c < cn; ++c) {
-      const int64_t pos = c0 + c;
-      const int64_t block = w.block_table[pos / w.block_size];
-      const int64_t offset = ((block * w.num_kv_heads + w.kv_head) * head_stride + (pos % w.block_size) * D) * elem;
+      const int64_t offset = row_offset(c0 + c);
       krow[c] = static_cast<const char*>(w.k_cache) + offset;
       vrow[c] = static_cast<const char*>(w.v_cache) + offset;
+      // Read in place: this chunk's V rows are fetched while its scores are computed (a KV head's
+      // rows are contiguous only within a block, one 4 KiB page at BF16 x 16 x 128, which the
+      // hardware prefetcher does not cross), the next chunk's K rows while P V is.
+      if (!widen)
+        for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(static_cast<const char*>(vrow[c]) + b);
       if (widen) {
         widen_bf16<I>(static_cast<const uint16_t*>(krow[c]), kbuf + c * D, D);
         widen_bf16<I>(static_cast<const uint16_t*>(vrow[c]), vbuf + c * D, D);
@@ -493,6 +502,12 @@ void attention_typed(const AttentionWork& w, bool widen) {
         }
         for (; c < ce; ++c)
           for (int r = 0; r < nq; ++r) sr[r][c] = dot1<I, KV>(qr[r], krow[c], D);
+      }
+      if (t == 0 && !widen) {
+        for (int64_t pos = c0 + C; pos < min64(c0 + 2 * C, last_pos + 1); ++pos) {
+          const char* k = static_cast<const char*>(w.k_cache) + row_offset(pos);
+          for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(k + b);
+        }
       }
       float alpha[4];
       float* yr[4];
