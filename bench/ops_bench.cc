@@ -9,7 +9,8 @@
 //  - moe_experts at Qwen3-30B-A3B's expert shapes (128 experts of 768 x 2048, top-8) for 1 to 32
 //    tokens routed at random: GB/s of the distinct experts' weights streamed (--moe: only that).
 //  - linear at every decode row count T = 1..8 of one 6144 x 2048 BF16 weight (--rows: only that).
-//   ops_bench [--quick] [--best] [--gdn] [--moe] [--rows]
+//   ops_bench [--quick] [--best] [--gdn] [--moe] [--rows] [--gemm T,N,K ...]
+#include <array>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -297,8 +298,17 @@ double cpu_mhz() {
 
 int main(int argc, char** argv) {
   bool quick = false, gdn_only = false, moe_only = false, rows_only = false;
+  std::vector<std::array<int64_t, 3>> gemms;  // --gemm T,N,K: only these prefill linears (BF16)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--gemm" && i + 1 < argc) {
+      std::array<int64_t, 3> tnk{};
+      if (std::sscanf(argv[++i], "%ld,%ld,%ld", &tnk[0], &tnk[1], &tnk[2]) != 3) {
+        std::fprintf(stderr, "--gemm expects T,N,K\n");
+        return 2;
+      }
+      gemms.push_back(tnk);
+    }
     quick = quick || a == "--quick";
     g_best = g_best || a == "--best";
     gdn_only = gdn_only || a == "--gdn";
@@ -315,6 +325,10 @@ int main(int argc, char** argv) {
   std::printf("backend %s, %d threads, %.0f MHz: f32 FMA peak %.1f GFLOP/s, read bandwidth %.2f GB/s (%s time)\n",
               be->name().c_str(), threads, mhz, peak, membw, g_best ? "best" : "median");
   std::mt19937 rng(1);
+  if (!gemms.empty()) {
+    for (const auto& [T, N, K] : gemms) bench_linear_prefill(*be, N, K, T, DType::kBF16, peak, rng);
+    return 0;
+  }
   if (rows_only) {
     for (int64_t T = 1; T <= 8; ++T) bench_linear_decode(*be, 6144, 2048, T, membw, rng);
     return 0;

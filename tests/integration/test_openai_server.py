@@ -310,6 +310,18 @@ def test_request_and_stats_logs(model_dir):
                                  seed=11, extra_body={"ignore_eos": True})
         chunks = list(c.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=4, stream=True,
                                                 extra_body={"ignore_eos": True}))
+        # A client that goes away mid-stream: logged as aborted, then as finished by abort.
+        h = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        h.request("POST", "/v1/completions", headers={"Content-Type": "application/json"},
+                  body=json.dumps({"model": MODEL_NAME, "prompt": "go on", "max_tokens": 400, "stream": True,
+                                   "ignore_eos": True}))
+        first = h.getresponse().read1(4096).decode()
+        gone_id = re.search(r'"id":"(cmpl-[0-9a-f]+)"', first).group(1)
+        h.sock.close()
+        h.close()
+        deadline = time.time() + 20
+        while metric(port, "num_requests_running") > 0 and time.time() < deadline:
+            time.sleep(0.05)
         time.sleep(0.6)  # at least two stats intervals after the traffic
     finally:
         proc.terminate()
@@ -322,6 +334,8 @@ def test_request_and_stats_logs(model_dir):
     chat_id = chunks[0].id
     assert re.search(rf"Received request {chat_id}: \d+ prompt tokens, 1 choice, streamed, ", err), err
     assert re.search(rf"Finished request {chat_id}: finish_reason length, \d+ prompt \+ 4 completion tokens", err), err
+    assert f"Aborted request {gone_id}: the client went away" in err, err
+    assert re.search(rf"Finished request {gone_id}: finish_reason abort, \d+ prompt \+ \d+ completion tokens", err), err
     stats = re.findall(r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
                        r"Running: (\d+) reqs, Waiting: (\d+) reqs, KV cache usage: ([\d.]+)%, "
                        r"Prefix cache hit rate: ([\d.]+)%", err)
