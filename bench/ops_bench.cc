@@ -160,7 +160,7 @@ void bench_attention(Backend& be, int S, int ctx, int q_len, DType cache_dtype, 
     be.paged_attention(Tensor(q.data(), DType::kF32, {T, Hq, D}), kv.layers[0], meta, 0.088f,
                        Tensor(out.data(), DType::kF32, {T, Hq, D}));
   });
-  const char* dt = cache_dtype == DType::kBF16 ? "bf16" : "f32";
+  const char* dt = cache_dtype == DType::kBF16 ? "bf16" : cache_dtype == DType::kF8E4M3 ? "fp8" : "f32";
   if (q_len == 1) {
     const double bytes = 2.0 * S * ctx * Hk * D * pagoda::dtype_size(cache_dtype);
     std::printf("attention decode  seqs=%-3d ctx=%-5d %-4s: %8.3f ms  %6.2f GB/s of K/V\n", S, ctx, dt, s * 1e3,
@@ -363,7 +363,7 @@ int main(int argc, char** argv) {
     for (int S : {1, 8, 32}) bench_gdn_decode(*be, S, membw, rng);
     return 0;
   }
-  for (DType cd : {DType::kBF16, DType::kF32}) {
+  for (DType cd : {DType::kBF16, DType::kF8E4M3, DType::kF32}) {
     bench_attention(*be, 1, 1024, 1, cd, -1, rng);
     bench_attention(*be, 1, 4096, 1, cd, -1, rng);
     if (!quick) bench_attention(*be, 16, 1024, 1, cd, -1, rng);

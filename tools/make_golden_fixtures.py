@@ -13,6 +13,7 @@ generation_config.json, model.safetensors) plus the reference outputs of Hugging
   logits_bf16kv.bin  the same rows for the last prompt, with K/V rounded to bfloat16 as they
                   enter the cache (what a BF16 KV cache computes), teacher-forced on the
                   float32 greedy tokens
+  logits_fp8kv.bin   the same with K/V rounded to float8_e4m3fn (an FP8 KV cache)
   logits_bf16.bin the same rows for the last prompt from transformers run in bfloat16 (weights
                   and activations), teacher-forced on the float32 greedy tokens: how far
                   bfloat16 arithmetic alone moves the logits (the yardstick of the CUDA
@@ -264,6 +265,16 @@ def bf16_kv_reference(model_dir, prompt, generated):
     as it enters the cache (the attention reads the rounded values, also for the tokens of the
     step that wrote them), teacher-forced on the float32 greedy tokens. Same row layout as the
     float32 rows of that prompt: prefill rows, then one row per decode step."""
+    return rounded_kv_reference(model_dir, prompt, generated, torch.bfloat16)
+
+
+def fp8_kv_reference(model_dir, prompt, generated):
+    """What an FP8 (E4M3, vLLM's --kv-cache-dtype fp8, unscaled) KV cache computes: as
+    bf16_kv_reference with K/V rounded to float8_e4m3fn (round to nearest even)."""
+    return rounded_kv_reference(model_dir, prompt, generated, torch.float8_e4m3fn)
+
+
+def rounded_kv_reference(model_dir, prompt, generated, kv_dtype):
     from transformers import cache_utils
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
     originals = {}
@@ -271,7 +282,7 @@ def bf16_kv_reference(model_dir, prompt, generated):
         originals[cls] = cls.update
 
         def rounded(self, key_states, value_states, *args, _orig=cls.update, **kwargs):
-            return _orig(self, key_states.to(torch.bfloat16).float(), value_states.to(torch.bfloat16).float(),
+            return _orig(self, key_states.to(kv_dtype).float(), value_states.to(kv_dtype).float(),
                          *args, **kwargs)
         cls.update = rounded
     try:
@@ -323,6 +334,11 @@ def add_last_prompt_reference(name, out_root, key, filename, reference, what):
         json.dump(expected, f, indent=1)
         f.write("\n")
     print(f"  {name}: {what}, prompt {index}, {logits.shape[0]} rows")
+
+
+def add_fp8_kv_reference(name, out_root):
+    """logits_fp8kv.bin: see fp8_kv_reference."""
+    add_last_prompt_reference(name, out_root, "fp8_kv", "logits_fp8kv.bin", fp8_kv_reference, "fp8 KV reference")
 
 
 def add_bf16_reference(name, out_root):
@@ -451,6 +467,7 @@ def make_fixture(name, spec, out_root, seed):
         json.dump(expected, f, indent=1)
         f.write("\n")
     add_bf16_kv_reference(name, out_root)
+    add_fp8_kv_reference(name, out_root)
     add_bf16_reference(name, out_root)
     add_reference_noise(name, out_root)
 
@@ -462,6 +479,8 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--bf16-kv-only", action="store_true",
                     help="only (re)write the BF16-KV reference of existing fixtures (logits_bf16kv.bin)")
+    ap.add_argument("--fp8-kv-only", action="store_true",
+                    help="only (re)write the FP8-KV reference of existing fixtures (logits_fp8kv.bin)")
     ap.add_argument("--bf16-only", action="store_true",
                     help="only (re)write the bfloat16 reference of existing fixtures (logits_bf16.bin)")
     ap.add_argument("--noise-only", action="store_true",
@@ -478,6 +497,8 @@ def main():
         print(name)
         if args.bf16_kv_only:
             add_bf16_kv_reference(name, args.out)
+        elif args.fp8_kv_only:
+            add_fp8_kv_reference(name, args.out)
         elif args.bf16_only:
             add_bf16_reference(name, args.out)
         elif args.noise_only:

@@ -82,4 +82,40 @@ uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
 }
 
+namespace {
+
+// Round-to-nearest-even, saturating encoding of |f| into an FP8 format with M mantissa bits and
+// exponent bias B whose largest finite magnitude has code max_code; sign and NaN are handled by
+// the caller. Subnormals (below 2^(1 - B)) are multiples of 2^(1 - B - M).
+template <int M, int B>
+uint8_t fp8_magnitude(float a, uint8_t max_code, float max_value) {
+  if (!(a < max_value)) return max_code;  // >= the largest finite value, or +inf
+  const float min_normal = std::ldexp(1.0f, 1 - B);
+  if (a < min_normal) {
+    // m x 2^(1 - B - M); m == 2^M rounds up into the smallest normal, whose code is 2^M too.
+    return static_cast<uint8_t>(std::nearbyint(std::ldexp(a, M + B - 1)));
+  }
+  uint32_t u;
+  std::memcpy(&u, &a, sizeof(u));
+  constexpr int kDrop = 23 - M;
+  u += ((1u << (kDrop - 1)) - 1) + ((u >> kDrop) & 1u);  // round to nearest even at the kept bits
+  const int e = static_cast<int>(u >> 23) - 127 + B;
+  const uint32_t code = (static_cast<uint32_t>(e) << M) | ((u >> kDrop) & ((1u << M) - 1));
+  return code > max_code ? max_code : static_cast<uint8_t>(code);
+}
+
+}  // namespace
+
+uint8_t f32_to_fp8_e4m3(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+  if (std::isnan(f)) return sign | 0x7f;
+  return sign | fp8_magnitude<3, 7>(std::fabs(f), 0x7e, 448.0f);
+}
+
+uint8_t f32_to_fp8_e5m2(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+  if (std::isnan(f)) return sign | 0x7f;
+  return sign | fp8_magnitude<2, 15>(std::fabs(f), 0x7b, 57344.0f);
+}
+
 }  // namespace pagoda

@@ -35,4 +35,22 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
+// FP8 (the OCP formats torch calls float8_e4m3fn and float8_e5m2), for the KV cache. Decoding is
+// exact. Encoding rounds to nearest even, as torch does, but saturates: a finite value beyond the
+// largest finite one (448 for E4M3, 57344 for E5M2) and an infinity become that largest value
+// with their sign, as vLLM's KV-cache writes do; NaN stays NaN.
+inline float fp8_e4m3_to_f32(uint8_t b) {
+  // The 7 magnitude bits placed as an f32 exponent + mantissa (a subnormal f32 for E4M3's
+  // subnormals), then rescaled by 2^(127 - 7).
+  const uint32_t mag = static_cast<uint32_t>(b & 0x7f) << 20;
+  float f;
+  std::memcpy(&f, &mag, sizeof(f));
+  f *= 1.329227995784916e36f;  // 2^120
+  if ((b & 0x7f) == 0x7f) f = __builtin_nanf("");
+  return (b & 0x80) ? -f : f;
+}
+inline float fp8_e5m2_to_f32(uint8_t b) { return f16_to_f32(static_cast<uint16_t>(b << 8)); }
+uint8_t f32_to_fp8_e4m3(float f);
+uint8_t f32_to_fp8_e5m2(float f);
+
 }  // namespace pagoda

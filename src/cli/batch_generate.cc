@@ -54,6 +54,24 @@ const std::set<std::string>& engine_value_flags() {
   return flags;
 }
 
+DType parse_kv_cache_dtype(const std::string& v, const std::string& device) {
+  DType d;
+  if (v == "auto" || v == "bf16" || v == "bfloat16") {
+    d = DType::kBF16;
+  } else if (v == "fp32" || v == "float32" || v == "float") {
+    d = DType::kF32;
+  } else if (v == "fp8" || v == "fp8_e4m3") {  // vLLM's names; "fp8" is E4M3
+    d = DType::kF8E4M3;
+  } else if (v == "fp8_e5m2") {
+    d = DType::kF8E5M2;
+  } else {
+    fail("--kv-cache-dtype must be auto, bfloat16, fp8, fp8_e4m3, fp8_e5m2 or float32, got '", v, "'");
+  }
+  PAGODA_CHECK(device == "cpu" || d == DType::kBF16, "--kv-cache-dtype ", v,
+               " is CPU-only for now; the CUDA backend keeps its KV cache in bfloat16 (auto)");
+  return d;
+}
+
 void check_checkpoint_dir(const std::string& dir) {
   struct stat st {};
   PAGODA_CHECK(::stat(dir.c_str(), &st) == 0, dir, ": no such directory");
@@ -84,16 +102,7 @@ EngineConfig engine_config_from_args(const Args& args) {
     PAGODA_CHECK(*u > 0 && *u <= 1, "--gpu-memory-utilization must be in (0, 1], got ", *u);
     c.gpu_memory_utilization = *u;
   }
-  const std::string dt = args.get_or("--kv-cache-dtype", "auto");
-  if (dt == "auto" || dt == "bf16" || dt == "bfloat16") {
-    c.kv_cache_dtype = DType::kBF16;
-  } else if (dt == "fp32" || dt == "float32" || dt == "float") {
-    c.kv_cache_dtype = DType::kF32;
-  } else {
-    fail("--kv-cache-dtype must be auto, bfloat16 or float32 on the CPU, got '", dt, "'");
-  }
-  PAGODA_CHECK(c.device == "cpu" || c.kv_cache_dtype == DType::kBF16, "--kv-cache-dtype ", dt,
-               " is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
+  c.kv_cache_dtype = parse_kv_cache_dtype(args.get_or("--kv-cache-dtype", "auto"), c.device);
   c.enable_prefix_caching = !args.flag("--no-enable-prefix-caching");
   if (args.flag("--enforce-eager")) c.cuda_graphs = 0;
   c.max_cudagraph_capture_size = int_in("--max-cudagraph-capture-size", 1, 8192, c.max_cudagraph_capture_size);

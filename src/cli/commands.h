@@ -5,6 +5,8 @@
 #include <set>
 #include <string>
 
+#include "base/dtype.h"
+
 namespace pagoda {
 
 class Args;
@@ -28,6 +30,9 @@ int serve_command(int argc, char** argv);
 // --max-cudagraph-capture-size; bool --no-enable-prefix-caching, --enforce-eager, ...).
 const std::set<std::string>& engine_value_flags();
 EngineConfig engine_config_from_args(const Args& args);
+// --kv-cache-dtype: auto / bfloat16, float32, fp8 (= fp8_e4m3), fp8_e5m2 (FP8 and float32 on the
+// CPU only: the CUDA backend keeps BF16). Throws pagoda::Error naming the flag.
+DType parse_kv_cache_dtype(const std::string& value, const std::string& device);
 // Throws pagoda::Error unless dir is a checkpoint folder (has config.json).
 void check_checkpoint_dir(const std::string& dir);
 

@@ -47,7 +47,8 @@ constexpr FlagDoc kFlagDocs[] = {
     {nullptr, "--num-kv-blocks", "N", "KV-cache blocks (default: sized from --kv-cache-memory on the CPU, "
                                       "--gpu-memory-utilization on a GPU)"},
     {nullptr, "--kv-cache-memory", "GIB", "KV-cache size on the CPU in GiB (default 4)"},
-    {nullptr, "--kv-cache-dtype", "DTYPE", "auto (bfloat16), bfloat16, or float32 (CPU only)"},
+    {nullptr, "--kv-cache-dtype", "DTYPE", "auto (bfloat16), bfloat16; on the CPU also fp8 (= fp8_e4m3), fp8_e5m2 "
+                                           "(half the bytes, unscaled, saturating) or float32"},
     {nullptr, "--gpu-memory-utilization", "F", "share of the GPU's memory for weights, activations and the KV "
                                                "cache (default 0.9)"},
     {nullptr, "--enable-prefix-caching", nullptr, "reuse the KV blocks of shared prompt prefixes (the default)"},

@@ -23,16 +23,6 @@
 #include "tokenizer/tokenizer.h"
 
 namespace pagoda {
-namespace {
-
-DType parse_kv_dtype(const std::string& s) {
-  if (s == "auto" || s == "bf16" || s == "bfloat16") return DType::kBF16;
-  if (s == "fp32" || s == "float32" || s == "float") return DType::kF32;
-  fail("--kv-cache-dtype must be auto, bfloat16 or float32 on the CPU, got '", s, "'");
-}
-
-}  // namespace
-
 int generate_command(int argc, char** argv) {
   // --input FILE: many prompts on one engine (batch_generate.cc).
   for (int i = 0; i < argc; ++i) {
@@ -103,11 +93,9 @@ int generate_command(int argc, char** argv) {
   ec.max_num_batched_tokens = static_cast<int>(chunk);
   ec.num_kv_blocks = (ec.max_model_len + ec.block_size - 1) / ec.block_size;
   ec.enable_prefix_caching = false;
-  ec.kv_cache_dtype = parse_kv_dtype(args.get_or("--kv-cache-dtype", "auto"));
   ec.device = args.get_or("--device", "cpu");
   check_device_name(ec.device);
-  PAGODA_CHECK(ec.device == "cpu" || ec.kv_cache_dtype == DType::kBF16,
-               "--kv-cache-dtype float32 is CPU-only; the CUDA backend keeps its KV cache in bfloat16 (auto)");
+  ec.kv_cache_dtype = parse_kv_cache_dtype(args.get_or("--kv-cache-dtype", "auto"), ec.device);
   ec.eos_token_ids = eos;
   std::unique_ptr<LLMEngine> engine = LLMEngine::from_model_dir(model_dir, ec);
 

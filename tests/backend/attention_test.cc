@@ -1,13 +1,15 @@
 // paged_attention on every ISA against a double-precision reference that reads the same paged
 // cache: a varlen batch mixing decode tokens, a whole prefill and prefill chunks with prior
-// context, over head_dim 64/128, GQA ratios 1/2/4, block sizes 1/16, F32 and BF16 caches, with
-// and without a sliding window. Physical blocks are shuffled so that paging is exercised.
+// context, over head_dim 64/128, GQA ratios 1/2/4, block sizes 1/16, F32, BF16 and FP8 (E4M3,
+// E5M2; codecs checked against torch in base/fp8_test.cc) caches, with and without a sliding
+// window. Physical blocks are shuffled so that paging is exercised.
 // Bound: max|out - ref| <= 2e-5 * max(1, max|ref|) (the reference uses the cache's stored
-// values, so BF16 storage adds no error of its own).
+// values, so BF16 / FP8 storage adds no error of its own).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "test_util.h"
@@ -52,7 +54,16 @@ void check_attention(Backend& backend, const Config& c, const std::vector<SeqSpe
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (int64_t i = 0; i < cache_elems; ++i) {
     const float kf = dist(rng), vf = dist(rng);
-    if (c.cache_dtype == DType::kBF16) {
+    if (c.cache_dtype == DType::kF8E4M3 || c.cache_dtype == DType::kF8E5M2) {
+      // Values up to 8: E4M3's and E5M2's normal ranges, and their subnormals near 0.
+      const bool e4m3 = c.cache_dtype == DType::kF8E4M3;
+      uint8_t* kc = static_cast<uint8_t*>(layer.k.data) + i;
+      uint8_t* vc = static_cast<uint8_t*>(layer.v.data) + i;
+      *kc = e4m3 ? f32_to_fp8_e4m3(8 * kf) : f32_to_fp8_e5m2(8 * kf);
+      *vc = e4m3 ? f32_to_fp8_e4m3(8 * vf) : f32_to_fp8_e5m2(8 * vf);
+      kval[i] = e4m3 ? fp8_e4m3_to_f32(*kc) : fp8_e5m2_to_f32(*kc);
+      vval[i] = e4m3 ? fp8_e4m3_to_f32(*vc) : fp8_e5m2_to_f32(*vc);
+    } else if (c.cache_dtype == DType::kBF16) {
       layer.k.ptr<uint16_t>()[i] = f32_to_bf16(kf);
       layer.v.ptr<uint16_t>()[i] = f32_to_bf16(vf);
       kval[i] = bf16_to_f32(layer.k.ptr<uint16_t>()[i]);
@@ -138,13 +149,13 @@ TEST_P(AttentionTest, MixedBatchOverHeadsBlocksDtypesAndWindows) {
     for (int64_t G : {1, 2, 4})
       for (int64_t Hk : {1, 2})
         for (int64_t bs : {1, 16})
-          for (DType cd : {DType::kF32, DType::kBF16})
+          for (DType cd : {DType::kF32, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2})
             for (int32_t window : {-1, 7}) check_attention(*backend_, {D, G, Hk, bs, cd, window}, seqs, rng);
 }
 
 TEST_P(AttentionTest, SingleDecodeLongContext) {
   std::mt19937 rng(5);
-  for (DType cd : {DType::kF32, DType::kBF16})
+  for (DType cd : {DType::kF32, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2})
     for (int32_t window : {-1, 100}) check_attention(*backend_, {128, 2, 8, 16, cd, window}, {{777, 1}}, rng);
 }
 
@@ -152,7 +163,7 @@ TEST_P(AttentionTest, SplitContextDecodeMatchesUnsplit) {
   // One KV head and one or two decode sequences leave threads idle, so the backend splits long
   // contexts into partitions (flash-decoding) and merges their softmax states.
   std::mt19937 rng(8);
-  for (DType cd : {DType::kF32, DType::kBF16}) {
+  for (DType cd : {DType::kF32, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2}) {
     for (int32_t window : {-1, 300, 700}) {
       check_attention(*backend_, {128, 4, 1, 16, cd, window}, {{1000, 1}}, rng);
       check_attention(*backend_, {64, 2, 1, 1, cd, window}, {{1500, 1}, {600, 1}}, rng);
@@ -165,6 +176,35 @@ TEST_P(AttentionTest, OddHeadDim) {
   std::mt19937 rng(6);
   check_attention(*backend_, {40, 3, 1, 5, DType::kF32, -1}, {{9, 9}, {23, 4}}, rng);
   check_attention(*backend_, {17, 1, 2, 16, DType::kBF16, 3}, {{30, 30}}, rng);
+  check_attention(*backend_, {17, 2, 1, 16, DType::kF8E4M3, -1}, {{30, 2}, {9, 9}}, rng);
+}
+
+TEST_P(AttentionTest, Fp8NanCodeReadsAsNan) {
+  // A NaN written into an FP8 cache (code 0x7f / 0xff) must come out NaN, never a finite value.
+  for (DType cd : {DType::kF8E4M3, DType::kF8E5M2}) {
+    const int64_t D = 64, bs = 16, ctx = 20;
+    for (bool in_v : {false, true}) {
+      KvCache kv = backend_->allocate_kv_cache(1, 2, static_cast<int>(bs), 1, static_cast<int>(D), cd);
+      KvCacheLayer& layer = kv.layers[0];
+      std::memset(layer.k.data, 0x30, layer.k.nbytes());  // 0.5 (E4M3) / 0.125 (E5M2)
+      std::memset(layer.v.data, 0x30, layer.v.nbytes());
+      const uint8_t nan = cd == DType::kF8E4M3 ? f32_to_fp8_e4m3(NAN) : f32_to_fp8_e5m2(NAN);
+      static_cast<uint8_t*>(in_v ? layer.v.data : layer.k.data)[5 * D + 17] = nan;  // position 5, dim 17
+      std::vector<int32_t> qsl = {0, 1}, lens = {ctx}, table = {0, 1};
+      AttentionMetadata meta;
+      meta.query_start_loc = Tensor(qsl.data(), DType::kI32, {2});
+      meta.seq_lens = Tensor(lens.data(), DType::kI32, {1});
+      meta.block_tables = Tensor(table.data(), DType::kI32, {1, 2});
+      meta.num_seqs = 1;
+      meta.num_tokens = 1;
+      meta.max_query_len = 1;
+      meta.max_seq_len = ctx;
+      std::vector<float> q(2 * D, 0.25f), out(2 * D, 0.0f);
+      backend_->paged_attention(Tensor(q.data(), DType::kF32, {1, 2, D}), layer, meta, 0.125f,
+                                Tensor(out.data(), DType::kF32, {1, 2, D}));
+      EXPECT_TRUE(std::isnan(out[17])) << dtype_str(cd) << (in_v ? " V" : " K") << ": " << out[17];
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, AttentionTest, ::testing::ValuesIn(supported_isas()),

@@ -126,7 +126,7 @@ TEST_P(OpsTest, RopeCosSinFollowsTransformers) {
 
 TEST_P(OpsTest, RopeAndCacheRotatesAndWritesSlots) {
   std::mt19937 rng(5);
-  for (DType cache_dtype : {DType::kF32, DType::kBF16}) {
+  for (DType cache_dtype : {DType::kF32, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2}) {
     for (int64_t D : {64, 128}) {
       for (int64_t rotary : {D, D / 2}) {
         for (int64_t bs : {1, 16}) {
@@ -158,18 +158,33 @@ TEST_P(OpsTest, RopeAndCacheRotatesAndWritesSlots) {
             }
           expect_close(q.f32(), qref, 0.0, 1e-6, "rope q");
           expect_close(k.f32(), kref, 0.0, 1e-6, "rope k");
-          const double tol = cache_dtype == DType::kBF16 ? 1.0 / 256 : 1e-6;  // bf16 keeps 8 bits
+          // Relative: half an ulp of the stored mantissa (bf16 8 bits, E4M3 4, E5M2 3); absolute:
+          // half the FP8 subnormal step.
+          const double tol = cache_dtype == DType::kBF16 ? 1.0 / 256
+                             : cache_dtype == DType::kF8E4M3 ? 1.0 / 16
+                             : cache_dtype == DType::kF8E5M2 ? 1.0 / 8
+                                                             : 1e-6;
+          const double abs_tol = cache_dtype == DType::kF8E4M3 ? 0x1p-10 : cache_dtype == DType::kF8E5M2 ? 0x1p-17 : 1e-6;
+          auto stored = [&](const Tensor& cache, int64_t c) -> double {
+            switch (cache_dtype) {
+              case DType::kBF16: return bf16_to_f32(cache.ptr<uint16_t>()[c]);
+              case DType::kF8E4M3: return fp8_e4m3_to_f32(static_cast<const uint8_t*>(cache.data)[c]);
+              case DType::kF8E5M2: return fp8_e5m2_to_f32(static_cast<const uint8_t*>(cache.data)[c]);
+              default: return cache.ptr<float>()[c];
+            }
+          };
           for (int64_t t = 0; t < T; ++t) {
             if (slots[t] < 0) continue;
             const int64_t blk = slots[t] / bs, off = slots[t] % bs;
             for (int64_t h = 0; h < Hk; ++h) {
               for (int64_t i = 0; i < D; ++i) {
                 const int64_t c = ((blk * Hk + h) * bs + off) * D + i;
-                const double kc = cache_dtype == DType::kBF16 ? bf16_to_f32(layer.k.ptr<uint16_t>()[c]) : layer.k.ptr<float>()[c];
-                const double vc = cache_dtype == DType::kBF16 ? bf16_to_f32(layer.v.ptr<uint16_t>()[c]) : layer.v.ptr<float>()[c];
+                const double kc = stored(layer.k, c), vc = stored(layer.v, c);
                 const double kr = kref[(t * Hk + h) * D + i], vr = v[(t * Hk + h) * D + i];
-                ASSERT_LE(std::abs(kc - kr), tol * std::abs(kr) + 1e-6) << "k cache t=" << t << " h=" << h << " i=" << i;
-                ASSERT_LE(std::abs(vc - vr), tol * std::abs(vr) + 1e-6) << "v cache t=" << t << " h=" << h << " i=" << i;
+                ASSERT_LE(std::abs(kc - kr), tol * std::abs(kr) + abs_tol)
+                    << dtype_name(cache_dtype) << " k cache t=" << t << " h=" << h << " i=" << i;
+                ASSERT_LE(std::abs(vc - vr), tol * std::abs(vr) + abs_tol)
+                    << dtype_name(cache_dtype) << " v cache t=" << t << " h=" << h << " i=" << i;
               }
             }
           }

@@ -46,6 +46,21 @@ TEST_F(CliTest, GenerateJsonHasTextTokenIdsAndFinishReason) {
   EXPECT_EQ(j["finish_reason"], "length");
 }
 
+TEST_F(CliTest, KvCacheDtypeFp8RunsAndBadValuesAreNamed) {
+  for (const char* dt : {"fp8", "fp8_e4m3", "fp8_e5m2"}) {
+    const std::string opts = " --prompt 'Hello there' --max-tokens 8 --temperature 0 --ignore-eos --output-format json";
+    auto r = run(kBin + "pagoda generate " + dir_.string() + opts + " --kv-cache-dtype " + dt, true);
+    ASSERT_EQ(r.exit_code, 0) << dt << ": " << r.output;
+    EXPECT_EQ(nlohmann::json::parse(r.output)["token_ids"].size(), 8u) << dt;
+    r = run(kBin + "pagoda generate " + dir_.string() + " --input /dev/null --kv-cache-dtype " + dt, true);
+    EXPECT_EQ(r.exit_code, 0) << dt << " (batch): " << r.output;
+  }
+  const auto bad = run(kBin + "pagoda generate " + dir_.string() + " --prompt hi --kv-cache-dtype fp9");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("--kv-cache-dtype must be auto, bfloat16, fp8"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("'fp9'"), std::string::npos) << bad.output;
+}
+
 TEST_F(CliTest, SameSeedSameTokens) {
   const std::string cmd = kBin + "pagoda generate " + dir_.string() +
                           " --prompt 'Once upon a time' --max-tokens 12 --temperature 1.0 --top-p 0.9 --seed 7"

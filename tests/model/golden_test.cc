@@ -9,7 +9,8 @@
 //   - the prompt in chunks of 5 tokens (chunked prefill);
 //   - all prompts of the fixture in one batch, each prefilled in chunks of 7 while the others
 //     already decode (mixed prefill/decode batches);
-//   - a BF16 KV cache (looser tolerance, see kBf16Kv*).
+//   - a BF16 KV cache (looser tolerance, see kBf16Kv*), and an FP8 (E4M3) one against
+//     transformers with its K/V rounded the same way (kFp8Kv*).
 //
 // Tolerance (F32 KV cache): |ours - ref| <= kAbsTol + kRelTol * |ref| for every logit. Both sides
 // compute in float32 on identical weights; the differences are summation order (blocked GEMM,
@@ -69,6 +70,12 @@ constexpr float kBf16KvRelTol = 0.02f;
 // is about 2x that: 10-50x tighter than the bound against the float32 reference.
 constexpr float kBf16KvVsRoundedAbsTol = 1e-2f;
 constexpr float kBf16KvVsRoundedRelTol = 1e-3f;
+// FP8 (E4M3) KV cache against transformers with K/V rounded to float8_e4m3fn the same way (round
+// to nearest even; base/fp8_test.cc checks the codec against torch): measured max |diff| 5e-6 ..
+// 1.3e-3 over every fixture (qwen3_5_moe largest), while transformers' own FP8-KV logits move
+// 0.74 .. 6.0 from its float32 ones. Same bound as BF16's above: ~8x the worst measured.
+constexpr float kFp8KvVsRoundedAbsTol = 1e-2f;
+constexpr float kFp8KvVsRoundedRelTol = 1e-3f;
 
 constexpr int kBlockSize = 16;
 constexpr int kMaxSeqs = 4;
@@ -106,10 +113,11 @@ struct Fixture {
   }
 };
 
-// bf16_kv: the reference rows are those of logits_bf16kv.bin (transformers with K/V rounded to
-// bfloat16 as they enter the cache, teacher-forced on the float32 greedy tokens) for the one prompt
-// it covers; the other prompts are dropped.
-Fixture load_fixture(const std::string& name, bool bf16_kv = false) {
+// rounded_kv "bf16_kv" / "fp8_kv": the reference rows are those of logits_bf16kv.bin /
+// logits_fp8kv.bin (transformers with K/V rounded to bfloat16 / float8_e4m3fn as they enter the
+// cache, teacher-forced on the float32 greedy tokens) for the one prompt they cover; the other
+// prompts are dropped.
+Fixture load_fixture(const std::string& name, const char* rounded_kv = nullptr) {
   Fixture f;
   f.name = name;
   const std::string dir = fixture_dir(name);
@@ -131,8 +139,8 @@ Fixture load_fixture(const std::string& name, bool bf16_kv = false) {
     q.num_decode_rows = p.at("num_decode_rows").get<int64_t>();
     f.prompts.push_back(std::move(q));
   }
-  if (bf16_kv) {
-    const json& b = f.expected.at("bf16_kv");
+  if (rounded_kv != nullptr) {
+    const json& b = f.expected.at(rounded_kv);
     Prompt q = f.prompts.at(b.at("prompt").get<size_t>());
     const int64_t n = static_cast<int64_t>(q.tokens.size());
     const int64_t rows_bf16 = b.at("num_rows").get<int64_t>();
@@ -143,7 +151,8 @@ Fixture load_fixture(const std::string& name, bool bf16_kv = false) {
     f.logits.assign(static_cast<size_t>(rows_bf16 * f.vocab), 0.0f);
     std::ifstream bb(dir + "/" + b.at("logits_file").get<std::string>(), std::ios::binary);
     bb.read(reinterpret_cast<char*>(f.logits.data()), static_cast<std::streamsize>(f.logits.size() * sizeof(float)));
-    EXPECT_EQ(bb.gcount(), static_cast<std::streamsize>(f.logits.size() * sizeof(float))) << "short bf16 KV logits file";
+    EXPECT_EQ(bb.gcount(), static_cast<std::streamsize>(f.logits.size() * sizeof(float))) << "short " << rounded_kv
+                                                                                            << " logits file";
   }
   return f;
 }
@@ -351,7 +360,7 @@ TEST_P(GoldenTest, Bf16KvCache) {
   // moves 2.71 from its float32 run, a top-2 routing flip late in the decode) and qwen3_5_moe
   // (0.476); there only the comparison with the BF16-KV reference below applies.
   const Fixture fx = load_fixture(GetParam());
-  const Fixture fb = load_fixture(GetParam(), /*bf16_kv=*/true);
+  const Fixture fb = load_fixture(GetParam(), "bf16_kv");
   float reference_drift = 0;  // transformers: max |BF16-KV logits - float32 logits| on that prompt
   {
     const Prompt& p32 = fx.prompts.at(fx.expected.at("bf16_kv").at("prompt").get<size_t>());
@@ -387,6 +396,21 @@ TEST_P(GoldenTest, Bf16KvCache) {
   std::printf("[ %s ] BF16 KV cache vs transformers with bf16-rounded K/V: max |diff| %.3g over %lld rows "
               "(transformers' own BF16-KV drift from float32: %.3g)\n",
               fb.name.c_str(), st.max_abs, static_cast<long long>(st.rows), reference_drift);
+}
+
+TEST_P(GoldenTest, Fp8KvCache) {
+  // An E4M3 KV cache (--kv-cache-dtype fp8) against transformers with K/V rounded to
+  // float8_e4m3fn the same way (logits_fp8kv.bin): teacher-forced, every logit within the bound.
+  const Fixture f8 = load_fixture(GetParam(), "fp8_kv");
+  RunOptions opt;
+  opt.prompts = {0};
+  opt.kv_dtype = DType::kF8E4M3;
+  opt.abs_tol = kFp8KvVsRoundedAbsTol;
+  opt.rel_tol = kFp8KvVsRoundedRelTol;
+  opt.strict_tokens = false;
+  const Stats st = run(f8, opt);
+  std::printf("[ %s ] FP8 (E4M3) KV cache vs transformers with float8_e4m3fn-rounded K/V: max |diff| %.3g over %lld rows\n",
+              f8.name.c_str(), st.max_abs, static_cast<long long>(st.rows));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(kFixtures),

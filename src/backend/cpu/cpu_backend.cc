@@ -132,8 +132,8 @@ class CpuBackend final : public Backend {
 
   KvCache allocate_kv_cache(int num_layers, int num_blocks, int block_size, int num_kv_heads, int head_dim,
                             DType dtype) override {
-    PAGODA_CHECK(dtype == DType::kF32 || dtype == DType::kBF16, "CPU backend: KV cache dtype must be F32 or BF16, got ",
-                 dtype_name(dtype));
+    PAGODA_CHECK(dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF8E4M3 || dtype == DType::kF8E5M2,
+                 "CPU backend: KV cache dtype must be F32, BF16, F8_E4M3 or F8_E5M2, got ", dtype_name(dtype));
     PAGODA_CHECK(num_layers >= 0 && num_blocks > 0 && block_size > 0 && num_kv_heads > 0 && head_dim > 0,
                  "CPU backend: bad KV cache shape");
     KvCache cache;
@@ -377,7 +377,7 @@ class CpuBackend final : public Backend {
     float* kp = k.ptr<float>();
     const float* vp = v.ptr<float>();
     const float* cs = cos_sin.ptr<float>();
-    const bool bf16 = cache.k.dtype == DType::kBF16;
+    const DType kv_dtype = cache.k.dtype;
     auto rotate = [&](float* x, const float* c) {
       for (int64_t i = 0; i < half; ++i) {
         const float x1 = x[i], x2 = x[i + half];
@@ -396,12 +396,21 @@ class CpuBackend final : public Backend {
           const int64_t dst = ((block * Hk + h) * cache.block_size + offset) * D;
           const float* ks = kp + (t * Hk + h) * D;
           const float* vs = vp + (t * Hk + h) * D;
-          if (bf16) {
+          if (kv_dtype == DType::kBF16) {
             uint16_t* kd = cache.k.ptr<uint16_t>() + dst;
             uint16_t* vd = cache.v.ptr<uint16_t>() + dst;
             for (int64_t i = 0; i < D; ++i) {
               kd[i] = f32_to_bf16(ks[i]);
               vd[i] = f32_to_bf16(vs[i]);
+            }
+          } else if (kv_dtype == DType::kF8E4M3 || kv_dtype == DType::kF8E5M2) {
+            // Unscaled (vLLM's k_scale = v_scale = 1 when the checkpoint has none), saturating.
+            uint8_t* kd = static_cast<uint8_t*>(cache.k.data) + dst;
+            uint8_t* vd = static_cast<uint8_t*>(cache.v.data) + dst;
+            auto encode = kv_dtype == DType::kF8E4M3 ? f32_to_fp8_e4m3 : f32_to_fp8_e5m2;
+            for (int64_t i = 0; i < D; ++i) {
+              kd[i] = encode(ks[i]);
+              vd[i] = encode(vs[i]);
             }
           } else {
             std::memcpy(cache.k.ptr<float>() + dst, ks, D * sizeof(float));

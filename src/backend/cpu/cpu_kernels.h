@@ -28,7 +28,7 @@ struct AttentionWork {
   float* out;                // same layout as q
   const void* k_cache;       // [num_blocks, num_kv_heads, block_size, head_dim]
   const void* v_cache;
-  DType kv_dtype;            // F32 or BF16
+  DType kv_dtype;            // F32, BF16, F8E4M3 or F8E5M2
   const int32_t* block_table;  // this sequence's row of block ids
   int32_t block_size;
   int32_t num_kv_heads;

@@ -82,6 +82,22 @@ struct Avx2Isa {
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
   }
   static V load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  // E4M3: each byte sign-extended to 32 bits and shifted left 20 puts the 7 magnitude bits in
+  // an f32's exponent + mantissa and copies of the sign in bits 27..31; clearing 27..30 leaves
+  // the sign, and scaling by 2^120 rebiases the exponent (E4M3 subnormals come in as f32
+  // subnormals and leave exact). Magnitude code 0x7f (NaN) is made NaN.
+  static V load_fp8_e4m3(const uint8_t* p) {
+    const __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    const __m256i bits = _mm256_and_si256(_mm256_slli_epi32(b, 20), _mm256_set1_epi32(static_cast<int>(0x87ffffffu)));
+    const V v = _mm256_mul_ps(_mm256_castsi256_ps(bits), _mm256_set1_ps(1.329227995784916e36f));
+    const __m256i nan = _mm256_cmpeq_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x7f)), _mm256_set1_epi32(0x7f));
+    return _mm256_or_ps(v, _mm256_castsi256_ps(nan));
+  }
+  // E5M2 is the high byte of an F16.
+  static V load_fp8_e5m2(const uint8_t* p) {
+    const __m128i h = _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))), 8);
+    return _mm256_cvtph_ps(h);
+  }
 };
 
 constexpr CpuKernels kAvx2Kernels = make_kernels<Avx2Isa>(Isa::kAvx2, "avx2");

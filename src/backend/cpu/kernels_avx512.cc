@@ -76,6 +76,18 @@ struct Avx512Isa {
   static V load_f16(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
+  // As the AVX2 one: sign-extend, shift, clear the sign's copies, rebias by 2^120, NaN for 0x7f.
+  static V load_fp8_e4m3(const uint8_t* p) {
+    const __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i bits = _mm512_and_si512(_mm512_slli_epi32(b, 20), _mm512_set1_epi32(static_cast<int>(0x87ffffffu)));
+    const V v = _mm512_mul_ps(_mm512_castsi512_ps(bits), _mm512_set1_ps(1.329227995784916e36f));
+    const __mmask16 nan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7f)), _mm512_set1_epi32(0x7f));
+    return _mm512_mask_mov_ps(v, nan, _mm512_set1_ps(__builtin_nanf("")));
+  }
+  static V load_fp8_e5m2(const uint8_t* p) {
+    const __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 8);
+    return _mm512_cvtph_ps(h);
+  }
 };
 
 constexpr CpuKernels kAvx512Kernels = make_kernels<Avx512Isa>(Isa::kAvx512, "avx512");

@@ -1,7 +1,8 @@
 // One implementation of the CPU kernels, templated over a SIMD traits type `I`:
 //   using V = <vector of I::L floats>;  zero, set1, load, store (unaligned), add, sub, mul,
 //   fmadd(a, b, c) = a * b + c, hsum, hsum4 (4 sums at once), transpose (an L x L block held in
-//   L vectors), exp (vector e^x, a few ulp), load_bf16 / load_f16 (L values widened to f32).
+//   L vectors), exp (vector e^x, a few ulp), load_bf16 / load_f16 / load_fp8_e4m3 / load_fp8_e5m2
+//   (L values widened to f32).
 // Included only by kernels_{scalar,avx2,avx512}.cc. Everything here has internal linkage (an
 // anonymous namespace) and instantiates no inline function or template from other headers, so
 // code compiled with AVX-512 can never be chosen by the linker for a caller on a CPU without it
@@ -22,6 +23,16 @@ inline float bf16_bits_to_float(uint16_t h) {
   float f;
   memcpy(&f, &bits, sizeof(f));
   return f;
+}
+// base/dtype.h's fp8_e4m3_to_f32, repeated here: an inline function of another header must not
+// be instantiated in these ISA-specific translation units (see above).
+inline float fp8_e4m3_bits_to_float(uint8_t b) {
+  const uint32_t mag = static_cast<uint32_t>(b & 0x7f) << 20;
+  float f;
+  memcpy(&f, &mag, sizeof(f));
+  f *= 1.329227995784916e36f;  // 2^120
+  if ((b & 0x7f) == 0x7f) f = __builtin_nanf("");
+  return (b & 0x80) ? -f : f;
 }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -49,6 +60,26 @@ struct WeightF16 {
   template <class I>
   static typename I::V load(const void* p, int64_t i) {
     return I::load_f16(static_cast<const uint16_t*>(p) + i);
+  }
+};
+
+// FP8 KV-cache elements (E4M3 / E5M2, --kv-cache-dtype fp8 / fp8_e5m2).
+struct KvFp8E4M3 {
+  static constexpr int kBytes = 1;
+  static float get(const void* p, int64_t i) { return fp8_e4m3_bits_to_float(static_cast<const uint8_t*>(p)[i]); }
+  template <class I>
+  static typename I::V load(const void* p, int64_t i) {
+    return I::load_fp8_e4m3(static_cast<const uint8_t*>(p) + i);
+  }
+};
+struct KvFp8E5M2 {
+  static constexpr int kBytes = 1;
+  static float get(const void* p, int64_t i) {
+    return f16_to_f32(static_cast<uint16_t>(static_cast<const uint8_t*>(p)[i] << 8));
+  }
+  template <class I>
+  static typename I::V load(const void* p, int64_t i) {
+    return I::load_fp8_e5m2(static_cast<const uint8_t*>(p) + i);
   }
 };
 
@@ -409,11 +440,12 @@ void accumulate_pv(float* const* y, const float* alpha, const void* const* v, co
   }
 }
 
-template <class I>
-void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+// n elements of a row stored as Src, widened to f32.
+template <class I, class Src>
+void widen_row(const void* src, float* dst, int64_t n) {
   int64_t i = 0;
-  for (; i + I::L <= n; i += I::L) I::store(dst + i, I::load_bf16(src + i));
-  for (; i < n; ++i) dst[i] = bf16_bits_to_float(src[i]);
+  for (; i + I::L <= n; i += I::L) I::store(dst + i, Src::template load<I>(src, i));
+  for (; i < n; ++i) dst[i] = Src::get(src, i);
 }
 
 // One work item: rows = tokens x group query heads, all reading KV head `kv_head`. Keys are
@@ -422,7 +454,7 @@ void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
 // (running max m, running sum l, unnormalised output acc). Each K/V row is fetched once per
 // work item: read in place (KV = the cache's dtype) when there are few rows (decode), widened
 // once into a chunk buffer (`widen`, KV = f32) when many rows would each convert it again.
-template <class I, class KV>
+template <class I, class KV, class Src = KV>
 void attention_typed(const AttentionWork& w, bool widen) {
   constexpr int C = kAttentionChunk;
   const int64_t D = w.head_dim;
@@ -454,7 +486,7 @@ void attention_typed(const AttentionWork& w, bool widen) {
   const int64_t last_pos = min64(w.first_pos + tokens - 1, int64_t{w.key_end} - 1);
   const int64_t first_key =
       max64(w.sliding_window > 0 ? max64(0, w.first_pos - w.sliding_window + 1) : 0, w.key_begin);
-  const int64_t elem = w.kv_dtype == DType::kBF16 ? 2 : 4;
+  const int64_t elem = Src::kBytes;
   const int64_t head_stride = int64_t{w.block_size} * D;
   const int64_t row_bytes = D * elem;
   // Byte offset of context position pos's row of this KV head in the K (and V) cache.
@@ -474,8 +506,8 @@ void attention_typed(const AttentionWork& w, bool widen) {
       if (!widen)
         for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(static_cast<const char*>(vrow[c]) + b);
       if (widen) {
-        widen_bf16<I>(static_cast<const uint16_t*>(krow[c]), kbuf + c * D, D);
-        widen_bf16<I>(static_cast<const uint16_t*>(vrow[c]), vbuf + c * D, D);
+        widen_row<I, Src>(krow[c], kbuf + c * D, D);
+        widen_row<I, Src>(vrow[c], vbuf + c * D, D);
         krow[c] = kbuf + c * D;
         vrow[c] = vbuf + c * D;
       }
@@ -567,17 +599,26 @@ void attention_typed(const AttentionWork& w, bool widen) {
   }
 }
 
-// A BF16 cache is read in place when each key meets at most this many query rows.
+// A BF16 / FP8 cache is read in place when each key meets at most this many query rows;
+// otherwise each chunk of rows is widened to f32 once.
 constexpr int64_t kAttentionInPlaceRows = 8;
+
+template <class I, class Src>
+void attention_narrow(const AttentionWork& w) {
+  if ((w.q_end - w.q_begin) * (w.num_q_heads / w.num_kv_heads) <= kAttentionInPlaceRows) {
+    attention_typed<I, Src>(w, false);
+  } else {
+    attention_typed<I, WeightF32, Src>(w, true);
+  }
+}
 
 template <class I>
 void attention(const AttentionWork& w) {
-  if (w.kv_dtype != DType::kBF16) {
-    attention_typed<I, WeightF32>(w, false);
-  } else if ((w.q_end - w.q_begin) * (w.num_q_heads / w.num_kv_heads) <= kAttentionInPlaceRows) {
-    attention_typed<I, WeightBF16>(w, false);
-  } else {
-    attention_typed<I, WeightF32>(w, true);
+  switch (w.kv_dtype) {
+    case DType::kBF16: attention_narrow<I, WeightBF16>(w); break;
+    case DType::kF8E4M3: attention_narrow<I, KvFp8E4M3>(w); break;
+    case DType::kF8E5M2: attention_narrow<I, KvFp8E5M2>(w); break;
+    default: attention_typed<I, WeightF32>(w, false); break;
   }
 }
 

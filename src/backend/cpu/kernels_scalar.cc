@@ -30,6 +30,8 @@ struct ScalarIsa {
   static V exp(V v) { return expf(v); }
   static V load_bf16(const uint16_t* p) { return bf16_bits_to_float(*p); }
   static V load_f16(const uint16_t* p) { return f16_to_f32(*p); }
+  static V load_fp8_e4m3(const uint8_t* p) { return fp8_e4m3_bits_to_float(*p); }
+  static V load_fp8_e5m2(const uint8_t* p) { return f16_to_f32(static_cast<uint16_t>(*p << 8)); }
 };
 
 constexpr CpuKernels kScalarKernels = make_kernels<ScalarIsa>(Isa::kScalar, "scalar");
