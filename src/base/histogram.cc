@@ -10,6 +10,11 @@ std::string prometheus_number(double v) {
   return buf;
 }
 
+std::vector<double> request_latency_buckets() {
+  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+          1920.0, 7680.0};
+}
+
 void Histogram::observe(double v) {
   std::lock_guard lock(mu_);
   size_t i = 0;

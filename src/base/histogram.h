@@ -26,6 +26,9 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
+// vLLM's request latency buckets (seconds): e2e latency and the request-phase histograms.
+std::vector<double> request_latency_buckets();
+
 // "%.17g": a double that reads back exactly (the exposition format's numbers).
 std::string prometheus_number(double v);
 

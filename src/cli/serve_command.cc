@@ -217,11 +217,8 @@ int serve_command(int argc, char** argv) {
   int sig = 0;
   EngineStats last = engine->stats();
   auto last_time = std::chrono::steady_clock::now();
-  for (;;) {
-    if (!log_stats) {
-      sigwait(&signals, &sig);
-      break;
-    }
+  if (!log_stats) sigwait(&signals, &sig);
+  while (log_stats) {
     const auto whole = static_cast<time_t>(stats_interval_s);
     timespec wait{whole, static_cast<long>((stats_interval_s - static_cast<double>(whole)) * 1e9)};
     sig = sigtimedwait(&signals, nullptr, &wait);

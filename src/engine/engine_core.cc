@@ -15,12 +15,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// vLLM's request latency buckets (seconds) and its iteration-token buckets.
-std::vector<double> request_time_buckets() {
-  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
-          1920.0, 7680.0};
-}
-
 constexpr size_t kCpuDefaultKvBytes = size_t{4} << 30;
 // Left free on a GPU besides the utilization margin: cuBLASLt plans, CUDA graphs, the CUDA
 // context's own growth.
@@ -202,10 +196,10 @@ bool EngineCore::has_unfinished_requests() const {
 }
 
 EngineMetrics::EngineMetrics()
-    : queue_time(request_time_buckets()),
-      prefill_time(request_time_buckets()),
-      decode_time(request_time_buckets()),
-      inference_time(request_time_buckets()),
+    : queue_time(request_latency_buckets()),
+      prefill_time(request_latency_buckets()),
+      decode_time(request_latency_buckets()),
+      inference_time(request_latency_buckets()),
       iteration_tokens({1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}) {}
 
 void EngineCore::observe_finished(const SchedulerRequestOutput& o, Clock::time_point now) {
