@@ -50,7 +50,7 @@ const std::set<std::string>& engine_value_flags() {
   static const std::set<std::string> flags = {"--max-num-seqs",  "--max-num-batched-tokens", "--max-model-len",
                                               "--block-size",    "--num-kv-blocks",          "--kv-cache-memory",
                                               "--kv-cache-dtype", "--device", "--gpu-memory-utilization",
-                                              "--max-cudagraph-capture-size"};
+                                              "--max-cudagraph-capture-size", "--speculative-config"};
   return flags;
 }
 
@@ -110,6 +110,7 @@ EngineConfig engine_config_from_args(const Args& args) {
                "--async-scheduling and --no-async-scheduling contradict each other");
   if (args.flag("--async-scheduling")) c.async_scheduling = 1;
   if (args.flag("--no-async-scheduling")) c.async_scheduling = 0;
+  if (auto spec = args.get("--speculative-config")) c.speculative = parse_speculative_config(*spec);
   return c;
 }
 

@@ -49,6 +49,10 @@ constexpr FlagDoc kFlagDocs[] = {
     {nullptr, "--kv-cache-memory", "GIB", "KV-cache size on the CPU in GiB (default 4)"},
     {nullptr, "--kv-cache-dtype", "DTYPE", "auto (bfloat16), bfloat16; on the CPU also fp8 (= fp8_e4m3), fp8_e5m2 "
                                            "(half the bytes, unscaled, saturating) or float32"},
+    {nullptr, "--speculative-config", "JSON", "speculative decoding, e.g. '{\"method\": \"ngram\", "
+                                              "\"num_speculative_tokens\": 4, \"prompt_lookup_max\": 4}' (n-gram "
+                                              "drafts from the prompt and output; greedy and seeded outputs are "
+                                              "unchanged)"},
     {nullptr, "--gpu-memory-utilization", "F", "share of the GPU's memory for weights, activations and the KV "
                                                "cache (default 0.9)"},
     {nullptr, "--enable-prefix-caching", nullptr, "reuse the KV blocks of shared prompt prefixes (the default)"},

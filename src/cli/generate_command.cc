@@ -32,7 +32,7 @@ int generate_command(int argc, char** argv) {
   Args args(argc, argv,
             {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--output-format",
              "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop", "--device",
-             "--input"},
+             "--input", "--speculative-config"},
             {"--ignore-eos", "--no-add-special-tokens"},
             {"pagoda generate", "MODEL_DIR --prompt TEXT [options]",
              "Generates one completion of one prompt. With --input FILE it runs many requests batched on one "
@@ -97,6 +97,7 @@ int generate_command(int argc, char** argv) {
   check_device_name(ec.device);
   ec.kv_cache_dtype = parse_kv_cache_dtype(args.get_or("--kv-cache-dtype", "auto"), ec.device);
   ec.eos_token_ids = eos;
+  if (auto spec = args.get("--speculative-config")) ec.speculative = parse_speculative_config(*spec);
   std::unique_ptr<LLMEngine> engine = LLMEngine::from_model_dir(model_dir, ec);
 
   RequestOutputState state(tokenizer, params, prompt);

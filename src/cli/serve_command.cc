@@ -227,6 +227,8 @@ int serve_command(int argc, char** argv) {
     const auto t = std::chrono::steady_clock::now();
     const std::string line = stats_log_line(last, now, std::chrono::duration<double>(t - last_time).count());
     if (!line.empty()) log_info(line);
+    const std::string spec = spec_decoding_log_line(last, now, std::chrono::duration<double>(t - last_time).count());
+    if (!spec.empty()) log_info(spec);
     last = now;
     last_time = t;
   }

@@ -23,6 +23,9 @@ constexpr size_t kGpuReserveBytes = size_t{512} << 20;
 EngineConfig resolved(EngineConfig c, const CausalLM& model, Backend& backend) {
   const ModelConfig& mc = model.config();
   if (c.max_model_len <= 0) c.max_model_len = static_cast<int>(mc.max_position_embeddings);
+  PAGODA_CHECK(!c.speculative.enabled() || model.num_state_slots() == 0, "--speculative-config: ", mc.model_type,
+               " has linear-attention layers whose recurrent state cannot step back over rejected draft tokens; "
+               "speculative decoding is not supported for it");
   PAGODA_CHECK(c.max_model_len > 0, "--max-model-len must be positive");
   PAGODA_CHECK(c.block_size > 0, "--block-size must be positive (got ", c.block_size, ")");
   if (model.num_state_slots() > 0 && c.enable_prefix_caching) {
@@ -87,7 +90,9 @@ EngineConfig resolved(EngineConfig c, const CausalLM& model, Backend& backend) {
 ModelLoadOptions engine_load_options(const EngineConfig& config) {
   ModelLoadOptions o;
   o.max_num_tokens = config.max_num_batched_tokens;
-  o.max_num_logits = std::min(config.max_num_seqs, config.max_num_batched_tokens);
+  // One row per sequence, and one more per draft token with speculative decoding.
+  const int64_t rows = int64_t{config.max_num_seqs} * (1 + std::max(0, config.speculative.num_speculative_tokens));
+  o.max_num_logits = static_cast<int>(std::min<int64_t>(rows, config.max_num_batched_tokens));
   o.num_state_slots = config.max_num_seqs;  // hybrid models: one recurrent-state slot per sequence
   return o;
 }
@@ -106,6 +111,7 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
   sc.max_model_len = config_.max_model_len;
   sc.policy = config_.policy;
   sc.max_num_logits = engine_load_options(config_).max_num_logits;
+  sc.speculative = config_.speculative;
   scheduler_ = std::make_unique<Scheduler>(sc, *kv_);
   ModelRunnerConfig rc;
   rc.max_num_batched_tokens = config_.max_num_batched_tokens;
@@ -126,6 +132,14 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
              fixed(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2), " s");
   }
   backend_sampling_ = config_.backend_sampling == 1 || (config_.backend_sampling < 0 && backend.samples_on_device());
+  if (config_.speculative.enabled()) {
+    // Draft rows are verified one after the other by each request's Sampler.
+    if (backend_sampling_) log_info("speculative decoding: tokens are sampled on the host");
+    backend_sampling_ = false;
+    log_info("speculative decoding: ", config_.speculative.method, ", ", config_.speculative.num_speculative_tokens,
+             " draft tokens per step, n-grams of ", config_.speculative.prompt_lookup_min, " to ",
+             config_.speculative.prompt_lookup_max, " tokens");
+  }
   // Overlap needs tokens that stay on the device: only with backend sampling.
   async_ = backend_sampling_ &&
            (config_.async_scheduling == 1 || (config_.async_scheduling < 0 && backend.samples_on_device()));
@@ -311,9 +325,10 @@ void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
   float* rows = result.logits.data();
   const int64_t vocab = vocab_size();
   sampled_.assign(so.scheduled.size(), -1);
-  std::unordered_map<std::string, SampledToken> with_logprobs;
+  num_accepted_.assign(so.num_spec_tokens > 0 ? so.scheduled.size() : 0, 0);
+  std::unordered_map<std::string, std::vector<SampledToken>> with_logprobs;
   std::unordered_map<std::string, std::vector<SampledToken>> prompt_logprobs;
-  int row = 0, num_sampled = 0;
+  int row = 0;
   for (size_t i = 0; i < so.scheduled.size(); ++i) {
     const ScheduledRequest& s = so.scheduled[i];
     const Request& r = *s.request;
@@ -349,30 +364,40 @@ void EngineCore::collect(std::vector<EngineCoreOutput>& outs) {
         const size_t K = static_cast<size_t>(result.num_top_logprobs);
         for (size_t k = 0; k < static_cast<size_t>(*pr.sampler.params().logprobs); ++k)
           t.top_logprobs.emplace_back(result.top_ids[j * K + k], result.top_logprobs[j * K + k]);
-        with_logprobs.emplace(r.request_id, std::move(t));
+        with_logprobs[r.request_id].push_back(std::move(t));
       }
       pr.sampler.accept(sampled_[i]);
       --pr.num_in_flight;
-      ++num_sampled;
       continue;
     }
-    SampledToken t = pr.sampler.sample(rows + static_cast<int64_t>(row++) * vocab);
-    ++num_sampled;
-    sampled_[i] = t.token;
-    if (pr.want_logprobs) with_logprobs.emplace(r.request_id, std::move(t));
+    // Speculative decoding: row k verifies draft k; sampling stops at the first token that
+    // differs from its draft (that token is the step's last), or after the row past the last draft.
+    const int rows_end = row + 1 + s.num_spec();
+    for (int k = 0;; ++k) {
+      SampledToken t = pr.sampler.sample(rows + static_cast<int64_t>(row + k) * vocab);
+      sampled_[i] = t.token;
+      if (pr.want_logprobs) with_logprobs[r.request_id].push_back(std::move(t));
+      if (k == s.num_spec() || sampled_[i] != s.spec_token_ids[static_cast<size_t>(k)]) break;
+      num_accepted_[i] += 1;
+    }
+    row = rows_end;
   }
   PAGODA_ASSERT(row == so.num_logits_rows);
-  num_generation_tokens_ += num_sampled;
 
-  for (SchedulerRequestOutput& o : scheduler_->update_from_output(so, sampled_)) {
+  for (SchedulerRequestOutput& o : scheduler_->update_from_output(so, sampled_, num_accepted_)) {
     if (o.finished) {
       samplers_.erase(o.request_id);
       observe_finished(o, now);
     }
     EngineCoreOutput e = convert(std::move(o));
+    num_generation_tokens_ += static_cast<int64_t>(e.new_token_ids.size());
     if (!e.new_token_ids.empty()) {
       auto it = with_logprobs.find(e.request_id);
-      if (it != with_logprobs.end()) e.new_logprobs.push_back(std::move(it->second));
+      if (it != with_logprobs.end()) {
+        // A stop among accepted drafts ends the output early: the logprobs follow the tokens.
+        it->second.resize(std::min(it->second.size(), e.new_token_ids.size()));
+        e.new_logprobs = std::move(it->second);
+      }
     }
     auto pl = prompt_logprobs.find(e.request_id);
     if (pl != prompt_logprobs.end()) {
@@ -406,6 +431,7 @@ EngineStats EngineCore::stats() const {
   e.num_prompt_tokens = num_prompt_tokens_;
   e.num_generation_tokens = num_generation_tokens_;
   e.num_overlapped_steps = num_overlapped_steps_;
+  e.spec_decoding = s.spec_decoding;
   return e;
 }
 

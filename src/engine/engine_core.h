@@ -76,6 +76,11 @@ struct EngineConfig {
   int async_scheduling = -1;
   // --max-logprobs: the most logprobs / prompt_logprobs a request may ask for (vLLM's default 20).
   int max_logprobs = 20;
+  // --speculative-config (engine/speculative.h): n-gram drafts verified k + 1 tokens per step.
+  // The rows are sampled on the host, one after the other (no backend sampling, no async
+  // scheduling); not for models with recurrent state (their state cannot step back over
+  // rejected drafts).
+  SpeculativeConfig speculative;
 };
 
 struct EngineCoreRequest {
@@ -116,6 +121,7 @@ struct EngineStats {
   int64_t num_generation_tokens = 0;  // tokens sampled
   // Async scheduling: steps issued while the step before was still running.
   int64_t num_overlapped_steps = 0;
+  SpecDecodingStats spec_decoding;  // speculative decoding counters
 };
 
 // vLLM's request-phase and step histograms, observed on the engine thread as requests pass
@@ -177,6 +183,7 @@ class EngineCore {
   };
   std::unordered_map<std::string, PerRequest> samplers_;
   std::vector<int32_t> sampled_;  // scratch: one entry per scheduled request
+  std::vector<int32_t> num_accepted_;  // scratch: accepted drafts per scheduled request
   bool backend_sampling_ = false;
   bool async_ = false;
   struct Launched {

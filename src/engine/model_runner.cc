@@ -153,7 +153,9 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
     const ScheduledRequest& s = output.scheduled[static_cast<size_t>(i)];
     const Request& r = *s.request;
     const int start = s.num_computed_tokens, n = s.num_new_tokens, len = start + n;
-    PAGODA_ASSERT(n > 0 && len <= r.num_tokens());
+    // Draft tokens (speculative decoding) follow the request's known tokens.
+    const int known_end = len - s.num_spec();
+    PAGODA_ASSERT(n > s.num_spec() && known_end <= r.num_tokens());
     std::span<const int32_t> table = kv_cache.block_table(r.request_id);
     PAGODA_ASSERT(static_cast<int>(table.size()) >= ceil_div(len, bs));
     if (hybrid) {
@@ -166,7 +168,8 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
               tables_.begin() + static_cast<std::ptrdiff_t>(i) * width);
     const int32_t first_row = static_cast<int32_t>(ids_.size());
     for (int p = start; p < len; ++p) {
-      const int32_t token = r.all_token_ids[static_cast<size_t>(p)];
+      const int32_t token = p < known_end ? r.all_token_ids[static_cast<size_t>(p)]
+                                          : s.spec_token_ids[static_cast<size_t>(p - known_end)];
       if (token == kPlaceholderToken) {  // sampled by the step in flight: fed on the device
         auto it = last_sampled_rows_.find(&r);
         PAGODA_CHECK(it != last_sampled_rows_.end(), "request '", r.request_id, "': token ", p,
@@ -183,6 +186,9 @@ void ModelRunner::launch(const SchedulerOutput& output, const KvCacheManager& kv
     for (int k = 0; k < s.num_prompt_logprob_rows; ++k)
       logits_idx_.push_back(first_row + (s.prompt_logprob_begin - start) + k);
     if (s.samples) {
+      // One row per draft and one after the last: rows for positions known_end - 1 .. len - 1.
+      for (int k = 0; k < s.num_spec(); ++k)
+        logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1 - s.num_spec() + k);
       sampled_rows_.emplace(&r, static_cast<int32_t>(logits_idx_.size()));
       logits_idx_.push_back(static_cast<int32_t>(ids_.size()) - 1);
     }

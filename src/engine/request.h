@@ -58,6 +58,9 @@ struct Request {
   // are not delivered again when a preempted request recomputes them).
   bool wants_prompt_logprobs = false;
   int num_prompt_logprobs_done = 0;
+  // Speculative decoding: draft tokens proposed for the request's next step (the scheduler
+  // consumes them when it schedules that step).
+  std::vector<int32_t> spec_token_ids;
 
   // Hashes of the request's full blocks, in order. Maintained by KvCacheManager (extended as the
   // request grows); kept here so a request waiting for memory is not re-hashed every step and

@@ -15,6 +15,7 @@ Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager& kv_cache) : 
   max_num_logits_ = config.max_num_logits > 0 ? config.max_num_logits : config.max_num_seqs;
   PAGODA_CHECK(max_num_logits_ >= std::min(config.max_num_seqs, config.max_num_batched_tokens),
                "max_num_logits (", max_num_logits_, ") must cover one row per scheduled sequence");
+  PAGODA_CHECK(config.speculative.num_speculative_tokens >= 0, "num_speculative_tokens must not be negative");
 }
 
 void Scheduler::add_request(std::unique_ptr<Request> request) {
@@ -70,6 +71,7 @@ void Scheduler::preempt(Request* r, bool was_scheduled) {
     kv_.free(*r);
   }
   r->num_computed_tokens = 0;
+  r->spec_token_ids.clear();
   r->status = RequestStatus::kPreempted;
   r->num_preemptions += 1;
   ++num_preemptions_;
@@ -126,6 +128,16 @@ SchedulerOutput Scheduler::schedule() {
     if (!fit_logits_rows(s, rows_left - reserved)) {  // no logits row left for it this step
       ++i;
       continue;
+    }
+    // Speculative decoding: a decoding request verifies its drafts along with its next token,
+    // leaving a token and a logits row for every running request after it.
+    if (s.samples && remaining == 1 && !r->spec_token_ids.empty() && r->num_output_placeholders == 0) {
+      const int later = static_cast<int>(running_.size() - i - 1);
+      const int d = num_drafts_allowed(*r, budget - later, rows_left - later);
+      if (d > 0) {
+        s.spec_token_ids.assign(r->spec_token_ids.begin(), r->spec_token_ids.begin() + d);
+        s.num_new_tokens += d;
+      }
     }
     bool scheduled = true;
     while (!kv_.allocate_slots(*r, s.num_new_tokens)) {
@@ -187,8 +199,11 @@ SchedulerOutput Scheduler::schedule() {
     out.total_num_scheduled_tokens += s.num_new_tokens;
     if (s.samples) ++out.num_sampling;
     out.num_logits_rows += s.num_logits_rows();
+    out.num_spec_tokens += s.num_spec();
     Request* r = s.request;
-    r->num_computed_tokens = s.num_computed_tokens + s.num_new_tokens;
+    // Draft tokens are not counted as computed until they are accepted (update_from_output).
+    r->num_computed_tokens = s.num_computed_tokens + s.num_new_tokens - s.num_spec();
+    r->spec_token_ids.clear();  // consumed (a running request left out this step keeps its drafts)
     if (s.num_prompt_logprob_rows > 0)
       r->num_prompt_logprobs_done = std::max(r->num_prompt_logprobs_done, s.prompt_logprob_begin + s.num_prompt_logprob_rows);
     if (s.samples) {
@@ -218,9 +233,20 @@ bool Scheduler::ends_by_length(const Request& r) const {
   return r.num_output_tokens() >= r.max_tokens || r.num_tokens() >= config_.max_model_len;
 }
 
+int Scheduler::num_drafts_allowed(const Request& r, int budget, int rows_left) const {
+  // The step emits up to drafts + 1 tokens: all of them must fit max_tokens and max_model_len.
+  int d = std::min(static_cast<int>(r.spec_token_ids.size()), config_.speculative.num_speculative_tokens);
+  d = std::min({d, budget - 1, rows_left - 1, r.max_tokens - r.num_output_tokens() - 1,
+                config_.max_model_len - r.num_tokens() - 1});
+  return std::max(d, 0);
+}
+
 std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const SchedulerOutput& output,
-                                                                  std::span<const int32_t> sampled_token_ids) {
+                                                                  std::span<const int32_t> sampled_token_ids,
+                                                                  std::span<const int32_t> num_accepted) {
   PAGODA_ASSERT(sampled_token_ids.size() == output.scheduled.size());
+  PAGODA_ASSERT(num_accepted.empty() || num_accepted.size() == output.scheduled.size());
+  const SpeculativeConfig& spec = config_.speculative;
   PAGODA_ASSERT(output.step_id == num_updated_steps_ + 1);
   std::vector<SchedulerRequestOutput> outs = take_aborted();
   for (size_t i = 0; i < output.scheduled.size(); ++i) {
@@ -229,30 +255,55 @@ std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const Schedule
     // Finished (aborted, or stopped by an earlier step's token) after this step was scheduled:
     // what the step computed for it is dropped.
     if (r->finished() || !s.samples) continue;
-    const int pos = s.num_computed_tokens + s.num_new_tokens;
+    const int pos = s.num_computed_tokens + s.num_new_tokens - s.num_spec();
     PAGODA_ASSERT(r->num_output_placeholders > 0 && pos < r->num_tokens() &&
                   r->all_token_ids[static_cast<size_t>(pos)] == kPlaceholderToken);
-    const int32_t token = sampled_token_ids[i];
-    r->all_token_ids[static_cast<size_t>(pos)] = token;
+    // The accepted drafts, then the sampled token.
+    const int accepted = num_accepted.empty() ? 0 : num_accepted[i];
+    PAGODA_ASSERT(accepted >= 0 && accepted <= s.num_spec());
+    PAGODA_ASSERT(s.num_spec() == 0 || (r->num_output_placeholders == 1 && pos + 1 == r->num_tokens()));
+    if (s.num_spec() > 0) {
+      spec_stats_.num_drafts += 1;
+      spec_stats_.num_draft_tokens += s.num_spec();
+      spec_stats_.num_accepted_tokens += accepted;
+      if (spec_stats_.accepted_per_pos.size() < static_cast<size_t>(s.num_spec()))
+        spec_stats_.accepted_per_pos.resize(static_cast<size_t>(s.num_spec()), 0);
+      for (int k = 0; k < accepted; ++k) spec_stats_.accepted_per_pos[static_cast<size_t>(k)] += 1;
+    }
     --r->num_output_placeholders;
     SchedulerRequestOutput o;
     o.request_id = r->request_id;
-    o.new_token_ids.push_back(token);
     o.num_cached_tokens = std::max(0, r->num_cached_tokens);
-    if (std::optional<RequestStatus> stop = check_stop(*r, pos)) {
-      // A stop token (not EOS, which has no stop_reason; with ignore_eos every stop is a stop token).
-      const bool eos = !r->ignore_eos && std::ranges::find(r->eos_token_ids, token) != r->eos_token_ids.end();
-      if (*stop == RequestStatus::kFinishedStopped && !eos) r->stop_reason = token;
-      // A later step may already have scheduled the next token: it is not part of the output.
-      r->all_token_ids.resize(static_cast<size_t>(pos + 1));
-      r->num_output_placeholders = 0;
-      SchedulerRequestOutput f = finish(r, *stop);
-      o.finished = true;
-      o.status = f.status;
-      o.stop_reason = f.stop_reason;
-      o.scheduled_time = f.scheduled_time;
-      o.first_token_time = f.first_token_time;
+    for (int k = 0; k <= accepted; ++k) {
+      const int32_t token = k < accepted ? s.spec_token_ids[static_cast<size_t>(k)] : sampled_token_ids[i];
+      const int at = pos + k;
+      if (k == 0) {
+        r->all_token_ids[static_cast<size_t>(at)] = token;
+      } else {  // an accepted draft: its KV was written by this step
+        r->all_token_ids.push_back(token);
+        r->num_computed_tokens += 1;
+      }
+      o.new_token_ids.push_back(token);
+      if (std::optional<RequestStatus> stop = check_stop(*r, at)) {
+        // A stop token (not EOS, which has no stop_reason; with ignore_eos every stop is a stop token).
+        const bool eos = !r->ignore_eos && std::ranges::find(r->eos_token_ids, token) != r->eos_token_ids.end();
+        if (*stop == RequestStatus::kFinishedStopped && !eos) r->stop_reason = token;
+        // A later step may already have scheduled the next token: it is not part of the output.
+        r->all_token_ids.resize(static_cast<size_t>(at + 1));
+        r->num_output_placeholders = 0;
+        SchedulerRequestOutput f = finish(r, *stop);
+        o.finished = true;
+        o.status = f.status;
+        o.stop_reason = f.stop_reason;
+        o.scheduled_time = f.scheduled_time;
+        o.first_token_time = f.first_token_time;
+        break;
+      }
     }
+    // The drafts for its next step.
+    if (!o.finished && spec.enabled() && r->num_output_placeholders == 0)
+      propose_ngram(r->all_token_ids, spec.prompt_lookup_min, spec.prompt_lookup_max, spec.num_speculative_tokens,
+                    r->spec_token_ids);
     outs.push_back(std::move(o));
   }
   num_updated_steps_ = output.step_id;
@@ -295,6 +346,7 @@ SchedulerStats Scheduler::stats() const {
   s.num_free_blocks = kv_.num_free_blocks();
   s.num_blocks = kv_.num_blocks();
   s.prefix_cache = kv_.prefix_cache_stats();
+  s.spec_decoding = spec_stats_;
   for (const Request* r : running_) {
     s.num_held_slots += static_cast<int64_t>(kv_.block_table(r->request_id).size()) * kv_.block_size();
     s.num_stored_tokens += r->num_computed_tokens;

@@ -47,6 +47,7 @@
 
 #include "engine/kv_cache_manager.h"
 #include "engine/request.h"
+#include "engine/speculative.h"
 
 namespace pagoda {
 
@@ -60,6 +61,10 @@ struct SchedulerConfig {
   // Logits rows per step at most (0: max_num_seqs). Must be at least min(max_num_seqs,
   // max_num_batched_tokens), so that every running request can sample.
   int max_num_logits = 0;
+  // Speculative decoding (n-gram drafts): proposed after each step for every decoding request,
+  // scheduled with its next token (as many as the token and logits budgets, max_tokens and
+  // max_model_len leave room for).
+  SpeculativeConfig speculative;
 };
 
 // One request's share of a step.
@@ -78,7 +83,11 @@ struct ScheduledRequest {
   // each give one logits row (before the sampling row, if any).
   int prompt_logprob_begin = 0;
   int num_prompt_logprob_rows = 0;
-  int num_logits_rows() const { return num_prompt_logprob_rows + (samples ? 1 : 0); }
+  // Speculative decoding: draft tokens verified this step, at positions after the request's
+  // known tokens (num_new_tokens counts them); each gives one more sampling row.
+  std::vector<int32_t> spec_token_ids;
+  int num_spec() const { return static_cast<int>(spec_token_ids.size()); }
+  int num_logits_rows() const { return num_prompt_logprob_rows + (samples ? 1 + num_spec() : 0); }
 };
 
 struct SchedulerOutput {
@@ -86,6 +95,7 @@ struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // running requests first, then newly admitted ones
   int total_num_scheduled_tokens = 0;
   int num_sampling = 0;                     // entries with samples set
+  int num_spec_tokens = 0;                  // draft tokens scheduled (speculative decoding)
   int num_logits_rows = 0;                  // sampling rows + prompt-logprob rows
   std::vector<std::string> preempted_ids;   // preempted during this schedule() call
   bool empty() const { return scheduled.empty(); }
@@ -94,7 +104,7 @@ struct SchedulerOutput {
 // What one step did to one request (vLLM's EngineCoreOutput).
 struct SchedulerRequestOutput {
   std::string request_id;
-  std::vector<int32_t> new_token_ids;  // 0 or 1 token
+  std::vector<int32_t> new_token_ids;  // 0 or 1 token (1 + accepted drafts with speculative decoding)
   bool finished = false;
   RequestStatus status = RequestStatus::kRunning;
   std::optional<int32_t> stop_reason;
@@ -102,6 +112,14 @@ struct SchedulerRequestOutput {
   // Finished outputs: the request's Request::scheduled_time and first_token_time (the Request
   // itself may be gone by the time the engine reads the output).
   std::chrono::steady_clock::time_point scheduled_time{}, first_token_time{};
+};
+
+// Speculative decoding since start (vLLM's spec_decode_* counters).
+struct SpecDecodingStats {
+  int64_t num_drafts = 0;           // request-steps that verified at least one draft token
+  int64_t num_draft_tokens = 0;     // draft tokens verified
+  int64_t num_accepted_tokens = 0;  // of those, accepted
+  std::vector<int64_t> accepted_per_pos;  // [k]: drafts accepted at position k of their step
 };
 
 struct SchedulerStats {
@@ -117,6 +135,7 @@ struct SchedulerStats {
   int64_t num_held_slots = 0;
   int64_t num_stored_tokens = 0;
   PrefixCacheStats prefix_cache;
+  SpecDecodingStats spec_decoding;
 };
 
 class Scheduler {
@@ -135,12 +154,15 @@ class Scheduler {
   SchedulerOutput schedule();
 
   // sampled_token_ids[i] is the token sampled for output.scheduled[i] (ignored where samples is
-  // false). Puts the tokens in place of their placeholders, applies the stop conditions and
+  // false); with speculative decoding num_accepted[i] (empty: all 0) of its draft tokens were
+  // accepted before it, so the request gains those drafts and then sampled_token_ids[i]. Puts the
+  // tokens in place of their placeholders, applies the stop conditions (token by token) and
   // frees finished requests. Entries of requests that finished after the step was scheduled are
   // ignored. Steps are updated in the order they were scheduled. Returns one entry per request
   // that got a token or finished (aborted requests included).
   std::vector<SchedulerRequestOutput> update_from_output(const SchedulerOutput& output,
-                                                         std::span<const int32_t> sampled_token_ids);
+                                                         std::span<const int32_t> sampled_token_ids,
+                                                         std::span<const int32_t> num_accepted = {});
 
   // Outputs of requests aborted since the last update_from_output() (for callers that have no
   // step to run).
@@ -174,6 +196,9 @@ class Scheduler {
   std::optional<RequestStatus> check_stop(const Request& request, int pos) const;
   // True when the request's outstanding tokens certainly end it (max_tokens, max_model_len).
   bool ends_by_length(const Request& request) const;
+  // Draft tokens the running decode request r may verify this step (its proposal cut to the
+  // budgets, max_tokens and max_model_len).
+  int num_drafts_allowed(const Request& r, int budget, int rows_left) const;
 
   SchedulerConfig config_;
   KvCacheManager& kv_;
@@ -189,6 +214,8 @@ class Scheduler {
   int64_t next_arrival_ = 0;
   int64_t num_preemptions_ = 0;
   int max_num_logits_ = 0;
+  SpecDecodingStats spec_stats_;
+  std::vector<int32_t> draft_scratch_;
 };
 
 }  // namespace pagoda

@@ -41,6 +41,31 @@ std::string stats_log_line(const EngineStats& before, const EngineStats& now, do
   return buf;
 }
 
+std::string spec_decoding_log_line(const EngineStats& before, const EngineStats& now, double seconds) {
+  const SpecDecodingStats& b = before.spec_decoding;
+  const SpecDecodingStats& n = now.spec_decoding;
+  const int64_t drafts = n.num_drafts - b.num_drafts;
+  if (drafts <= 0) return "";
+  const auto drafted = static_cast<double>(n.num_draft_tokens - b.num_draft_tokens);
+  const auto accepted = static_cast<double>(n.num_accepted_tokens - b.num_accepted_tokens);
+  const double s = seconds > 0 ? seconds : 1.0;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "SpecDecoding metrics: Mean acceptance length: %.2f, Accepted throughput: %.2f tokens/s, Drafted "
+                "throughput: %.2f tokens/s, Accepted: %.0f tokens, Drafted: %.0f tokens, Per-position acceptance rate: ",
+                1.0 + accepted / static_cast<double>(drafts), accepted / s, drafted / s, accepted, drafted);
+  std::string line = buf;
+  for (size_t k = 0; k < n.accepted_per_pos.size(); ++k) {
+    const int64_t was = k < b.accepted_per_pos.size() ? b.accepted_per_pos[k] : 0;
+    std::snprintf(buf, sizeof buf, "%s%.3f", k ? ", " : "",
+                  static_cast<double>(n.accepted_per_pos[k] - was) / static_cast<double>(drafts));
+    line += buf;
+  }
+  std::snprintf(buf, sizeof buf, ", Avg Draft acceptance rate: %.1f%%", drafted > 0 ? 100.0 * accepted / drafted : 0.0);
+  line += buf;
+  return line;
+}
+
 std::string ServerMetrics::render(const std::string& model_name, const EngineStats& s,
                                   const EngineMetrics& engine) const {
   const std::string labels = "engine=\"0\",model_name=\"" + model_name + "\"";
@@ -63,6 +88,18 @@ std::string ServerMetrics::render(const std::string& model_name, const EngineSta
           static_cast<double>(s.prefix_cache.queries));
   counter("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
           static_cast<double>(s.prefix_cache.hits));
+  counter("spec_decode_num_drafts", "Number of spec decoding drafts.", static_cast<double>(s.spec_decoding.num_drafts));
+  counter("spec_decode_num_draft_tokens", "Number of draft tokens.",
+          static_cast<double>(s.spec_decoding.num_draft_tokens));
+  counter("spec_decode_num_accepted_tokens", "Number of accepted tokens.",
+          static_cast<double>(s.spec_decoding.num_accepted_tokens));
+  if (!s.spec_decoding.accepted_per_pos.empty()) {
+    out += "# HELP pagoda:spec_decode_num_accepted_tokens_per_pos_total Accepted tokens per draft position.\n"
+           "# TYPE pagoda:spec_decode_num_accepted_tokens_per_pos_total counter\n";
+    for (size_t k = 0; k < s.spec_decoding.accepted_per_pos.size(); ++k)
+      out += "pagoda:spec_decode_num_accepted_tokens_per_pos_total{" + labels + ",position=\"" + std::to_string(k) +
+             "\"} " + std::to_string(s.spec_decoding.accepted_per_pos[k]) + "\n";
+  }
   {
     std::lock_guard lock(mu_);
     out += "# HELP pagoda:request_success_total Count of successfully processed requests.\n"

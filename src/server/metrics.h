@@ -33,4 +33,9 @@ struct ServerMetrics {
 // was idle over this interval and has nothing in flight (vLLM logs those at debug level only).
 std::string stats_log_line(const EngineStats& before, const EngineStats& now, double seconds);
 
+// vLLM's speculative-decoding line for the same interval: mean acceptance length (1 + accepted /
+// drafts), accepted and drafted tokens/s and counts, the acceptance rate per draft position and
+// overall. Empty when no draft was verified over the interval.
+std::string spec_decoding_log_line(const EngineStats& before, const EngineStats& now, double seconds);
+
 }  // namespace pagoda
