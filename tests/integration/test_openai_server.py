@@ -370,6 +370,8 @@ def parse_metrics(text):
             buckets.setdefault(name[:-len("_bucket")], []).append((float(le), v))
         elif 'finished_reason="' in labels:
             values[name + "/" + re.search(r'finished_reason="(\w+)"', labels).group(1)] = v
+        elif 'position="' in labels:
+            values[name + "/" + re.search(r'position="(\d+)"', labels).group(1)] = v
         else:
             values[name] = v
     return values, buckets
@@ -417,6 +419,66 @@ def test_bad_stats_interval_is_named(model_dir):
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PAGODA_LOG_STATS_INTERVAL": "soon"})
     assert proc.returncode == 1
     assert "PAGODA_LOG_STATS_INTERVAL" in proc.stderr and "'soon'" in proc.stderr, proc.stderr
+
+
+# ---- speculative decoding (n-gram) ------------------------------------------------------------
+
+SPEC = '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3, "prompt_lookup_min": 1}'
+
+
+def spec_traffic(port):
+    """Greedy completions with logprobs, a seeded streamed chat: what must not change with drafts."""
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    prompt = "one two three four one two three four one two three four one two"
+    comp = c.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=48, temperature=0, logprobs=2,
+                                extra_body={"ignore_eos": True})
+    stream = c.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": prompt}],
+                                       max_tokens=40, temperature=0.8, seed=7, stream=True,
+                                       stream_options={"include_usage": True},
+                                       extra_body={"ignore_eos": True, **NO_THINK})
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for ch in chunk.choices:
+            text += ch.delta.content or ""
+    return comp, text, usage
+
+
+def test_speculative_decoding_matches_plain_decoding(model_dir, server):
+    plain_comp, plain_chat, plain_usage = spec_traffic(server)
+    proc, port = start_server(model_dir, "--speculative-config", SPEC)
+    try:
+        comp, chat, usage = spec_traffic(port)
+        _, metrics = get(port, "/metrics")
+    finally:
+        stop_server(proc)
+    assert comp.choices[0].text == plain_comp.choices[0].text
+    assert comp.usage.completion_tokens == plain_comp.usage.completion_tokens == 48
+    got, want = comp.choices[0].logprobs, plain_comp.choices[0].logprobs
+    assert got.tokens == want.tokens and len(got.tokens) == 48
+    assert all(abs(a - b) < 1e-3 for a, b in zip(got.token_logprobs, want.token_logprobs))
+    assert chat == plain_chat and usage.completion_tokens == plain_usage.completion_tokens == 40
+    values, _ = parse_metrics(metrics)
+    drafts, drafted, accepted = (values["spec_decode_num_" + k + "_total"] for k in ("drafts", "draft_tokens",
+                                                                                       "accepted_tokens"))
+    assert drafts > 0 and drafted <= 4 * drafts and accepted <= drafted
+    assert accepted > 0  # the random model repeats itself
+    assert sum(v for k, v in values.items() if k.startswith("spec_decode_num_accepted_tokens_per_pos_total/")) == accepted
+    assert values["generation_tokens_total"] == 48 + 40
+
+
+@pytest.mark.parametrize("config,named", [
+    ('{"method": "eagle", "num_speculative_tokens": 2}', 'method "eagle" is not supported'),
+    ('{"method": "ngram"}', "num_speculative_tokens"),
+    ('{"method": "ngram", "num_speculative_tokens": 2, "lookahead": 1}', 'unknown key "lookahead"'),
+    ("ngram", "not valid JSON"),
+])
+def test_bad_speculative_config_is_named(model_dir, config, named):
+    proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0",
+                           "--speculative-config", config], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert named in proc.stderr and "--speculative-config" in proc.stderr, proc.stderr
 
 
 # ---- structured output (guided decoding) ----------------------------------------------------

@@ -38,5 +38,17 @@ TEST(StatsLogLine, SilentOnlyWhenIdleWithNothingInFlight) {
   EXPECT_NE(stats_log_line(s, generated, 10.0).find("Avg generation throughput: 0.1 tokens/s"), std::string::npos);
 }
 
+TEST(SpecDecodingLogLine, VllmFieldsOverTheInterval) {
+  EngineStats before, now;
+  before.spec_decoding = {10, 30, 12, {8, 4, 0}};
+  // +20 drafts of 3 tokens in 2 s, 30 of the 60 drafted accepted: 15 at position 0, 10 at 1, 5 at 2.
+  now.spec_decoding = {30, 90, 42, {23, 14, 5}};
+  EXPECT_EQ(spec_decoding_log_line(before, now, 2.0),
+            "SpecDecoding metrics: Mean acceptance length: 2.50, Accepted throughput: 15.00 tokens/s, Drafted "
+            "throughput: 30.00 tokens/s, Accepted: 30 tokens, Drafted: 60 tokens, Per-position acceptance rate: "
+            "0.750, 0.500, 0.250, Avg Draft acceptance rate: 50.0%");
+  EXPECT_EQ(spec_decoding_log_line(now, now, 2.0), "");  // no draft verified in the interval
+}
+
 }  // namespace
 }  // namespace pagoda
