@@ -38,6 +38,7 @@
 #include "cli/commands.h"
 #include "engine/llm_engine.h"
 #include "backend/device.h"
+#include "base/log.h"
 #include "engine/output_processor.h"
 #include "io/model_config.h"
 #include "tokenizer/tokenizer.h"
@@ -70,6 +71,22 @@ DType parse_kv_cache_dtype(const std::string& v, const std::string& device) {
   PAGODA_CHECK(device == "cpu" || d == DType::kBF16, "--kv-cache-dtype ", v,
                " is CPU-only for now; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   return d;
+}
+
+std::string spec_decoding_summary(const SpecDecodingStats& sd) {
+  if (sd.num_drafts <= 0 || sd.num_draft_tokens <= 0) return "";
+  const auto accepted = static_cast<double>(sd.num_accepted_tokens);
+  std::string s = "speculative decoding: ";
+  s.append(std::to_string(sd.num_accepted_tokens))
+      .append(" of ")
+      .append(std::to_string(sd.num_draft_tokens))
+      .append(" draft tokens accepted (")
+      .append(fixed(100.0 * accepted / static_cast<double>(sd.num_draft_tokens), 1))
+      .append("%) over ")
+      .append(std::to_string(sd.num_drafts))
+      .append(" steps; mean acceptance length ")
+      .append(fixed(1.0 + accepted / static_cast<double>(sd.num_drafts), 2));
+  return s;
 }
 
 void check_checkpoint_dir(const std::string& dir) {

@@ -142,6 +142,8 @@ int throughput(int argc, char** argv) {
               peak.used_blocks, peak.num_blocks, 100.0 * peak.used_blocks / std::max(peak.num_blocks, 1),
               100.0 * peak.waste(), static_cast<long long>(peak.steps[peak.which()]),
               peak.which() == 1 ? "with >= 90% of the blocks held" : "(the pool never got 90% full)");
+  if (const std::string spec = spec_decoding_summary(engine->stats().spec_decoding); !spec.empty())
+    std::printf("%s\n", spec.c_str());
   std::fflush(stdout);
   return 0;
 }
@@ -251,6 +253,8 @@ int latency(int argc, char** argv) {
   std::printf("Avg latency: %.6f seconds\n", sum / static_cast<double>(latencies.size()));
   for (int q : {10, 25, 50, 75, 90, 99})
     std::printf("%d%% percentile latency: %.6f seconds\n", q, percentile(latencies, q));
+  if (const std::string spec = spec_decoding_summary(engine->stats().spec_decoding); !spec.empty())
+    std::printf("%s\n", spec.c_str());
   std::fflush(stdout);
   return 0;
 }

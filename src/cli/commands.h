@@ -11,6 +11,7 @@ namespace pagoda {
 
 class Args;
 struct EngineConfig;
+struct SpecDecodingStats;
 
 int tokenize_command(int argc, char** argv);  // pagoda tokenize MODEL_DIR TEXT [--decode]
 int generate_command(int argc, char** argv);  // pagoda generate MODEL_DIR --prompt TEXT ...
@@ -33,6 +34,9 @@ EngineConfig engine_config_from_args(const Args& args);
 // --kv-cache-dtype: auto / bfloat16, float32, fp8 (= fp8_e4m3), fp8_e5m2 (FP8 and float32 on the
 // CPU only: the CUDA backend keeps BF16). Throws pagoda::Error naming the flag.
 DType parse_kv_cache_dtype(const std::string& value, const std::string& device);
+// "speculative decoding: A of D draft tokens accepted (P%) over S steps; mean acceptance length
+// L" (what the bench and generate commands print), or "" when no draft was verified.
+std::string spec_decoding_summary(const SpecDecodingStats& stats);
 // Throws pagoda::Error unless dir is a checkpoint folder (has config.json).
 void check_checkpoint_dir(const std::string& dir);
 

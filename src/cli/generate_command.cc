@@ -142,6 +142,7 @@ int generate_command(int argc, char** argv) {
   const int n = state.num_output_tokens();
   log_info("prompt ", prompt_len, " tokens: ", prompt_len / std::max(prefill_s, 1e-9), " tokens/s prefill; generated ",
            n, " tokens: ", n > 1 ? (n - 1) / std::max(decode_s, 1e-9) : 0.0, " tokens/s decode");
+  if (const std::string spec = spec_decoding_summary(engine->stats().spec_decoding); !spec.empty()) log_info(spec);
   return 0;
 }
 

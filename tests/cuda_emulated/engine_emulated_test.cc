@@ -194,6 +194,27 @@ TEST_P(EmulatedCudaEngine, GraphsAndAsyncSchedulingChangeNothing) {
   expect_identical(small, eager, "graphs up to batch 4 + async scheduling");
 }
 
+// Speculative decoding samples every row on the host (each request's Sampler verifies its drafts
+// in order), with graphs still recording and replaying the steps without drafts: the tokens and
+// logprobs must be those of plain decoding sampled on the host.
+TEST_P(EmulatedCudaEngine, SpeculativeDecodingMatchesHostSampledDecoding) {
+  if (GetParam() == "qwen3_next") GTEST_SKIP() << "hybrid models refuse speculative decoding";
+  EngineConfig plain = config(0, 0);
+  plain.backend_sampling = 0;
+  EngineConfig spec = config(-1, -1);
+  spec.speculative.method = "ngram";
+  spec.speculative.num_speculative_tokens = 3;
+  spec.speculative.prompt_lookup_min = 1;
+  spec.speculative.prompt_lookup_max = 2;
+  model_ = load_model(fixture_dir(GetParam()), *backend_, engine_load_options(spec));
+  const RunResult want = run(plain);
+  const RunResult got = run(spec);
+  expect_identical(got, want, "speculative decoding");
+  EXPECT_GT(got.stats.spec_decoding.num_accepted_tokens, 0);
+  EXPECT_EQ(got.stats.num_overlapped_steps, 0);  // no async scheduling with drafts
+  EXPECT_GT(got.num_graphs, 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, EmulatedCudaEngine, ::testing::Values("qwen3", "qwen3_moe", "qwen3_next"));
 
 // With neither --num-kv-blocks nor --kv-cache-memory, the pool takes what --gpu-memory-utilization
