@@ -2,7 +2,8 @@
 """Speculative decoding (n-gram / prompt lookup) on the CPU: pagoda vs llama.cpp, batch 1, greedy.
 
 Both engines decode the same prompt token ids (HF `tokenizers` on the checkpoint's tokenizer.json)
-for --tokens tokens, greedy, EOS ignored, once plainly and once with n-gram drafts:
+for --tokens tokens, greedy (or --temperature T: sampled, where drafts rarely match), EOS ignored,
+once plainly and once with n-gram drafts:
   pagoda     `pagoda generate MODEL --prompt TEXT --temperature 0 --ignore-eos --output-format json`
              [--speculative-config '{"method":"ngram","num_speculative_tokens":K,
              "prompt_lookup_max":N,"prompt_lookup_min":1}']; decode tokens/s as it prints it
@@ -38,9 +39,9 @@ PROMPT = ("Summarise the following notes, then repeat the list of action items e
           "Action items: move the cache folder; rerun the nightly tests; update the release notes; tell the team.\n")
 
 
-def run_pagoda(binary, model, threads, tokens, spec):
-    cmd = [binary, "generate", model, "--prompt", PROMPT, "--max-tokens", str(tokens), "--temperature", "0",
-           "--ignore-eos", "--output-format", "json", "--max-model-len", "2048"]
+def run_pagoda(binary, model, threads, tokens, spec, temperature):
+    cmd = [binary, "generate", model, "--prompt", PROMPT, "--max-tokens", str(tokens), "--temperature",
+           str(temperature), "--seed", "3", "--ignore-eos", "--output-format", "json", "--max-model-len", "2048"]
     if spec:
         cmd += ["--speculative-config", spec]
     env = {**os.environ, "PAGODA_NUM_THREADS": str(threads)}
@@ -56,10 +57,11 @@ def run_pagoda(binary, model, threads, tokens, spec):
     return out["token_ids"], float(m.group(2))
 
 
-def run_llamacpp(llm, prompt_ids, tokens):
+def run_llamacpp(llm, prompt_ids, tokens, temperature):
     llm.reset()
     out, t_first = [], None
-    for tok in llm.generate(prompt_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+    for tok in llm.generate(prompt_ids, top_k=1 if temperature == 0 else 0, top_p=1.0, min_p=0.0, temp=temperature,
+                            repeat_penalty=1.0):
         if t_first is None:
             t_first = time.perf_counter()
         out.append(tok)
@@ -79,6 +81,8 @@ def main():
     ap.add_argument("--ngram", type=int, default=3, help="longest n-gram looked up")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="0: greedy; else plain sampling at this temperature (pagoda seeded), where few drafts match")
     a = ap.parse_args()
 
     from llama_cpp import Llama
@@ -95,16 +99,19 @@ def main():
     for r in range(a.runs):
         for name in res:
             if name.startswith("pagoda"):
-                t, tps = run_pagoda(a.binary, a.model, a.threads, a.tokens, spec if name.endswith("spec") else None)
+                t, tps = run_pagoda(a.binary, a.model, a.threads, a.tokens, spec if name.endswith("spec") else None,
+                                    a.temperature)
             else:
-                t, tps = run_llamacpp(llm_spec if name.endswith("spec") else llm_plain, prompt_ids, a.tokens)
+                t, tps = run_llamacpp(llm_spec if name.endswith("spec") else llm_plain, prompt_ids, a.tokens,
+                                      a.temperature)
             res[name].append(tps)
             toks[name] = t
             print(f"run {r}: {name:14s} {tps:7.2f} tokens/s", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in res.items()}
     same_pagoda = toks["pagoda"] == toks["pagoda_spec"]
     same_llama = toks["llamacpp"] == toks["llamacpp_spec"]
-    print(f"prompt {len(prompt_ids)} tokens, {a.tokens} greedy tokens, k={a.k}, n-grams 1..{a.ngram}, "
+    mode = "greedy" if a.temperature == 0 else f"temperature {a.temperature}"
+    print(f"prompt {len(prompt_ids)} tokens, {a.tokens} tokens ({mode}), k={a.k}, n-grams 1..{a.ngram}, "
           f"{a.threads} threads, median of {a.runs}")
     print(f"{'engine':10s} {'plain tok/s':>12s} {'n-gram tok/s':>13s} {'speedup':>8s}  same tokens as plain")
     for eng, same in (("pagoda", same_pagoda), ("llamacpp", same_llama)):
@@ -113,7 +120,8 @@ def main():
           f"n-gram {med['pagoda_spec'] / med['llamacpp_spec']:.2f}x")
     print(json.dumps({"median_tokens_per_s": med, "runs": res, "same_tokens": {"pagoda": same_pagoda,
                                                                                "llamacpp": same_llama},
-                      "prompt_tokens": len(prompt_ids), "tokens": a.tokens, "k": a.k, "ngram": a.ngram}))
+                      "prompt_tokens": len(prompt_ids), "tokens": a.tokens, "k": a.k, "ngram": a.ngram,
+                      "temperature": a.temperature}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@
 // rejection sampler reduces to: sample each row in turn from the request's own sampling
 // distribution, accept while the sampled token equals the draft. Every emitted token is thus
 // drawn from exactly the distribution plain decoding draws it from, in the same order from the
-// same generator: greedy and seeded outputs are unchanged, only fewer steps are run.
+// same generator, so greedy and seeded outputs are those of plain decoding in fewer steps, up to
+// floating point: a (k + 1)-token forward sums in another order than a 1-token one (GEMM vs
+// GEMV, ~1e-7 relative), which can flip a BF16 KV rounding and, rarely, a near-tie or a seeded
+// draw.
 #pragma once
 
 #include <cstdint>
