@@ -442,14 +442,20 @@ def spec_traffic(port):
             usage = chunk.usage
         for ch in chunk.choices:
             text += ch.delta.content or ""
-    return comp, text, usage
+    # Guided decoding: the grammar follows every accepted draft.
+    rf = {"type": "json_schema", "json_schema": {"name": "pick", "schema": PICK_SCHEMA}}
+    guided = [c.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=200, temperature=t, seed=1,
+                                        response_format=rf, extra_body=NO_THINK)
+              for t in (0, 1)]
+    return comp, text, usage, [(g.choices[0].message.content, g.choices[0].finish_reason, g.usage.completion_tokens)
+                               for g in guided]
 
 
 def test_speculative_decoding_matches_plain_decoding(model_dir, server):
-    plain_comp, plain_chat, plain_usage = spec_traffic(server)
+    plain_comp, plain_chat, plain_usage, plain_guided = spec_traffic(server)
     proc, port = start_server(model_dir, "--speculative-config", SPEC)
     try:
-        comp, chat, usage = spec_traffic(port)
+        comp, chat, usage, guided = spec_traffic(port)
         _, metrics = get(port, "/metrics")
     finally:
         stop_server(proc)
@@ -459,13 +465,17 @@ def test_speculative_decoding_matches_plain_decoding(model_dir, server):
     assert got.tokens == want.tokens and len(got.tokens) == 48
     assert all(abs(a - b) < 1e-3 for a, b in zip(got.token_logprobs, want.token_logprobs))
     assert chat == plain_chat and usage.completion_tokens == plain_usage.completion_tokens == 40
+    assert guided == plain_guided
+    for content, reason, _ in guided:
+        if reason == "stop":
+            check_pick(json.loads(content))
     values, _ = parse_metrics(metrics)
     drafts, drafted, accepted = (values["spec_decode_num_" + k + "_total"] for k in ("drafts", "draft_tokens",
                                                                                        "accepted_tokens"))
     assert drafts > 0 and drafted <= 4 * drafts and accepted <= drafted
     assert accepted > 0  # the random model repeats itself
     assert sum(v for k, v in values.items() if k.startswith("spec_decode_num_accepted_tokens_per_pos_total/")) == accepted
-    assert values["generation_tokens_total"] == 48 + 40
+    assert values["generation_tokens_total"] == 48 + 40 + sum(n for _, _, n in guided)
 
 
 @pytest.mark.parametrize("config,named", [
