@@ -61,6 +61,10 @@ struct Request {
   // Speculative decoding: draft tokens proposed for the request's next step (the scheduler
   // consumes them when it schedules that step).
   std::vector<int32_t> spec_token_ids;
+  // How many drafts it proposes now (-1: num_speculative_tokens): HF's "heuristic" schedule,
+  // two more after a step that accepted every draft, one fewer (at least one) after a rejection,
+  // so that text that does not repeat costs one draft token per step, not k.
+  int num_spec_budget = -1;
 
   // Hashes of the request's full blocks, in order. Maintained by KvCacheManager (extended as the
   // request grows); kept here so a request waiting for memory is not re-hashed every step and

@@ -263,6 +263,9 @@ std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const Schedule
     PAGODA_ASSERT(accepted >= 0 && accepted <= s.num_spec());
     PAGODA_ASSERT(s.num_spec() == 0 || (r->num_output_placeholders == 1 && pos + 1 == r->num_tokens()));
     if (s.num_spec() > 0) {
+      const int k = spec.num_speculative_tokens;
+      const int budget = r->num_spec_budget < 0 ? k : r->num_spec_budget;
+      r->num_spec_budget = accepted == s.num_spec() ? std::min(k, budget + 2) : std::max(1, budget - 1);
       spec_stats_.num_drafts += 1;
       spec_stats_.num_draft_tokens += s.num_spec();
       spec_stats_.num_accepted_tokens += accepted;
@@ -302,8 +305,8 @@ std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const Schedule
     }
     // The drafts for its next step.
     if (!o.finished && spec.enabled() && r->num_output_placeholders == 0)
-      propose_ngram(r->all_token_ids, spec.prompt_lookup_min, spec.prompt_lookup_max, spec.num_speculative_tokens,
-                    r->spec_token_ids);
+      propose_ngram(r->all_token_ids, spec.prompt_lookup_min, spec.prompt_lookup_max,
+                    r->num_spec_budget < 0 ? spec.num_speculative_tokens : r->num_spec_budget, r->spec_token_ids);
     outs.push_back(std::move(o));
   }
   num_updated_steps_ = output.step_id;

@@ -3,7 +3,10 @@
 // tokens (n from prompt_lookup_max down to prompt_lookup_min, the longest that matches); the
 // next step runs its last token and the k drafts in one forward (k + 1 logits rows) and keeps the
 // drafts that the target model samples itself, plus the first token it samples differently (or
-// one more after the last draft). With n-gram drafts the proposal is a single token, so the
+// one more after the last draft). How many drafts a request proposes adapts as in transformers'
+// assisted generation ("heuristic" schedule): up to k, two more after a step whose drafts were
+// all accepted, one fewer (at least one) after a rejection; a draft costs little only while it
+// is accepted. With n-gram drafts the proposal is a single token, so the
 // rejection sampler reduces to: sample each row in turn from the request's own sampling
 // distribution, accept while the sampled token equals the draft. Every emitted token is thus
 // drawn from exactly the distribution plain decoding draws it from, in the same order from the

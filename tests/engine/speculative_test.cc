@@ -101,6 +101,115 @@ TEST(SpeculativeConfig, BadInputNamesTheKey) {
             std::string::npos);
 }
 
+// ---- the scheduler: drafts scheduled, accepted tokens and the adaptive draft length ----------
+
+TEST(SpeculativeScheduler, DraftLengthShrinksOnRejectionAndGrowsOnAcceptance) {
+  KvCacheManager kv(64, 16, false);
+  SchedulerConfig sc;
+  sc.max_num_seqs = 2;
+  sc.max_num_batched_tokens = 64;
+  sc.max_model_len = 512;
+  sc.max_num_logits = 10;
+  sc.speculative.method = "ngram";
+  sc.speculative.num_speculative_tokens = 4;
+  sc.speculative.prompt_lookup_min = 1;
+  sc.speculative.prompt_lookup_max = 1;
+  Scheduler sched(sc, kv);
+  // An 8, then 7s: the last token (7, or an 8 that a rejection sampled) always matches early on
+  // and proposes 7s.
+  auto r = std::make_unique<Request>();
+  r->request_id = "a";
+  r->all_token_ids.assign(12, 7);
+  r->all_token_ids[0] = 8;
+  r->num_prompt_tokens = 12;
+  r->max_tokens = 100;
+  sched.add_request(std::move(r));
+  const Request* req = sched.find("a");
+
+  SchedulerOutput so = sched.schedule();  // the prefill: no drafts yet
+  ASSERT_EQ(so.scheduled.size(), 1u);
+  EXPECT_EQ(so.scheduled[0].num_spec(), 0);
+  sched.update_from_output(so, std::vector<int32_t>{7});
+  // Each step: which drafts were scheduled, and how many of them the "sampler" accepts (the
+  // sampled token: the draft at the first rejected position replaced by 8, else another 7).
+  struct Step {
+    int drafts;    // expected drafts this step
+    int accepted;  // accepted of them
+  };
+  int computed = req->num_computed_tokens;
+  int total = req->num_tokens();
+  for (const Step st : {Step{4, 0}, Step{3, 1}, Step{2, 0}, Step{1, 0}, Step{1, 1}, Step{3, 3}, Step{4, 4},
+                        Step{4, 2}, Step{3, 3}}) {
+    so = sched.schedule();
+    ASSERT_EQ(so.scheduled.size(), 1u);
+    const ScheduledRequest& s = so.scheduled[0];
+    ASSERT_EQ(s.num_spec(), st.drafts) << "after " << total << " tokens";
+    EXPECT_EQ(s.num_computed_tokens, computed);
+    EXPECT_EQ(s.num_new_tokens, 1 + st.drafts);
+    EXPECT_EQ(s.num_logits_rows(), 1 + st.drafts);
+    EXPECT_EQ(so.num_spec_tokens, st.drafts);
+    for (int32_t d : s.spec_token_ids) EXPECT_EQ(d, 7);
+    // Rejected: the next tokens are the accepted drafts, then 8 (after which 7s match again).
+    const int32_t sampled = st.accepted == st.drafts ? 7 : 8;
+    const auto outs = sched.update_from_output(so, std::vector<int32_t>{sampled}, std::vector<int32_t>{st.accepted});
+    ASSERT_EQ(outs.size(), 1u);
+    ASSERT_EQ(static_cast<int>(outs[0].new_token_ids.size()), st.accepted + 1);
+    EXPECT_EQ(outs[0].new_token_ids.back(), sampled);
+    // Every accepted draft's KV was written by the step: computed up to the sampled token.
+    computed += 1 + st.accepted;
+    total += 1 + st.accepted;
+    EXPECT_EQ(req->num_computed_tokens, computed);
+    EXPECT_EQ(req->num_tokens(), total);
+    EXPECT_EQ(req->num_computed_tokens, req->num_tokens() - 1);
+  }
+  const SpecDecodingStats st = sched.stats().spec_decoding;
+  EXPECT_EQ(st.num_drafts, 9);
+  EXPECT_EQ(st.num_draft_tokens, 4 + 3 + 2 + 1 + 1 + 3 + 4 + 4 + 3);
+  EXPECT_EQ(st.num_accepted_tokens, 0 + 1 + 0 + 0 + 1 + 3 + 4 + 2 + 3);
+  EXPECT_EQ(st.accepted_per_pos, (std::vector<int64_t>{6, 4, 3, 1}));
+}
+
+TEST(SpeculativeScheduler, DraftsStopAtMaxTokensAndMaxModelLen) {
+  KvCacheManager kv(64, 16, false);
+  SchedulerConfig sc;
+  sc.max_num_seqs = 1;
+  sc.max_num_batched_tokens = 64;
+  sc.max_model_len = 20;
+  sc.max_num_logits = 8;
+  sc.speculative.method = "ngram";
+  sc.speculative.num_speculative_tokens = 6;
+  sc.speculative.prompt_lookup_min = 1;
+  sc.speculative.prompt_lookup_max = 1;
+  for (const auto& [max_tokens, limit] : {std::pair{5, 5}, std::pair{100, 20 - 12}}) {
+    Scheduler sched(sc, kv);
+    auto r = std::make_unique<Request>();
+    r->request_id = "a";
+    r->all_token_ids.assign(12, 7);
+    r->num_prompt_tokens = 12;
+    r->max_tokens = max_tokens;
+    sched.add_request(std::move(r));
+    int outputs = 0;
+    bool finished = false;
+    for (int step = 0; step < 20 && !finished; ++step) {
+      SchedulerOutput so = sched.schedule();
+      ASSERT_EQ(so.scheduled.size(), 1u);
+      const int d = so.scheduled[0].num_spec();
+      // Never more drafts than the step could emit: drafts + 1 tokens fit both limits.
+      EXPECT_LE(outputs + d + 1, limit);
+      for (const auto& o : sched.update_from_output(so, std::vector<int32_t>{7}, std::vector<int32_t>{d})) {
+        outputs += static_cast<int>(o.new_token_ids.size());
+        finished = finished || o.finished;
+        if (o.finished) {
+          EXPECT_EQ(o.status, RequestStatus::kFinishedLength);
+        }
+      }
+    }
+    EXPECT_TRUE(finished);
+    EXPECT_EQ(outputs, limit);
+    EXPECT_EQ(kv.num_free_blocks(), kv.num_blocks());
+  }
+}
+
 // ---- the engine against transformers' greedy tokens ----------------------------------------
 
 struct Fixture {
