@@ -263,9 +263,9 @@ std::vector<SchedulerRequestOutput> Scheduler::update_from_output(const Schedule
     PAGODA_ASSERT(accepted >= 0 && accepted <= s.num_spec());
     PAGODA_ASSERT(s.num_spec() == 0 || (r->num_output_placeholders == 1 && pos + 1 == r->num_tokens()));
     if (s.num_spec() > 0) {
-      const int k = spec.num_speculative_tokens;
-      const int budget = r->num_spec_budget < 0 ? k : r->num_spec_budget;
-      r->num_spec_budget = accepted == s.num_spec() ? std::min(k, budget + 2) : std::max(1, budget - 1);
+      const int max_drafts = spec.num_speculative_tokens;
+      const int budget = r->num_spec_budget < 0 ? max_drafts : r->num_spec_budget;
+      r->num_spec_budget = accepted == s.num_spec() ? std::min(max_drafts, budget + 2) : std::max(1, budget - 1);
       spec_stats_.num_drafts += 1;
       spec_stats_.num_draft_tokens += s.num_spec();
       spec_stats_.num_accepted_tokens += accepted;
