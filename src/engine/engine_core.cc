@@ -145,7 +145,9 @@ EngineCore::EngineCore(CausalLM& model, Backend& backend, const EngineConfig& co
            (config_.async_scheduling == 1 || (config_.async_scheduling < 0 && backend.samples_on_device()));
   if (config_.async_scheduling == 1 && !async_)
     log_info("--async-scheduling has no effect here: it overlaps steps whose tokens are sampled on the device (",
-             backend.name(), " samples on the host)");
+             config_.speculative.enabled() ? "speculative decoding verifies drafts on the host"
+                                           : backend.name() + std::string(" samples on the host"),
+             ")");
 }
 
 void EngineCore::add_request(EngineCoreRequest req) {
