@@ -60,20 +60,27 @@ SpeculativeConfig parse_speculative_config(const std::string& json_text) {
 int propose_ngram(std::span<const int32_t> tokens, int min_n, int max_n, int k, std::vector<int32_t>& out) {
   out.clear();
   const int L = static_cast<int>(tokens.size());
-  if (k <= 0 || min_n <= 0) return 0;
-  for (int n = std::min(max_n, L - 1); n >= min_n; --n) {
-    const std::span<const int32_t> suffix = tokens.subspan(static_cast<size_t>(L - n));
-    // The earliest occurrence (as vLLM's proposer): in a repeating stretch it has the most
-    // tokens after it.
-    for (int start = 0; start + n < L; ++start) {
-      if (tokens[static_cast<size_t>(start + n - 1)] != suffix[static_cast<size_t>(n - 1)]) continue;
-      if (!std::equal(suffix.begin(), suffix.end(), tokens.begin() + start)) continue;
-      const int from = start + n, count = std::min(k, L - from);
-      out.assign(tokens.begin() + from, tokens.begin() + from + count);
-      return count;
+  if (k <= 0 || min_n <= 0 || max_n < min_n) return 0;
+  // One pass over the earlier positions e where an occurrence could end: m = how many tokens
+  // ending at e equal the suffix (at most max_n). The longest m wins, the earliest e among equals
+  // (as vLLM's proposer: in a repeating stretch the earliest has the most tokens after it).
+  const int32_t* t = tokens.data();
+  int best_n = 0, best_end = -1;
+  for (int e = 0; e + 1 < L; ++e) {
+    if (t[e] != t[L - 1]) continue;
+    const int cap = std::min(max_n, e + 1);
+    int m = 1;
+    while (m < cap && t[e - m] == t[L - 1 - m]) ++m;
+    if (m > best_n) {
+      best_n = m;
+      best_end = e;
+      if (m == max_n) break;  // nothing later can be longer, and the earliest is kept
     }
   }
-  return 0;
+  if (best_n < min_n) return 0;
+  const int from = best_end + 1, count = std::min(k, L - from);
+  out.assign(tokens.begin() + from, tokens.begin() + from + count);
+  return count;
 }
 
 }  // namespace pagoda

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -54,6 +55,30 @@ TEST(NgramProposer, LongestSuffixAtItsEarliestOccurrence) {
   EXPECT_EQ(ngram({1}, 1, 1, 3), V{});
   EXPECT_EQ(ngram({}, 1, 1, 3), V{});
   EXPECT_EQ(ngram({1, 2, 3}, 1, 1, 3), V{});
+}
+
+// The definition, written the direct way: for n from max_n down to min_n, the first start whose
+// n tokens equal the last n (and that is not the suffix itself), then what follows it.
+std::vector<int32_t> ngram_by_definition(const std::vector<int32_t>& t, int min_n, int max_n, int k) {
+  const int L = static_cast<int>(t.size());
+  for (int n = std::min(max_n, L - 1); n >= min_n; --n)
+    for (int start = 0; start + n < L; ++start)
+      if (std::equal(t.end() - n, t.end(), t.begin() + start))
+        return {t.begin() + start + n, t.begin() + start + n + std::min(k, L - start - n)};
+  return {};
+}
+
+TEST(NgramProposer, MatchesTheDefinitionOnRandomSequences) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::vector<int32_t> t(rng() % 40);
+    const int alphabet = 2 + static_cast<int>(rng() % 4);
+    for (int32_t& x : t) x = static_cast<int32_t>(rng() % alphabet);
+    const int min_n = 1 + static_cast<int>(rng() % 3), max_n = min_n + static_cast<int>(rng() % 4);
+    const int k = 1 + static_cast<int>(rng() % 6);
+    ASSERT_EQ(ngram(t, min_n, max_n, k), ngram_by_definition(t, min_n, max_n, k))
+        << "trial " << trial << ", n in [" << min_n << ", " << max_n << "], k " << k;
+  }
 }
 
 TEST(SpeculativeConfig, ParsesVllmKeysAndDefaults) {
@@ -103,18 +128,29 @@ TEST(SpeculativeConfig, BadInputNamesTheKey) {
 
 // ---- the scheduler: drafts scheduled, accepted tokens and the adaptive draft length ----------
 
+SpeculativeConfig ngram_config(int k, int min_n = 1, int max_n = 3) {
+  SpeculativeConfig s;
+  s.method = "ngram";
+  s.num_speculative_tokens = k;
+  s.prompt_lookup_min = min_n;
+  s.prompt_lookup_max = max_n;
+  return s;
+}
+
+// One sequence slot per request, k drafts from 1-grams.
+SchedulerConfig spec_scheduler_config(int max_num_seqs, int max_model_len, int max_num_logits, int k) {
+  SchedulerConfig sc;
+  sc.max_num_seqs = max_num_seqs;
+  sc.max_num_batched_tokens = 64;
+  sc.max_model_len = max_model_len;
+  sc.max_num_logits = max_num_logits;
+  sc.speculative = ngram_config(k, 1, 1);
+  return sc;
+}
+
 TEST(SpeculativeScheduler, DraftLengthShrinksOnRejectionAndGrowsOnAcceptance) {
   KvCacheManager kv(64, 16, false);
-  SchedulerConfig sc;
-  sc.max_num_seqs = 2;
-  sc.max_num_batched_tokens = 64;
-  sc.max_model_len = 512;
-  sc.max_num_logits = 10;
-  sc.speculative.method = "ngram";
-  sc.speculative.num_speculative_tokens = 4;
-  sc.speculative.prompt_lookup_min = 1;
-  sc.speculative.prompt_lookup_max = 1;
-  Scheduler sched(sc, kv);
+  Scheduler sched(spec_scheduler_config(2, 512, 10, 4), kv);
   // An 8, then 7s: the last token (7, or an 8 that a rejection sampled) always matches early on
   // and proposes 7s.
   auto r = std::make_unique<Request>();
@@ -171,15 +207,7 @@ TEST(SpeculativeScheduler, DraftLengthShrinksOnRejectionAndGrowsOnAcceptance) {
 
 TEST(SpeculativeScheduler, DraftsStopAtMaxTokensAndMaxModelLen) {
   KvCacheManager kv(64, 16, false);
-  SchedulerConfig sc;
-  sc.max_num_seqs = 1;
-  sc.max_num_batched_tokens = 64;
-  sc.max_model_len = 20;
-  sc.max_num_logits = 8;
-  sc.speculative.method = "ngram";
-  sc.speculative.num_speculative_tokens = 6;
-  sc.speculative.prompt_lookup_min = 1;
-  sc.speculative.prompt_lookup_max = 1;
+  const SchedulerConfig sc = spec_scheduler_config(1, 20, 8, 6);
   for (const auto& [max_tokens, limit] : {std::pair{5, 5}, std::pair{100, 20 - 12}}) {
     Scheduler sched(sc, kv);
     auto r = std::make_unique<Request>();
@@ -227,15 +255,6 @@ Fixture read_fixture(const std::string& name) {
     f.generated.push_back(p.at("generated").get<std::vector<int32_t>>());
   }
   return f;
-}
-
-SpeculativeConfig ngram_config(int k, int min_n = 1, int max_n = 3) {
-  SpeculativeConfig s;
-  s.method = "ngram";
-  s.num_speculative_tokens = k;
-  s.prompt_lookup_min = min_n;
-  s.prompt_lookup_max = max_n;
-  return s;
 }
 
 struct Loaded {
