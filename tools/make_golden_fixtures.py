@@ -155,7 +155,19 @@ FIXTURES = {
                                                   "partial_rotary_factor": 0.25, "mrope_section": [2, 1, 1],
                                                   "mrope_interleaved": True}),
                         drop=["intermediate_size"], dtype="bfloat16", prompts=[1, 9, 70], nest="qwen3_5_moe"),
+    # FP8 checkpoints in the layout of Qwen's released *-FP8 models (quant_method "fp8", e4m3, dynamic
+    # activations): the BF16 weights of the named fixture (same config and seed, so bit for bit the same
+    # weights), every linear of the layer stack stored as float8_e4m3fn with a float32
+    # `weight_scale_inv` per 32 x 32 block (see fp8_block_quantize); embeddings, norms, lm_head and
+    # MoE routers stay BF16. The reference is transformers loading the FP8 checkpoint on the CPU,
+    # where it dequantizes every weight (weight * scale_inv per block) to the model dtype.
+    "qwen3_fp8": dict(fp8_of="qwen3", fp8_block=[32, 32]),
+    "qwen3_moe_fp8": dict(fp8_of="qwen3_moe", fp8_block=[32, 32]),
 }
+
+# Linear weights an FP8 checkpoint stores quantized (suffixes of tensor names).
+FP8_LINEARS = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+               "up_proj.weight", "down_proj.weight")
 
 # Smallest gap allowed between the k-th and (k+1)-th router probability of any token (MoE only):
 # a closer call could route differently under float32 rounding differences.
@@ -216,6 +228,41 @@ def nest_qwen3_5(out_dir, model_type):
     renamed = {("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
                for k, v in tensors.items()}
     save_file(renamed, st_path, metadata={"format": "pt"})
+
+
+def fp8_block_quantize(w, bn, bk):
+    """Block-wise FP8 quantization (DeepSeek-V3 / Qwen3-FP8): per bn x bk block, scale = amax / 448
+    (at least 1e-12) and q = float8_e4m3fn(w / scale) (round to nearest even; |w / scale| <= 448)."""
+    n, k = w.shape
+    assert n % bn == 0 and k % bk == 0, (w.shape, bn, bk)
+    wf = w.to(torch.float32).reshape(n // bn, bn, k // bk, bk)
+    scale = (wf.abs().amax(dim=(1, 3)) / 448.0).clamp(min=1e-12)
+    q = (wf / scale[:, None, :, None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return q.reshape(n, k).contiguous(), scale.contiguous()
+
+
+def quantize_checkpoint_fp8(out_dir, block):
+    """Rewrites the saved checkpoint in out_dir as an FP8 checkpoint (see FIXTURES["qwen3_fp8"])."""
+    from safetensors.torch import load_file, save_file
+    st_path = os.path.join(out_dir, "model.safetensors")
+    tensors = load_file(st_path)
+    out = {}
+    for name, t in sorted(tensors.items()):
+        if name.endswith(FP8_LINEARS) and t.dim() == 2:
+            q, s = fp8_block_quantize(t, block[0], block[1])
+            out[name] = q
+            out[name + "_scale_inv"] = s
+        else:
+            out[name] = t
+    save_file(out, st_path, metadata={"format": "pt"})
+    config_path = os.path.join(out_dir, "config.json")
+    with open(config_path) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                  "weight_block_size": list(block)}
+    with open(config_path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def reference(model_dir, prompt):
@@ -399,6 +446,10 @@ def rope_reference(model_dir):
 
 
 def make_fixture(name, spec, out_root, seed):
+    if "fp8_of" in spec:
+        source = spec["fp8_of"]
+        spec = dict(FIXTURES[source], fp8_block=spec["fp8_block"])
+        seed = 1234 + 17 * list(FIXTURES).index(source)
     out_dir = os.path.join(out_root, name)
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
@@ -418,6 +469,8 @@ def make_fixture(name, spec, out_root, seed):
         to_legacy_rope(os.path.join(out_dir, "config.json"))
     if spec.get("nest"):
         nest_qwen3_5(out_dir, spec["nest"])
+    if spec.get("fp8_block"):
+        quantize_checkpoint_fp8(out_dir, spec["fp8_block"])
 
     vocab = config.vocab_size
     g = torch.Generator().manual_seed(seed + 1000)
@@ -456,7 +509,7 @@ def make_fixture(name, spec, out_root, seed):
         "generator": "tools/make_golden_fixtures.py",
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__.split("+")[0],
-        "storage_dtype": spec["dtype"],
+        "storage_dtype": "fp8_e4m3 linears, block " + str(spec["fp8_block"]) if spec.get("fp8_block") else spec["dtype"],
         "vocab_size": vocab,
         "num_logits_rows": offset,
         "logits_file": "logits.bin",

@@ -20,6 +20,12 @@ struct Tensor {
   DType dtype = DType::kF32;
   int ndim = 0;
   std::array<int64_t, kMaxDims> shape{};
+  // Block-scaled weights (FP8 linears, dtype F8E4M3): element (n, k) of a [N, K] weight stands for
+  // data[n, k] * scale[(n / scale_block_n) * ceil(K / scale_block_k) + k / scale_block_k], F32
+  // scales in the same memory as data. nullptr: the elements are the values.
+  const float* scale = nullptr;
+  int32_t scale_block_n = 0;
+  int32_t scale_block_k = 0;
 
   Tensor() = default;
   Tensor(void* d, DType t, std::initializer_list<int64_t> dims) : data(d), dtype(t) {
@@ -42,16 +48,28 @@ struct Tensor {
   template <class T>
   T* ptr() const { return static_cast<T*>(data); }
 
-  // The same memory viewed with new dimensions (element count must match).
+  // The same memory viewed with new dimensions (element count must match). A block-scaled
+  // weight keeps its scales when its rows and columns stay the same.
   Tensor view(std::initializer_list<int64_t> dims) const {
     Tensor t(data, dtype, dims);
     PAGODA_ASSERT(t.numel() == numel());
+    if (scale != nullptr) {
+      PAGODA_ASSERT(t.cols() == cols());
+      t.scale = scale;
+      t.scale_block_n = scale_block_n;
+      t.scale_block_k = scale_block_k;
+    }
     return t;
   }
-  // Rows [begin, end) of the leading dimension.
+  // Rows [begin, end) of the leading dimension. A block-scaled 2-D weight is cut at a multiple of
+  // its scale block rows (its scales are cut with it).
   Tensor slice_rows(int64_t begin, int64_t end) const {
     PAGODA_ASSERT(ndim >= 1 && begin >= 0 && begin <= end && end <= shape[0]);
     Tensor t = *this;
+    if (scale != nullptr) {
+      PAGODA_ASSERT(ndim == 2 && begin % scale_block_n == 0);
+      t.scale = scale + (begin / scale_block_n) * ((shape[1] + scale_block_k - 1) / scale_block_k);
+    }
     t.shape[0] = end - begin;
     t.data = static_cast<char*>(data) + static_cast<size_t>(begin) * (nbytes() / (shape[0] ? shape[0] : 1));
     return t;

@@ -51,7 +51,8 @@ const std::set<std::string>& engine_value_flags() {
   static const std::set<std::string> flags = {"--max-num-seqs",  "--max-num-batched-tokens", "--max-model-len",
                                               "--block-size",    "--num-kv-blocks",          "--kv-cache-memory",
                                               "--kv-cache-dtype", "--device", "--gpu-memory-utilization",
-                                              "--max-cudagraph-capture-size", "--speculative-config"};
+                                              "--max-cudagraph-capture-size", "--speculative-config",
+                                              "--quantization", "-q"};
   return flags;
 }
 
@@ -71,6 +72,17 @@ DType parse_kv_cache_dtype(const std::string& v, const std::string& device) {
   PAGODA_CHECK(device == "cpu" || d == DType::kBF16, "--kv-cache-dtype ", v,
                " is CPU-only for now; the CUDA backend keeps its KV cache in bfloat16 (auto)");
   return d;
+}
+
+std::string parse_quantization_flag(const Args& args, const std::string& device) {
+  const auto q = args.get("--quantization"), short_q = args.get("-q");
+  PAGODA_CHECK(!(q && short_q), "--quantization and -q both given; pass one");
+  const std::string v = q ? *q : short_q.value_or("");
+  if (v.empty() || v == "none") return "";
+  PAGODA_CHECK(v == "fp8" || v == "compressed-tensors", "--quantization ", v,
+               " is not supported (supported: fp8; compressed-tensors for such checkpoints)");
+  PAGODA_CHECK(device == "cpu", "--quantization ", v, " is CPU-only for now (FP8 weights have no CUDA kernels yet)");
+  return v;
 }
 
 std::string spec_decoding_summary(const SpecDecodingStats& sd) {
@@ -128,6 +140,7 @@ EngineConfig engine_config_from_args(const Args& args) {
   if (args.flag("--async-scheduling")) c.async_scheduling = 1;
   if (args.flag("--no-async-scheduling")) c.async_scheduling = 0;
   if (auto spec = args.get("--speculative-config")) c.speculative = parse_speculative_config(*spec);
+  c.quantization = parse_quantization_flag(args, c.device);
   return c;
 }
 

@@ -30,6 +30,8 @@ int serve_command(int argc, char** argv);
 // --kv-cache-memory GiB, --kv-cache-dtype, --device, --gpu-memory-utilization,
 // --max-cudagraph-capture-size; bool --no-enable-prefix-caching, --enforce-eager, ...).
 const std::set<std::string>& engine_value_flags();
+// --quantization / -q: "" (the checkpoint's own), "fp8" or "compressed-tensors"; errors name the value.
+std::string parse_quantization_flag(const Args& args, const std::string& device);
 EngineConfig engine_config_from_args(const Args& args);
 // --kv-cache-dtype: auto / bfloat16, float32, fp8 (= fp8_e4m3), fp8_e5m2 (FP8 and float32 on the
 // CPU only: the CUDA backend keeps BF16). Throws pagoda::Error naming the flag.

@@ -49,6 +49,11 @@ constexpr FlagDoc kFlagDocs[] = {
     {nullptr, "--kv-cache-memory", "GIB", "KV-cache size on the CPU in GiB (default 4)"},
     {nullptr, "--kv-cache-dtype", "DTYPE", "auto (bfloat16), bfloat16; on the CPU also fp8 (= fp8_e4m3), fp8_e5m2 "
                                            "(half the bytes, unscaled, saturating) or float32"},
+    {nullptr, "--quantization", "METHOD", "weight quantization: fp8 (E4M3 linears with 128 x 128 block scales, "
+                                          "quantized at load from a BF16 checkpoint; CPU only). Default: what "
+                                          "the checkpoint's quantization_config says (fp8 and compressed-tensors "
+                                          "FP8 checkpoints load as they are)"},
+    {nullptr, "-q", "METHOD", "same as --quantization"},
     {nullptr, "--speculative-config", "JSON", "speculative decoding, e.g. '{\"method\": \"ngram\", "
                                               "\"num_speculative_tokens\": 4, \"prompt_lookup_max\": 4}' (n-gram "
                                               "drafts from the prompt and output; greedy and seeded outputs are "

@@ -32,7 +32,7 @@ int generate_command(int argc, char** argv) {
   Args args(argc, argv,
             {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--output-format",
              "--max-model-len", "--kv-cache-dtype", "--block-size", "--max-num-batched-tokens", "--stop", "--device",
-             "--input", "--speculative-config"},
+             "--input", "--speculative-config", "--quantization", "-q"},
             {"--ignore-eos", "--no-add-special-tokens"},
             {"pagoda generate", "MODEL_DIR --prompt TEXT [options]",
              "Generates one completion of one prompt. With --input FILE it runs many requests batched on one "
@@ -98,6 +98,7 @@ int generate_command(int argc, char** argv) {
   ec.kv_cache_dtype = parse_kv_cache_dtype(args.get_or("--kv-cache-dtype", "auto"), ec.device);
   ec.eos_token_ids = eos;
   if (auto spec = args.get("--speculative-config")) ec.speculative = parse_speculative_config(*spec);
+  ec.quantization = parse_quantization_flag(args, ec.device);
   std::unique_ptr<LLMEngine> engine = LLMEngine::from_model_dir(model_dir, ec);
 
   RequestOutputState state(tokenizer, params, prompt);

@@ -94,6 +94,7 @@ ModelLoadOptions engine_load_options(const EngineConfig& config) {
   const int64_t rows = int64_t{config.max_num_seqs} * (1 + std::max(0, config.speculative.num_speculative_tokens));
   o.max_num_logits = static_cast<int>(std::min<int64_t>(rows, config.max_num_batched_tokens));
   o.num_state_slots = config.max_num_seqs;  // hybrid models: one recurrent-state slot per sequence
+  o.quantization = config.quantization;
   return o;
 }
 

@@ -34,6 +34,8 @@
 namespace pagoda {
 
 struct EngineConfig {
+  // --quantization: ModelLoadOptions::quantization ("" = the checkpoint's own).
+  std::string quantization;
   std::string device = "cpu";  // --device: cpu, cuda or cuda:N (LLMEngine::from_model_dir makes the backend)
   int max_num_seqs = 256;
   int max_num_batched_tokens = 2048;

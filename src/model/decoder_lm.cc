@@ -29,12 +29,17 @@ DecoderLM::DecoderLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint,
   qk_norm_ = type == "qwen3" || type == "qwen3_moe";
   // Llama/Qwen3MoeAttention: o_proj bias=attention_bias (Qwen2's o_proj never has one).
   o_bias_ = (type == "llama" || type == "qwen3_moe") && config_.attention_bias;
+  quant_ = resolve_weight_quantization(config_, checkpoint_->dir(), options_.quantization, options_.quantization_block);
   load_weights();
   allocate_workspace();
 }
 
 Tensor DecoderLM::weight(const std::string& name, std::initializer_list<int64_t> shape) {
   return place_weight_checked(*checkpoint_, backend_, &weight_storage_, name, std::vector<int64_t>(shape));
+}
+
+Tensor DecoderLM::linear_weight(const std::string& name, std::initializer_list<int64_t> shape) {
+  return place_linear_weight(*checkpoint_, backend_, &weight_storage_, name, std::vector<int64_t>(shape), quant_);
 }
 
 void DecoderLM::load_weights() {
@@ -74,10 +79,10 @@ void DecoderLM::load_weights() {
     Layer& l = layers_[i];
     l.input_norm = weight(p + "input_layernorm.weight", {H});
     l.post_attention_norm = weight(p + "post_attention_layernorm.weight", {H});
-    l.q_proj = weight(p + "self_attn.q_proj.weight", {q_dim, H});
-    l.k_proj = weight(p + "self_attn.k_proj.weight", {kv_dim, H});
-    l.v_proj = weight(p + "self_attn.v_proj.weight", {kv_dim, H});
-    l.o_proj = weight(p + "self_attn.o_proj.weight", {H, q_dim});
+    l.q_proj = linear_weight(p + "self_attn.q_proj.weight", {q_dim, H});
+    l.k_proj = linear_weight(p + "self_attn.k_proj.weight", {kv_dim, H});
+    l.v_proj = linear_weight(p + "self_attn.v_proj.weight", {kv_dim, H});
+    l.o_proj = linear_weight(p + "self_attn.o_proj.weight", {H, q_dim});
     if (c.attention_bias) {
       l.q_bias = weight(p + "self_attn.q_proj.bias", {q_dim});
       l.k_bias = weight(p + "self_attn.k_proj.bias", {kv_dim});
@@ -92,9 +97,9 @@ void DecoderLM::load_weights() {
     if (l.moe) {
       load_experts(p + "mlp.", l);
     } else {
-      l.gate_proj = weight(p + "mlp.gate_proj.weight", {I, H});
-      l.up_proj = weight(p + "mlp.up_proj.weight", {I, H});
-      l.down_proj = weight(p + "mlp.down_proj.weight", {H, I});
+      l.gate_proj = linear_weight(p + "mlp.gate_proj.weight", {I, H});
+      l.up_proj = linear_weight(p + "mlp.up_proj.weight", {I, H});
+      l.down_proj = linear_weight(p + "mlp.down_proj.weight", {H, I});
     }
     l.sliding_window = windowed[i] ? static_cast<int>(c.sliding_window) : 0;
   }
@@ -105,7 +110,7 @@ void DecoderLM::load_experts(const std::string& p, Layer& l) {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.moe_intermediate_size, E = c.num_experts;
   l.router = weight(p + "gate.weight", {E, H});
-  l.experts = load_moe_experts(*checkpoint_, backend_, &weight_storage_, p, E, I, H);
+  l.experts = load_moe_experts(*checkpoint_, backend_, &weight_storage_, p, E, I, H, quant_);
 }
 
 void DecoderLM::allocate_workspace() {

@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "io/checkpoint.h"
 #include "model/model.h"
+#include "model/weights.h"
 #include "model/rope.h"
 
 namespace pagoda {
@@ -51,6 +52,8 @@ class DecoderLM : public CausalLM {
   };
 
   Tensor weight(const std::string& name, std::initializer_list<int64_t> shape);
+  // A linear of the layer stack: FP8 when the checkpoint or --quantization says so.
+  Tensor linear_weight(const std::string& name, std::initializer_list<int64_t> shape);
   void load_weights();
   void load_experts(const std::string& prefix, Layer& l);
   void allocate_workspace();
@@ -60,6 +63,7 @@ class DecoderLM : public CausalLM {
   std::unique_ptr<Checkpoint> checkpoint_;  // keeps zero-copy weights mapped
   Backend& backend_;
   ModelLoadOptions options_;
+  WeightQuantization quant_;
   RotaryEmbedding rope_;
   bool qk_norm_ = false;
   bool o_bias_ = false;

@@ -62,12 +62,17 @@ HybridLM::HybridLM(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint, B
   conv_dim_ = 2 * c.linear_num_key_heads * c.linear_key_head_dim + value_dim_;
   num_state_slots_ = options_.num_state_slots > 0 ? options_.num_state_slots : options_.max_num_logits;
   prefix_ = checkpoint_->has("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.";
+  quant_ = resolve_weight_quantization(config_, checkpoint_->dir(), options_.quantization, options_.quantization_block);
   load_weights();
   allocate_workspace();
 }
 
 Tensor HybridLM::weight(const std::string& name, std::vector<int64_t> shape) {
   return place_weight_checked(*checkpoint_, backend_, &weight_storage_, name, shape);
+}
+
+Tensor HybridLM::linear_weight(const std::string& name, std::vector<int64_t> shape) {
+  return place_linear_weight(*checkpoint_, backend_, &weight_storage_, name, shape, quant_);
 }
 
 Tensor HybridLM::upload_f32(const std::vector<float>& v, std::initializer_list<int64_t> dims) {
@@ -94,10 +99,18 @@ Tensor HybridLM::f32_weight(const std::string& name, std::vector<int64_t> shape,
 Tensor HybridLM::rows_of(const std::string& name, std::vector<int64_t> shape, const std::vector<int64_t>& rows) {
   const TensorInfo& info = checkpoint_->get(name, shape);
   PAGODA_CHECK(info.dtype == DType::kBF16 || info.dtype == DType::kF16 || info.dtype == DType::kF32, info.file,
-               ": tensor ", name, " has dtype ", dtype_name(info.dtype), "; supported: BF16, F16, F32");
+               ": tensor ", name, " has dtype ", dtype_name(info.dtype), "; supported: BF16, F16, F32",
+               info.dtype == DType::kF8E4M3 ? " (FP8 checkpoints of this fused projection are not supported; "
+                                              "--quantization fp8 quantizes a BF16 checkpoint at load)"
+                                            : "");
   const size_t row_bytes = static_cast<size_t>(shape[1]) * dtype_size(info.dtype);
   std::vector<uint8_t> host(rows.size() * row_bytes);
   for (size_t i = 0; i < rows.size(); ++i) std::memcpy(&host[i * row_bytes], info.data + rows[i] * row_bytes, row_bytes);
+  if (quant_.online) {
+    return place_quantized_fp8(backend_, &weight_storage_,
+                               Tensor(host.data(), info.dtype, {static_cast<int64_t>(rows.size()), shape[1]}),
+                               quant_.online_block);
+  }
   weight_storage_.push_back(backend_.allocate(std::max<size_t>(host.size(), 1)));
   backend_.copy_from_host(weight_storage_.back().data(), host.data(), host.size());
   return weight_storage_.back().as(info.dtype, {static_cast<int64_t>(rows.size()), shape[1]});
@@ -135,9 +148,9 @@ void HybridLM::load_weights() {
         }
       l.q_proj = rows_of(a + "q_proj.weight", {2 * q_dim, H}, qrows);
       l.gate_proj_attn = rows_of(a + "q_proj.weight", {2 * q_dim, H}, grows);
-      l.k_proj = weight(a + "k_proj.weight", {kv_dim, H});
-      l.v_proj = weight(a + "v_proj.weight", {kv_dim, H});
-      l.o_proj = weight(a + "o_proj.weight", {H, q_dim});
+      l.k_proj = linear_weight(a + "k_proj.weight", {kv_dim, H});
+      l.v_proj = linear_weight(a + "v_proj.weight", {kv_dim, H});
+      l.o_proj = linear_weight(a + "o_proj.weight", {H, q_dim});
       l.q_norm = f32_weight(a + "q_norm.weight", {D}, 1.0f);
       l.k_norm = f32_weight(a + "k_norm.weight", {D}, 1.0f);
     } else {
@@ -167,33 +180,33 @@ void HybridLM::load_weights() {
         l.in_a = rows_of(a + "in_proj_ba.weight", {2 * nv, H}, av);
       } else {
         // Qwen3.5: in_proj_qkv flat [q | k | v], in_proj_z, in_proj_b, in_proj_a.
-        l.in_qkv = weight(a + "in_proj_qkv.weight", {conv_dim_, H});
-        l.in_z = weight(a + "in_proj_z.weight", {value_dim_, H});
-        l.in_b = weight(a + "in_proj_b.weight", {nv, H});
-        l.in_a = weight(a + "in_proj_a.weight", {nv, H});
+        l.in_qkv = linear_weight(a + "in_proj_qkv.weight", {conv_dim_, H});
+        l.in_z = linear_weight(a + "in_proj_z.weight", {value_dim_, H});
+        l.in_b = linear_weight(a + "in_proj_b.weight", {nv, H});
+        l.in_a = linear_weight(a + "in_proj_a.weight", {nv, H});
       }
       l.conv_w = f32_weight(a + "conv1d.weight", {conv_dim_, 1, K}, 0.0f).view({conv_dim_, K});
       l.A_log = f32_weight(a + "A_log", {nv}, 0.0f);
       l.dt_bias = f32_weight(a + "dt_bias", {nv}, 0.0f);
       l.gdn_norm = f32_weight(a + "norm.weight", {dv}, 0.0f);  // plain w (not zero-centred)
-      l.out_proj = weight(a + "out_proj.weight", {H, value_dim_});
+      l.out_proj = linear_weight(a + "out_proj.weight", {H, value_dim_});
     }
     l.moe = c.is_moe_layer(i);
     const std::string m = p + "mlp.";
     if (l.moe) {
       const int64_t E = c.num_experts, MI = c.moe_intermediate_size, SI = c.shared_expert_intermediate_size;
       l.router = weight(m + "gate.weight", {E, H});
-      l.experts = load_moe_experts(*checkpoint_, backend_, &weight_storage_, m, E, MI, H);
+      l.experts = load_moe_experts(*checkpoint_, backend_, &weight_storage_, m, E, MI, H, quant_);
       if (SI > 0 && checkpoint_->has(m + "shared_expert.gate_proj.weight")) {
-        l.shared_gate = weight(m + "shared_expert.gate_proj.weight", {SI, H});
-        l.shared_up = weight(m + "shared_expert.up_proj.weight", {SI, H});
-        l.shared_down = weight(m + "shared_expert.down_proj.weight", {H, SI});
+        l.shared_gate = linear_weight(m + "shared_expert.gate_proj.weight", {SI, H});
+        l.shared_up = linear_weight(m + "shared_expert.up_proj.weight", {SI, H});
+        l.shared_down = linear_weight(m + "shared_expert.down_proj.weight", {H, SI});
         l.shared_expert_gate = weight(m + "shared_expert_gate.weight", {1, H});
       }
     } else {
-      l.gate_proj = weight(m + "gate_proj.weight", {I, H});
-      l.up_proj = weight(m + "up_proj.weight", {I, H});
-      l.down_proj = weight(m + "down_proj.weight", {H, I});
+      l.gate_proj = linear_weight(m + "gate_proj.weight", {I, H});
+      l.up_proj = linear_weight(m + "up_proj.weight", {I, H});
+      l.down_proj = linear_weight(m + "down_proj.weight", {H, I});
     }
   }
 

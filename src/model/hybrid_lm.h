@@ -22,6 +22,7 @@
 #include "backend/backend.h"
 #include "io/checkpoint.h"
 #include "model/model.h"
+#include "model/weights.h"
 #include "model/rope.h"
 
 namespace pagoda {
@@ -72,6 +73,8 @@ class HybridLM : public CausalLM {
   };
 
   Tensor weight(const std::string& name, std::vector<int64_t> shape);
+  // A linear of the layer stack: FP8 when the checkpoint or --quantization says so.
+  Tensor linear_weight(const std::string& name, std::vector<int64_t> shape);
   Tensor f32_weight(const std::string& name, std::vector<int64_t> shape, float add);
   Tensor rows_of(const std::string& name, std::vector<int64_t> shape, const std::vector<int64_t>& rows);
   Tensor upload_f32(const std::vector<float>& v, std::initializer_list<int64_t> dims);
@@ -82,6 +85,7 @@ class HybridLM : public CausalLM {
   std::unique_ptr<Checkpoint> checkpoint_;
   Backend& backend_;
   ModelLoadOptions options_;
+  WeightQuantization quant_;
   RotaryEmbedding rope_;
   std::string prefix_;  // "model." or "model.language_model."
   GdnShape gdn_;

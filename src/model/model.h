@@ -26,6 +26,12 @@ struct ModelLoadOptions {
   // (conv + recurrent state per linear-attention layer each). 0 = max_num_logits. A forward batch
   // names the slot of each sequence in attn.state_slots; every sequence in flight needs its own.
   int num_state_slots = 0;
+  // Weight quantization (vLLM's --quantization): "" = what the checkpoint is (its config.json
+  // quantization_config, if any); "fp8" = FP8 weights, quantized at load when the checkpoint is
+  // BF16 / F16 / F32 (see model/weights.h). Anything else is an error naming the method.
+  std::string quantization;
+  // Block (rows x columns of a weight) that shares one scale when weights are quantized at load.
+  int quantization_block = 128;
 };
 
 class CausalLM {

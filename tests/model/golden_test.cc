@@ -83,7 +83,7 @@ constexpr int kMaxBlocksPerSeq = 8;  // 128 tokens per sequence
 
 const std::vector<std::string> kFixtures = {"qwen2",  "qwen3", "qwen3_yarn", "llama3", "llama_linear_f16",
                                            "qwen2_dynamic_f32", "qwen2_sliding", "qwen3_moe", "qwen3_next", "qwen3_5",
-                                           "qwen3_5_moe"};
+                                           "qwen3_5_moe", "qwen3_fp8", "qwen3_moe_fp8"};
 
 std::string fixture_dir(const std::string& name) {
   return std::string(PAGODA_SOURCE_DIR) + "/tests/model/data/" + name;

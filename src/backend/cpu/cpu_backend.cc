@@ -203,8 +203,13 @@ class CpuBackend final : public Backend {
                                                     const Tensor& out) {
     check_f32(x, "linear", "x");
     check_f32(out, "linear", "out");
-    PAGODA_CHECK(weight.ndim == 2 && is_float_weight(weight.dtype), "linear: weight must be a 2-D F32/BF16/F16 matrix, got ",
-                 dtype_name(weight.dtype), " ", weight.shape_string());
+    PAGODA_CHECK(weight.ndim == 2 && (is_float_weight(weight.dtype) || weight.dtype == DType::kF8E4M3),
+                 "linear: weight must be a 2-D F32/BF16/F16/F8_E4M3 matrix, got ", dtype_name(weight.dtype), " ",
+                 weight.shape_string());
+    PAGODA_CHECK(weight.scale == nullptr ||
+                     (weight.dtype == DType::kF8E4M3 && weight.scale_block_n > 0 && weight.scale_block_k > 0),
+                 "linear: block scales need an F8_E4M3 weight and positive block sizes, got ", dtype_name(weight.dtype),
+                 " with blocks ", weight.scale_block_n, " x ", weight.scale_block_k);
     const int64_t T = x.rows(), K = x.cols(), N = weight.dim(0);
     PAGODA_CHECK(weight.dim(1) == K && K > 0, "linear: x ", x.shape_string(), " vs weight ", weight.shape_string());
     PAGODA_CHECK(out.rows() == T && out.cols() == N, "linear: out ", out.shape_string(), ", expected [", T, ", ", N, "]");
@@ -213,6 +218,12 @@ class CpuBackend final : public Backend {
       return {bias->data, bias->dtype};
     }
     return {nullptr, DType::kF32};
+  }
+
+  // The kernels' view of a weight's block scales (Tensor::scale).
+  static cpu::WeightScales scales_of(const Tensor& w) {
+    const int64_t bk = w.scale_block_k > 0 ? w.scale_block_k : 1;
+    return cpu::WeightScales{w.scale, w.scale_block_n, bk, (w.dim(1) + bk - 1) / bk};
   }
 
   // One GEMV job of a (multi-)linear: a weight, its bias and its output; x / T: this job's own
@@ -260,8 +271,10 @@ class CpuBackend final : public Backend {
       }
       const GemvJob& job = jobs[j];
       const int64_t N = job.weight->dim(0);
+      const cpu::WeightScales sc = scales_of(*job.weight);
       k_.gemv(job.x != nullptr ? job.x : xp, job.x != nullptr ? job.T : T, K, job.weight->data, job.weight->dtype,
-              job.bias, job.bias_dtype, i * job.rows_per_slice, std::min(N, (i + 1) * job.rows_per_slice), job.out, N);
+              job.weight->scale != nullptr ? &sc : nullptr, job.bias, job.bias_dtype, i * job.rows_per_slice,
+              std::min(N, (i + 1) * job.rows_per_slice), job.out, N);
     };
     if (total_slices == 1 || total_bytes < kGemvSerialBytes) {
       for (int64_t i = 0; i < total_slices; ++i) run_slice(i);
@@ -317,6 +330,8 @@ class CpuBackend final : public Backend {
     const int64_t t_step = ((T + t_parts - 1) / t_parts + 5) / 6 * 6;
     t_parts = (T + t_step - 1) / t_step;
     const int64_t items = n_items * t_parts;
+    const cpu::WeightScales sc = scales_of(weight);
+    const cpu::WeightScales* scales = weight.scale != nullptr ? &sc : nullptr;
     std::atomic<int64_t> next{0};
     pool_.run([&](int, int) {
       float* scratch = nullptr;
@@ -324,7 +339,7 @@ class CpuBackend final : public Backend {
         if (scratch == nullptr) scratch = thread_scratch(cpu::kGemmScratchFloats);
         const int64_t n0 = (i % n_items) * nc, n1 = std::min(N, n0 + nc);
         const int64_t t0 = (i / n_items) * t_step, t1 = std::min(T, t0 + t_step);
-        k_.gemm(xp, K, weight.data, weight.dtype, b, bdt, t0, t1, n0, n1, op, N, scratch);
+        k_.gemm(xp, K, weight.data, weight.dtype, scales, b, bdt, t0, t1, n0, n1, op, N, scratch);
       }
     });
   }

@@ -62,19 +62,32 @@ constexpr int kGemmKc = 256;
 constexpr int kGemmNc = 256;
 constexpr int64_t kGemmScratchFloats = int64_t{kGemmKc} * kGemmNc + 1024;
 
+// The scales of a block-scaled weight [N, K] (Tensor::scale): element (n, k) stands for
+// w[n * K + k] * data[(n / block_n) * ld + k / block_k], ld = ceil(K / block_k).
+struct WeightScales {
+  const float* data;
+  int64_t block_n;
+  int64_t block_k;
+  int64_t ld;
+};
+
 struct CpuKernels {
   Isa isa;
   const char* name;
   // Lanes of one vector; GEMM micro-tiles are 6 x (2 * lanes).
   int lanes;
   // Memory-bound path for few rows (decode): out[t * ldo + n] = sum_k x[t * K + k] * w[n * K + k]
-  // (+ bias[n]) for t < T, n in [n0, n1). Streams each weight row once for all T rows.
-  void (*gemv)(const float* x, int64_t T, int64_t K, const void* w, DType w_dtype, const void* bias,
-               DType bias_dtype, int64_t n0, int64_t n1, float* out, int64_t ldo);
+  // (+ bias[n]) for t < T, n in [n0, n1). Streams each weight row once for all T rows. w_dtype is
+  // F32, BF16, F16 or F8E4M3; `scales` (nullptr: none) scale the weight per block (F8E4M3 only):
+  // each block's partial dot product is multiplied by its scale.
+  void (*gemv)(const float* x, int64_t T, int64_t K, const void* w, DType w_dtype, const WeightScales* scales,
+               const void* bias, DType bias_dtype, int64_t n0, int64_t n1, float* out, int64_t ldo);
   // Blocked GEMM of the output block rows [t0, t1) x cols [n0, n1); `scratch` holds
-  // kGemmScratchFloats floats (the packed weight panel), 64-byte aligned.
-  void (*gemm)(const float* x, int64_t K, const void* w, DType w_dtype, const void* bias, DType bias_dtype,
-               int64_t t0, int64_t t1, int64_t n0, int64_t n1, float* out, int64_t ldo, float* scratch);
+  // kGemmScratchFloats floats (the packed weight panel), 64-byte aligned. Weights as for gemv;
+  // block-scaled ones are scaled as they are packed (each packed element is w * scale in f32).
+  void (*gemm)(const float* x, int64_t K, const void* w, DType w_dtype, const WeightScales* scales, const void* bias,
+               DType bias_dtype, int64_t t0, int64_t t1, int64_t n0, int64_t n1, float* out, int64_t ldo,
+               float* scratch);
   void (*attention)(const AttentionWork& work);
   // out[i] = silu(gate[i]) * up[i] for i < n (out may alias gate).
   void (*silu_and_mul)(const float* gate, const float* up, float* out, int64_t n);

@@ -98,6 +98,14 @@ struct Avx2Isa {
     const __m128i h = _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))), 8);
     return _mm256_cvtph_ps(h);
   }
+  // E4M3 weights as value * 2^-8: each byte sign-extended to 16 bits and shifted left 7 is an F16
+  // with E4M3's sign, its exponent bits as the low 4 of F16's 5 (bit 14, a copy of the sign, is
+  // cleared) and its mantissa on top of F16's: the same number with exponent bias 15 instead of 7
+  // (subnormals too). Magnitude code 0x7f (NaN) comes out finite: weights are never NaN.
+  static V load_fp8_e4m3_weight(const uint8_t* p) {
+    const __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16(static_cast<short>(0xbf80))));
+  }
 };
 
 constexpr CpuKernels kAvx2Kernels = make_kernels<Avx2Isa>(Isa::kAvx2, "avx2");

@@ -88,6 +88,11 @@ struct Avx512Isa {
     const __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 8);
     return _mm512_cvtph_ps(h);
   }
+  // As the AVX2 one: E4M3 weights as value * 2^-8 through the F16 bit pattern.
+  static V load_fp8_e4m3_weight(const uint8_t* p) {
+    const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(static_cast<short>(0xbf80))));
+  }
 };
 
 constexpr CpuKernels kAvx512Kernels = make_kernels<Avx512Isa>(Isa::kAvx512, "avx512");

@@ -2,7 +2,7 @@
 //   using V = <vector of I::L floats>;  zero, set1, load, store (unaligned), add, sub, mul,
 //   fmadd(a, b, c) = a * b + c, hsum, hsum4 (4 sums at once), transpose (an L x L block held in
 //   L vectors), exp (vector e^x, a few ulp), load_bf16 / load_f16 / load_fp8_e4m3 / load_fp8_e5m2
-//   (L values widened to f32).
+//   (L values widened to f32), load_fp8_e4m3_weight (L E4M3 values times 2^-8, NaN not kept).
 // Included only by kernels_{scalar,avx2,avx512}.cc. Everything here has internal linkage (an
 // anonymous namespace) and instantiates no inline function or template from other headers, so
 // code compiled with AVX-512 can never be chosen by the linker for a caller on a CPU without it
@@ -98,43 +98,99 @@ void add_bias(const void* bias, DType bias_dtype, int64_t t0, int64_t t1, int64_
     for (int64_t n = n0; n < n1; ++n) out[t * ldo + n] += get_element(bias, bias_dtype, n);
 }
 
+// E4M3 weights of a block-scaled linear, read as value * 2^-8 (I::load_fp8_e4m3_weight: a
+// cheaper widening than the exact one); kScale = 2^8 goes into each block's scale, so every
+// product is the same f32 number as with the exact value (scaling by a power of two is exact).
+struct WeightFp8E4M3 {
+  static constexpr int kBytes = 1;
+  static constexpr float kScale = 256.0f;
+  static float get(const void* p, int64_t i) {
+    return fp8_e4m3_bits_to_float(static_cast<const uint8_t*>(p)[i]) * 0.00390625f;
+  }
+  template <class I>
+  static typename I::V load(const void* p, int64_t i) {
+    return I::load_fp8_e4m3_weight(static_cast<const uint8_t*>(p) + i);
+  }
+};
+
+// An F8E4M3 weight without scales: one block of scale 1.
+constexpr float kUnitScale = 1.0f;
+constexpr WeightScales kUnitScales{&kUnitScale, INT64_MAX, INT64_MAX, 1};
+
+// The scale of weight element (n, k) times W's own factor.
+template <class W>
+float scale_at(const WeightScales* sc, int64_t n, int64_t k) {
+  return sc->data[(n / sc->block_n) * sc->ld + k / sc->block_k] * W::kScale;
+}
+
 // ---- GEMV (decode) ------------------------------------------------------------------------
 // One weight row at a time, read as a single sequential stream (measured faster from DRAM than
 // interleaving 2 or 4 rows, which splits the hardware prefetcher's streams), each weight vector
 // widened once and used for all TT activation rows. U independent accumulators per row along k
-// keep at least 4 FMA chains in flight when TT is small.
-template <class I, class W, int TT>
-void gemv_row(const float* x, int64_t K, const void* w, int64_t n, float* out, int64_t ldo) {
+// keep at least 4 FMA chains in flight when TT is small. kScaled: the row is summed in segments
+// of the scale block (block_k), and each segment's sum enters the total times its scale.
+template <class I, class W, int TT, bool kScaled>
+void gemv_row(const float* x, int64_t K, const void* w, const WeightScales* sc, int64_t n, float* out,
+              int64_t ldo) {
   using V = typename I::V;
   constexpr int L = I::L;
   constexpr int U = TT == 1 ? 4 : TT <= 4 ? 2 : 1;
   const int64_t row = n * K;
   V acc[TT][U];
-  for (int t = 0; t < TT; ++t)
+  V total[TT];
+  float tail[TT];
+  for (int t = 0; t < TT; ++t) {
     for (int u = 0; u < U; ++u) acc[t][u] = I::zero();
+    total[t] = I::zero();
+    tail[t] = 0.0f;
+  }
+  const int64_t seg = kScaled ? sc->block_k : K;
   int64_t k = 0;
-  for (; k + U * L <= K; k += U * L) {
-    for (int u = 0; u < U; ++u) {
-      const V wv = W::template load<I>(w, row + k + u * L);
-      for (int t = 0; t < TT; ++t) acc[t][u] = I::fmadd(wv, I::load(x + t * K + k + u * L), acc[t][u]);
+  for (int64_t kb = 0; kb < K; kb += seg) {
+    const int64_t ke = min64(K, kb + seg);
+    for (k = kb; k + U * L <= ke; k += U * L) {
+      for (int u = 0; u < U; ++u) {
+        const V wv = W::template load<I>(w, row + k + u * L);
+        for (int t = 0; t < TT; ++t) acc[t][u] = I::fmadd(wv, I::load(x + t * K + k + u * L), acc[t][u]);
+      }
+    }
+    for (; k + L <= ke; k += L) {
+      const V wv = W::template load<I>(w, row + k);
+      for (int t = 0; t < TT; ++t) acc[t][0] = I::fmadd(wv, I::load(x + t * K + k), acc[t][0]);
+    }
+    if constexpr (kScaled) {
+      const float s = scale_at<W>(sc, n, kb);
+      for (int t = 0; t < TT; ++t) {
+        V a = acc[t][0];
+        acc[t][0] = I::zero();
+        for (int u = 1; u < U; ++u) {
+          a = I::add(a, acc[t][u]);
+          acc[t][u] = I::zero();
+        }
+        total[t] = I::fmadd(a, I::set1(s), total[t]);
+        float part = 0.0f;
+        for (int64_t j = k; j < ke; ++j) part += W::get(w, row + j) * x[t * K + j];
+        tail[t] += part * s;
+      }
     }
   }
-  for (; k + L <= K; k += L) {
-    const V wv = W::template load<I>(w, row + k);
-    for (int t = 0; t < TT; ++t) acc[t][0] = I::fmadd(wv, I::load(x + t * K + k), acc[t][0]);
-  }
   for (int t = 0; t < TT; ++t) {
-    V a = acc[t][0];
-    for (int u = 1; u < U; ++u) a = I::add(a, acc[t][u]);
-    float s = I::hsum(a);
-    for (int64_t j = k; j < K; ++j) s += W::get(w, row + j) * x[t * K + j];
-    out[t * ldo + n] = s;
+    if constexpr (kScaled) {
+      out[t * ldo + n] = I::hsum(total[t]) + tail[t];
+    } else {
+      V a = acc[t][0];
+      for (int u = 1; u < U; ++u) a = I::add(a, acc[t][u]);
+      float s = I::hsum(a);
+      for (int64_t j = k; j < K; ++j) s += W::get(w, row + j) * x[t * K + j];
+      out[t * ldo + n] = s;
+    }
   }
 }
 
-template <class I, class W, int TT>
-void gemv_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n1, float* out, int64_t ldo) {
-  for (int64_t n = n0; n < n1; ++n) gemv_row<I, W, TT>(x, K, w, n, out, ldo);
+template <class I, class W, int TT, bool kScaled>
+void gemv_rows(const float* x, int64_t K, const void* w, const WeightScales* sc, int64_t n0, int64_t n1, float* out,
+               int64_t ldo) {
+  for (int64_t n = n0; n < n1; ++n) gemv_row<I, W, TT, kScaled>(x, K, w, sc, n, out, ldo);
 }
 
 // Three or more activation rows make the GEMV compute-bound, not memory-bound: 2 T flops per
@@ -146,51 +202,83 @@ void gemv_rows(const float* x, int64_t K, const void* w, int64_t n0, int64_t n1,
 // Compute-bound, the loop runs too slowly for the hardware prefetcher to keep DRAM busy (and a
 // block's later passes over more activation rows read L1 only), so the first pass prefetches the
 // next block (`next`, its 3 K contiguous weights; nullptr: none) at the pace it reads its own.
+// kScaled: segments of block_k as in gemv_row (the totals live in memory, not registers).
 constexpr int64_t kGemvBlock = 3;
 
-template <class I, class W, int TT>
-void gemv_block(const float* x, int64_t K, const void* w, int64_t n, float* out, int64_t ldo, const char* next) {
+template <class I, class W, int TT, bool kScaled>
+void gemv_block(const float* x, int64_t K, const void* w, const WeightScales* sc, int64_t n, float* out, int64_t ldo,
+                const char* next) {
   static_assert(kGemvBlock == 3, "gemv_block computes rows n, n + 1 and n + 2");
   using V = typename I::V;
   constexpr int L = I::L;
   const int64_t r0 = n * K, r1 = r0 + K, r2 = r1 + K;
   V a0[TT], a1[TT], a2[TT];
-  for (int t = 0; t < TT; ++t) a0[t] = a1[t] = a2[t] = I::zero();
+  float total[3][TT];
+  for (int t = 0; t < TT; ++t) {
+    a0[t] = a1[t] = a2[t] = I::zero();
+    total[0][t] = total[1][t] = total[2][t] = 0.0f;
+  }
+  const int64_t seg = kScaled ? sc->block_k : K;
   int64_t k = 0;
-  for (; k + L <= K; k += L) {
-    if (next != nullptr) {
-      for (int b = 0; b < kGemvBlock * L * W::kBytes; b += 64) __builtin_prefetch(next + kGemvBlock * k * W::kBytes + b);
+  for (int64_t kb = 0; kb < K; kb += seg) {
+    const int64_t ke = min64(K, kb + seg);
+    for (k = kb; k + L <= ke; k += L) {
+      if (next != nullptr) {
+        for (int b = 0; b < kGemvBlock * L * W::kBytes; b += 64) __builtin_prefetch(next + kGemvBlock * k * W::kBytes + b);
+      }
+      const V w0 = W::template load<I>(w, r0 + k), w1 = W::template load<I>(w, r1 + k),
+              w2 = W::template load<I>(w, r2 + k);
+      for (int t = 0; t < TT; ++t) {
+        const V xv = I::load(x + t * K + k);
+        a0[t] = I::fmadd(w0, xv, a0[t]);
+        a1[t] = I::fmadd(w1, xv, a1[t]);
+        a2[t] = I::fmadd(w2, xv, a2[t]);
+      }
     }
-    const V w0 = W::template load<I>(w, r0 + k), w1 = W::template load<I>(w, r1 + k),
-            w2 = W::template load<I>(w, r2 + k);
-    for (int t = 0; t < TT; ++t) {
-      const V xv = I::load(x + t * K + k);
-      a0[t] = I::fmadd(w0, xv, a0[t]);
-      a1[t] = I::fmadd(w1, xv, a1[t]);
-      a2[t] = I::fmadd(w2, xv, a2[t]);
+    if constexpr (kScaled) {
+      const float s0 = scale_at<W>(sc, n, kb), s1 = scale_at<W>(sc, n + 1, kb), s2 = scale_at<W>(sc, n + 2, kb);
+      for (int t = 0; t < TT; ++t) {
+        float p0 = I::hsum(a0[t]), p1 = I::hsum(a1[t]), p2 = I::hsum(a2[t]);
+        a0[t] = a1[t] = a2[t] = I::zero();
+        for (int64_t j = k; j < ke; ++j) {
+          const float xj = x[t * K + j];
+          p0 += W::get(w, r0 + j) * xj;
+          p1 += W::get(w, r1 + j) * xj;
+          p2 += W::get(w, r2 + j) * xj;
+        }
+        total[0][t] += p0 * s0;
+        total[1][t] += p1 * s1;
+        total[2][t] += p2 * s2;
+      }
     }
   }
   for (int t = 0; t < TT; ++t) {
-    float s0 = I::hsum(a0[t]), s1 = I::hsum(a1[t]), s2 = I::hsum(a2[t]);
-    for (int64_t j = k; j < K; ++j) {
-      const float xj = x[t * K + j];
-      s0 += W::get(w, r0 + j) * xj;
-      s1 += W::get(w, r1 + j) * xj;
-      s2 += W::get(w, r2 + j) * xj;
-    }
     float* o = out + t * ldo + n;
-    o[0] = s0;
-    o[1] = s1;
-    o[2] = s2;
+    if constexpr (kScaled) {
+      o[0] = total[0][t];
+      o[1] = total[1][t];
+      o[2] = total[2][t];
+    } else {
+      float s0 = I::hsum(a0[t]), s1 = I::hsum(a1[t]), s2 = I::hsum(a2[t]);
+      for (int64_t j = k; j < K; ++j) {
+        const float xj = x[t * K + j];
+        s0 += W::get(w, r0 + j) * xj;
+        s1 += W::get(w, r1 + j) * xj;
+        s2 += W::get(w, r2 + j) * xj;
+      }
+      o[0] = s0;
+      o[1] = s1;
+      o[2] = s2;
+    }
   }
 }
 
 // Rows are taken kGemvRows at a time, so up to that many rows read the weight exactly once.
 constexpr int64_t kGemvRows = 8;
 
-template <class I, class W>
-void gemv_typed(const float* x, int64_t T, int64_t K, const void* w, int64_t n0, int64_t n1, float* out,
-                int64_t ldo) {
+template <class I, class W, bool kScaled>
+void gemv_typed(const float* x, int64_t T, int64_t K, const void* w, const WeightScales* sc, int64_t n0, int64_t n1,
+                float* out, int64_t ldo) {
   if (T >= 3) {
     // Blocks of 3 weight rows; each block's rows (3 K weights, from L1 / L2 after the first
     // pass) serve every group of up to 4 activation rows before the next block streams in.
@@ -207,9 +295,9 @@ void gemv_typed(const float* x, int64_t T, int64_t K, const void* w, int64_t n0,
         float* ot = out + t * ldo;
         const char* pf = p == 0 ? next : nullptr;
         switch (tt) {
-          case 2: gemv_block<I, W, 2>(xt, K, w, n, ot, ldo, pf); break;
-          case 3: gemv_block<I, W, 3>(xt, K, w, n, ot, ldo, pf); break;
-          default: gemv_block<I, W, 4>(xt, K, w, n, ot, ldo, pf); break;
+          case 2: gemv_block<I, W, 2, kScaled>(xt, K, w, sc, n, ot, ldo, pf); break;
+          case 3: gemv_block<I, W, 3, kScaled>(xt, K, w, sc, n, ot, ldo, pf); break;
+          default: gemv_block<I, W, 4, kScaled>(xt, K, w, sc, n, ot, ldo, pf); break;
         }
         t += tt;
       }
@@ -220,25 +308,28 @@ void gemv_typed(const float* x, int64_t T, int64_t K, const void* w, int64_t n0,
     const float* xt = x + t * K;
     float* ot = out + t * ldo;
     switch (min64(kGemvRows, T - t)) {
-      case 1: gemv_rows<I, W, 1>(xt, K, w, n0, n1, ot, ldo); break;
-      case 2: gemv_rows<I, W, 2>(xt, K, w, n0, n1, ot, ldo); break;
-      case 3: gemv_rows<I, W, 3>(xt, K, w, n0, n1, ot, ldo); break;
-      case 4: gemv_rows<I, W, 4>(xt, K, w, n0, n1, ot, ldo); break;
-      case 5: gemv_rows<I, W, 5>(xt, K, w, n0, n1, ot, ldo); break;
-      case 6: gemv_rows<I, W, 6>(xt, K, w, n0, n1, ot, ldo); break;
-      case 7: gemv_rows<I, W, 7>(xt, K, w, n0, n1, ot, ldo); break;
-      default: gemv_rows<I, W, 8>(xt, K, w, n0, n1, ot, ldo); break;
+      case 1: gemv_rows<I, W, 1, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      case 2: gemv_rows<I, W, 2, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      case 3: gemv_rows<I, W, 3, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      case 4: gemv_rows<I, W, 4, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      case 5: gemv_rows<I, W, 5, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      case 6: gemv_rows<I, W, 6, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      case 7: gemv_rows<I, W, 7, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
+      default: gemv_rows<I, W, 8, kScaled>(xt, K, w, sc, n0, n1, ot, ldo); break;
     }
   }
 }
 
 template <class I>
-void gemv(const float* x, int64_t T, int64_t K, const void* w, DType w_dtype, const void* bias, DType bias_dtype,
-          int64_t n0, int64_t n1, float* out, int64_t ldo) {
+void gemv(const float* x, int64_t T, int64_t K, const void* w, DType w_dtype, const WeightScales* scales,
+          const void* bias, DType bias_dtype, int64_t n0, int64_t n1, float* out, int64_t ldo) {
   switch (w_dtype) {
-    case DType::kBF16: gemv_typed<I, WeightBF16>(x, T, K, w, n0, n1, out, ldo); break;
-    case DType::kF16: gemv_typed<I, WeightF16>(x, T, K, w, n0, n1, out, ldo); break;
-    default: gemv_typed<I, WeightF32>(x, T, K, w, n0, n1, out, ldo); break;
+    case DType::kBF16: gemv_typed<I, WeightBF16, false>(x, T, K, w, nullptr, n0, n1, out, ldo); break;
+    case DType::kF16: gemv_typed<I, WeightF16, false>(x, T, K, w, nullptr, n0, n1, out, ldo); break;
+    case DType::kF8E4M3:
+      gemv_typed<I, WeightFp8E4M3, true>(x, T, K, w, scales != nullptr ? scales : &kUnitScales, n0, n1, out, ldo);
+      break;
+    default: gemv_typed<I, WeightF32, false>(x, T, K, w, nullptr, n0, n1, out, ldo); break;
   }
   add_bias(bias, bias_dtype, 0, T, n0, n1, out, ldo);
 }
@@ -254,28 +345,43 @@ constexpr int kGemmMr = 6;
 // transposed in registers (I::transpose) and stored as L packed rows, so packing costs a few
 // instructions per 8 (AVX2) elements instead of one scalar load + store each. Partial panels
 // and the k tail are packed element by element in k-outer order (contiguous stores; the NR
-// source rows are read as NR sequential streams).
-template <class I, class W>
-void pack_weight(const void* w, int64_t K, int64_t nb, int64_t nlen, int64_t kb, int64_t klen, float* dst) {
+// source rows are read as NR sequential streams). kScaled: every element is multiplied by its
+// block's scale as it is packed (a vector of L never crosses a block when block_k is a multiple
+// of L or covers K; other block widths are packed element by element).
+template <class I, class W, bool kScaled>
+void pack_weight(const void* w, const WeightScales* sc, int64_t K, int64_t nb, int64_t nlen, int64_t kb, int64_t klen,
+                 float* dst) {
   constexpr int L = I::L;
   constexpr int NR = 2 * L;
+  const bool tiles = !kScaled || sc->block_k % L == 0 || sc->block_k >= K;
   for (int64_t p = 0; p * NR < nlen; ++p) {
     float* d = dst + p * klen * NR;
     const int64_t valid = min64(NR, nlen - p * NR);
-    const int64_t row0 = (nb + p * NR) * K + kb;
+    const int64_t n = nb + p * NR;
+    const int64_t row0 = n * K + kb;
     int64_t k = 0;
-    if (valid == NR) {
+    if (valid == NR && tiles) {
       for (; k + L <= klen; k += L) {
         for (int h = 0; h < 2; ++h) {
           typename I::V v[L];
-          for (int j = 0; j < L; ++j) v[j] = W::template load<I>(w, row0 + (h * L + j) * K + k);
+          for (int j = 0; j < L; ++j) {
+            v[j] = W::template load<I>(w, row0 + (h * L + j) * K + k);
+            if constexpr (kScaled) v[j] = I::mul(v[j], I::set1(scale_at<W>(sc, n + h * L + j, kb + k)));
+          }
           I::transpose(v);
           for (int j = 0; j < L; ++j) I::store(d + (k + j) * NR + h * L, v[j]);
         }
       }
     }
-    for (; k < klen; ++k)
-      for (int j = 0; j < NR; ++j) d[k * NR + j] = j < valid ? W::get(w, row0 + j * K + k) : 0.0f;
+    for (; k < klen; ++k) {
+      for (int j = 0; j < NR; ++j) {
+        float v = j < valid ? W::get(w, row0 + j * K + k) : 0.0f;
+        if constexpr (kScaled) {
+          if (j < valid) v *= scale_at<W>(sc, n + j, kb + k);
+        }
+        d[k * NR + j] = v;
+      }
+    }
   }
 }
 
@@ -317,15 +423,15 @@ void gemm_micro(const float* a, int64_t lda, const float* b, int64_t klen, float
   }
 }
 
-template <class I, class W>
-void gemm_typed(const float* x, int64_t K, const void* w, int64_t t0, int64_t t1, int64_t n0, int64_t n1, float* out,
-                int64_t ldo, float* packed) {
+template <class I, class W, bool kScaled>
+void gemm_typed(const float* x, int64_t K, const void* w, const WeightScales* sc, int64_t t0, int64_t t1, int64_t n0,
+                int64_t n1, float* out, int64_t ldo, float* packed) {
   constexpr int NR = 2 * I::L;
   for (int64_t nb = n0; nb < n1; nb += kGemmNc) {
     const int64_t nlen = min64(kGemmNc, n1 - nb);
     for (int64_t kb = 0; kb < K; kb += kGemmKc) {
       const int64_t klen = min64(kGemmKc, K - kb);
-      pack_weight<I, W>(w, K, nb, nlen, kb, klen, packed);
+      pack_weight<I, W, kScaled>(w, sc, K, nb, nlen, kb, klen, packed);
       const bool accumulate = kb > 0;
       for (int64_t t = t0; t < t1; t += kGemmMr) {
         const int64_t mr = min64(kGemmMr, t1 - t);
@@ -349,12 +455,16 @@ void gemm_typed(const float* x, int64_t K, const void* w, int64_t t0, int64_t t1
 }
 
 template <class I>
-void gemm(const float* x, int64_t K, const void* w, DType w_dtype, const void* bias, DType bias_dtype, int64_t t0,
-          int64_t t1, int64_t n0, int64_t n1, float* out, int64_t ldo, float* scratch) {
+void gemm(const float* x, int64_t K, const void* w, DType w_dtype, const WeightScales* scales, const void* bias,
+          DType bias_dtype, int64_t t0, int64_t t1, int64_t n0, int64_t n1, float* out, int64_t ldo, float* scratch) {
   switch (w_dtype) {
-    case DType::kBF16: gemm_typed<I, WeightBF16>(x, K, w, t0, t1, n0, n1, out, ldo, scratch); break;
-    case DType::kF16: gemm_typed<I, WeightF16>(x, K, w, t0, t1, n0, n1, out, ldo, scratch); break;
-    default: gemm_typed<I, WeightF32>(x, K, w, t0, t1, n0, n1, out, ldo, scratch); break;
+    case DType::kBF16: gemm_typed<I, WeightBF16, false>(x, K, w, nullptr, t0, t1, n0, n1, out, ldo, scratch); break;
+    case DType::kF16: gemm_typed<I, WeightF16, false>(x, K, w, nullptr, t0, t1, n0, n1, out, ldo, scratch); break;
+    case DType::kF8E4M3:
+      gemm_typed<I, WeightFp8E4M3, true>(x, K, w, scales != nullptr ? scales : &kUnitScales, t0, t1, n0, n1, out, ldo,
+                                         scratch);
+      break;
+    default: gemm_typed<I, WeightF32, false>(x, K, w, nullptr, t0, t1, n0, n1, out, ldo, scratch); break;
   }
   add_bias(bias, bias_dtype, t0, t1, n0, n1, out, ldo);
 }

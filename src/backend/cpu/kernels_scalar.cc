@@ -32,6 +32,7 @@ struct ScalarIsa {
   static V load_f16(const uint16_t* p) { return f16_to_f32(*p); }
   static V load_fp8_e4m3(const uint8_t* p) { return fp8_e4m3_bits_to_float(*p); }
   static V load_fp8_e5m2(const uint8_t* p) { return f16_to_f32(static_cast<uint16_t>(*p << 8)); }
+  static V load_fp8_e4m3_weight(const uint8_t* p) { return fp8_e4m3_bits_to_float(*p) * 0.00390625f; }
 };
 
 constexpr CpuKernels kScalarKernels = make_kernels<ScalarIsa>(Isa::kScalar, "scalar");

@@ -201,6 +201,9 @@ class CudaBackend final : public Backend {
   // (upload_weight); the host view may go away once this returns.
   Tensor place_weight(const Tensor& host, std::vector<DeviceBuffer>* storage) override {
     PAGODA_CHECK(storage != nullptr, "CUDA backend: place_weight needs a storage vector");
+    PAGODA_CHECK(host.dtype != DType::kF8E4M3 && host.dtype != DType::kF8E5M2 && host.scale == nullptr,
+                 "CUDA backend: FP8 weights (an FP8 checkpoint or --quantization fp8) are not supported yet; "
+                 "run them with --device cpu");
     DeviceBuffer buf = allocate(host.nbytes());
     upload_weight(static_cast<char*>(buf.data()), static_cast<const char*>(host.data), host.nbytes());
     Tensor t = host;
