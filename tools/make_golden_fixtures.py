@@ -163,11 +163,18 @@ FIXTURES = {
     # where it dequantizes every weight (weight * scale_inv per block) to the model dtype.
     "qwen3_fp8": dict(fp8_of="qwen3", fp8_block=[32, 32]),
     "qwen3_moe_fp8": dict(fp8_of="qwen3_moe", fp8_block=[32, 32]),
+    # Hybrid models: 16 x 16 blocks, so that every linear's rows and columns are a multiple of the
+    # block or smaller than one (transformers derives the block from the scale grid); the Gated
+    # DeltaNet projections (in_proj_*, out_proj) and the shared experts are FP8 too.
+    "qwen3_next_fp8": dict(fp8_of="qwen3_next", fp8_block=[16, 16]),
+    "qwen3_5_fp8": dict(fp8_of="qwen3_5", fp8_block=[16, 16]),
+    "qwen3_5_moe_fp8": dict(fp8_of="qwen3_5_moe", fp8_block=[16, 16]),
 }
 
 # Linear weights an FP8 checkpoint stores quantized (suffixes of tensor names).
 FP8_LINEARS = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
-               "up_proj.weight", "down_proj.weight")
+               "up_proj.weight", "down_proj.weight", "in_proj_qkvz.weight", "in_proj_ba.weight", "in_proj_qkv.weight",
+               "in_proj_z.weight", "in_proj_b.weight", "in_proj_a.weight", "out_proj.weight")
 
 # Smallest gap allowed between the k-th and (k+1)-th router probability of any token (MoE only):
 # a closer call could route differently under float32 rounding differences.
@@ -234,6 +241,7 @@ def fp8_block_quantize(w, bn, bk):
     """Block-wise FP8 quantization (DeepSeek-V3 / Qwen3-FP8): per bn x bk block, scale = amax / 448
     (at least 1e-12) and q = float8_e4m3fn(w / scale) (round to nearest even; |w / scale| <= 448)."""
     n, k = w.shape
+    bn, bk = min(bn, n), min(bk, k)  # a weight smaller than a block is one block
     assert n % bn == 0 and k % bk == 0, (w.shape, bn, bk)
     wf = w.to(torch.float32).reshape(n // bn, bn, k // bk, bk)
     scale = (wf.abs().amax(dim=(1, 3)) / 448.0).clamp(min=1e-12)

@@ -211,7 +211,7 @@ ModelConfig parse_model_config(const json& j, const std::string& file_name) {
     if (const auto tc = j.find("text_config"); tc != j.end() && tc->is_object()) {
       json merged = *tc;
       merged["model_type"] = *mt;
-      for (const char* key : {"architectures", "tie_word_embeddings", "dtype", "torch_dtype"}) {
+      for (const char* key : {"architectures", "tie_word_embeddings", "dtype", "torch_dtype", "quantization_config"}) {
         if (j.contains(key) && !j[key].is_null() && (!merged.contains(key) || merged[key].is_null() ||
                                                      std::string(key) == "tie_word_embeddings"))
           merged[key] = j[key];

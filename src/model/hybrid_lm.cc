@@ -97,23 +97,7 @@ Tensor HybridLM::f32_weight(const std::string& name, std::vector<int64_t> shape,
 
 // A new weight [rows.size(), cols] made of the given rows of a checkpoint matrix (same dtype).
 Tensor HybridLM::rows_of(const std::string& name, std::vector<int64_t> shape, const std::vector<int64_t>& rows) {
-  const TensorInfo& info = checkpoint_->get(name, shape);
-  PAGODA_CHECK(info.dtype == DType::kBF16 || info.dtype == DType::kF16 || info.dtype == DType::kF32, info.file,
-               ": tensor ", name, " has dtype ", dtype_name(info.dtype), "; supported: BF16, F16, F32",
-               info.dtype == DType::kF8E4M3 ? " (FP8 checkpoints of this fused projection are not supported; "
-                                              "--quantization fp8 quantizes a BF16 checkpoint at load)"
-                                            : "");
-  const size_t row_bytes = static_cast<size_t>(shape[1]) * dtype_size(info.dtype);
-  std::vector<uint8_t> host(rows.size() * row_bytes);
-  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(&host[i * row_bytes], info.data + rows[i] * row_bytes, row_bytes);
-  if (quant_.online) {
-    return place_quantized_fp8(backend_, &weight_storage_,
-                               Tensor(host.data(), info.dtype, {static_cast<int64_t>(rows.size()), shape[1]}),
-                               quant_.online_block);
-  }
-  weight_storage_.push_back(backend_.allocate(std::max<size_t>(host.size(), 1)));
-  backend_.copy_from_host(weight_storage_.back().data(), host.data(), host.size());
-  return weight_storage_.back().as(info.dtype, {static_cast<int64_t>(rows.size()), shape[1]});
+  return place_linear_rows(*checkpoint_, backend_, &weight_storage_, name, shape, rows, quant_);
 }
 
 void HybridLM::load_weights() {

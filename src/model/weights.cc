@@ -78,6 +78,50 @@ Tensor place_fp8(Backend& backend, std::vector<DeviceBuffer>* storage, const Ten
   return t;
 }
 
+// The F32 scales of FP8 checkpoint tensor `info` [N, K] and their block (see WeightQuantization).
+std::vector<float> read_fp8_scales(const Checkpoint& checkpoint, const TensorInfo& info, int64_t N, int64_t K,
+                                   const WeightQuantization& q, int64_t* block_n, int64_t* block_k) {
+  const std::string& name = info.name;
+  const std::string inv = name + "_scale_inv", plain = name + "_scale";
+  const bool has_inv = checkpoint.has(inv);
+  PAGODA_CHECK(has_inv || checkpoint.has(plain), info.file, ": FP8 tensor ", name, " has no scales (", inv, " or ",
+               plain, ")");
+  const TensorInfo& s = checkpoint.get(has_inv ? inv : plain);
+  PAGODA_CHECK(is_float(s.dtype), s.file, ": tensor ", s.name, " has dtype ", dtype_name(s.dtype),
+               "; supported: F32, BF16, F16");
+  const int64_t count = static_cast<int64_t>(s.nbytes / dtype_size(s.dtype));
+  int64_t bn = 0, bk = 0;
+  if (count == 1) {
+    bn = N;
+    bk = K;
+  } else if ((s.shape.size() == 1 && s.shape[0] == N) || (s.shape.size() == 2 && s.shape[0] == N && s.shape[1] == 1)) {
+    bn = 1;
+    bk = K;
+  } else if (s.shape.size() == 2) {
+    const int64_t gn = s.shape[0], gk = s.shape[1];
+    if (q.block_n > 0) {
+      bn = q.block_n;
+      bk = q.block_k;
+    } else if (gn > 0 && gk > 0 && N % gn == 0 && K % gk == 0) {
+      bn = N / gn;
+      bk = K / gk;
+    }
+    PAGODA_CHECK(bn > 0 && gn == (N + bn - 1) / bn && gk == (K + bk - 1) / bk, s.file, ": scales ", s.name, " ",
+                 s.shape_string(), " do not fit weight [", N, ", ", K, "]",
+                 q.block_n > 0 ? " in blocks of weight_block_size" : "");
+  }
+  PAGODA_CHECK(bn > 0, s.file, ": scales ", s.name, " ", s.shape_string(), " do not fit weight [", N, ", ", K,
+               "] (one value, [N], [N, 1] or a block grid)");
+  std::vector<float> scales(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    scales[i] = element_as_f32(s.data, s.dtype, i);
+    PAGODA_CHECK(std::isfinite(scales[i]), s.file, ": scales ", s.name, " hold a non-finite value at ", i);
+  }
+  *block_n = bn;
+  *block_k = bk;
+  return scales;
+}
+
 }  // namespace
 
 WeightQuantization resolve_weight_quantization(const ModelConfig& config, const std::string& dir,
@@ -153,42 +197,11 @@ Tensor place_linear_weight(const Checkpoint& checkpoint, Backend& backend, std::
   const TensorInfo& info = checkpoint.get(name, shape);
   const int64_t N = shape[0], K = shape[1];
   if (info.dtype == DType::kF8E4M3) {
-    const std::string inv = name + "_scale_inv", plain = name + "_scale";
-    const bool has_inv = checkpoint.has(inv);
-    PAGODA_CHECK(has_inv || checkpoint.has(plain), info.file, ": FP8 tensor ", name, " has no scales (", inv, " or ",
-                 plain, ")");
-    const TensorInfo& s = checkpoint.get(has_inv ? inv : plain);
-    PAGODA_CHECK(is_float(s.dtype), s.file, ": tensor ", s.name, " has dtype ", dtype_name(s.dtype),
-                 "; supported: F32, BF16, F16");
-    const int64_t count = static_cast<int64_t>(s.nbytes / dtype_size(s.dtype));
     int64_t bn = 0, bk = 0;
-    if (count == 1) {
-      bn = N;
-      bk = K;
-    } else if ((s.shape.size() == 1 && s.shape[0] == N) || (s.shape.size() == 2 && s.shape[0] == N && s.shape[1] == 1)) {
-      bn = 1;
-      bk = K;
-    } else if (s.shape.size() == 2) {
-      const int64_t gn = s.shape[0], gk = s.shape[1];
-      if (q.block_n > 0) {
-        bn = q.block_n;
-        bk = q.block_k;
-      } else if (gn > 0 && gk > 0 && N % gn == 0 && K % gk == 0) {
-        bn = N / gn;
-        bk = K / gk;
-      }
-      PAGODA_CHECK(bn > 0 && gn == (N + bn - 1) / bn && gk == (K + bk - 1) / bk, s.file, ": scales ", s.name, " ",
-                   s.shape_string(), " do not fit weight [", N, ", ", K, "]",
-                   q.block_n > 0 ? " in blocks of weight_block_size" : "");
-    }
-    PAGODA_CHECK(bn > 0, s.file, ": scales ", s.name, " ", s.shape_string(), " do not fit weight [", N, ", ", K,
-                 "] (one value, [N], [N, 1] or a block grid)");
-    auto* scales = static_cast<float*>(host_buffer(backend, storage, static_cast<size_t>(count) * sizeof(float)));
-    for (int64_t i = 0; i < count; ++i) {
-      scales[i] = element_as_f32(s.data, s.dtype, i);
-      PAGODA_CHECK(std::isfinite(scales[i]), s.file, ": scales ", s.name, " hold a non-finite value at ", i);
-    }
-    return place_fp8(backend, storage, info.view(), scales, count, bn, bk);
+    const std::vector<float> scales = read_fp8_scales(checkpoint, info, N, K, q, &bn, &bk);
+    auto* placed = static_cast<float*>(host_buffer(backend, storage, scales.size() * sizeof(float)));
+    std::memcpy(placed, scales.data(), scales.size() * sizeof(float));
+    return place_fp8(backend, storage, info.view(), placed, static_cast<int64_t>(scales.size()), bn, bk);
   }
   if (!q.online) return place_weight_checked(checkpoint, backend, storage, name, shape);
   PAGODA_CHECK(is_float(info.dtype), info.file, ": tensor ", name, " has dtype ", dtype_name(info.dtype),
@@ -203,6 +216,49 @@ Tensor place_quantized_fp8(Backend& backend, std::vector<DeviceBuffer>* storage,
   auto* scales = static_cast<float*>(host_buffer(backend, storage, static_cast<size_t>(grid) * sizeof(float)));
   quantize_fp8_blocks(host, b, b, data, scales);
   return place_fp8(backend, storage, Tensor(data, DType::kF8E4M3, {N, K}), scales, grid, b, b);
+}
+
+Tensor place_linear_rows(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,
+                         const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& rows,
+                         const WeightQuantization& q) {
+  PAGODA_CHECK(shape.size() == 2, "place_linear_rows: ", name, " is not 2-D");
+  const TensorInfo& info = checkpoint.get(name, shape);
+  const int64_t N = shape[0], K = shape[1], R = static_cast<int64_t>(rows.size());
+  for (int64_t r : rows) PAGODA_CHECK(r >= 0 && r < N, "place_linear_rows: row ", r, " of ", name, " out of range");
+  if (info.dtype != DType::kF8E4M3 && !q.online) {
+    PAGODA_CHECK(is_float(info.dtype), info.file, ": tensor ", name, " has dtype ", dtype_name(info.dtype),
+                 "; supported: BF16, F16, F32, F8_E4M3");
+    const size_t row_bytes = static_cast<size_t>(K) * dtype_size(info.dtype);
+    std::vector<uint8_t> host(static_cast<size_t>(R) * row_bytes);
+    for (int64_t i = 0; i < R; ++i) std::memcpy(&host[i * row_bytes], info.data + rows[i] * row_bytes, row_bytes);
+    storage->push_back(backend.allocate(std::max<size_t>(host.size(), 1)));
+    backend.copy_from_host(storage->back().data(), host.data(), host.size());
+    return storage->back().as(info.dtype, {R, K});
+  }
+  // FP8 codes and scales of the whole tensor in its own blocks, then the rows with their scales.
+  std::vector<uint8_t> quantized;
+  std::vector<float> scales;
+  const uint8_t* codes = info.data;
+  int64_t bn = 0, bk = 0;
+  if (info.dtype == DType::kF8E4M3) {
+    scales = read_fp8_scales(checkpoint, info, N, K, q, &bn, &bk);
+  } else {
+    PAGODA_CHECK(is_float(info.dtype), info.file, ": tensor ", name, " has dtype ", dtype_name(info.dtype),
+                 "; supported: BF16, F16, F32, F8_E4M3");
+    bn = bk = q.online_block;
+    quantized.resize(static_cast<size_t>(N * K));
+    scales.resize(static_cast<size_t>(((N + bn - 1) / bn) * ((K + bk - 1) / bk)));
+    quantize_fp8_blocks(info.view(), bn, bk, quantized.data(), scales.data());
+    codes = quantized.data();
+  }
+  const int64_t gk = (K + bk - 1) / bk;
+  auto* out = static_cast<uint8_t*>(host_buffer(backend, storage, static_cast<size_t>(R * K)));
+  auto* out_scales = static_cast<float*>(host_buffer(backend, storage, static_cast<size_t>(R * gk) * sizeof(float)));
+  for (int64_t i = 0; i < R; ++i) {
+    std::memcpy(out + i * K, codes + rows[i] * K, static_cast<size_t>(K));
+    for (int64_t j = 0; j < gk; ++j) out_scales[i * gk + j] = scales[static_cast<size_t>((rows[i] / bn) * gk + j)];
+  }
+  return place_fp8(backend, storage, Tensor(out, DType::kF8E4M3, {R, K}), out_scales, R * gk, 1, bk);
 }
 
 MoeExpertWeights load_moe_experts(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,
