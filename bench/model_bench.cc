@@ -2,8 +2,10 @@
 // decode tokens/s for D tokens at batch 1, on the CPU backend. Prints one JSON line.
 //   model_bench MODEL_DIR [--prompt-len 512] [--decode-tokens 128] [--repeats 3]
 //               [--decode-prompt-len 16] [--kv-cache-dtype auto|float32] [--chunk 512]
+//               [--quantization fp8]
 // Decode is measured after a short prompt (as the peer scripts in bench/peers do).
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -34,7 +36,8 @@ double median(std::vector<double> v) {
 
 int run(int argc, char** argv) {
   using namespace pagoda;
-  Args args(argc, argv, {"--prompt-len", "--decode-tokens", "--decode-prompt-len", "--repeats", "--kv-cache-dtype", "--chunk"}, {});
+  Args args(argc, argv, {"--prompt-len", "--decode-tokens", "--decode-prompt-len", "--repeats", "--kv-cache-dtype", "--chunk",
+                          "--quantization"}, {});
   PAGODA_CHECK(args.positionals().size() == 1, "usage: model_bench MODEL_DIR [--prompt-len N] [--decode-tokens N]");
   const std::string dir = args.positionals()[0];
   const int prompt_len = static_cast<int>(args.get_int("--prompt-len").value_or(512));
@@ -51,6 +54,7 @@ int run(int argc, char** argv) {
   ec.enable_prefix_caching = false;  // every repeat computes its prompt
   ec.kv_cache_dtype = (kv == "float32" || kv == "fp32") ? DType::kF32 : DType::kBF16;
   ec.num_kv_blocks = (ec.max_model_len + ec.block_size - 1) / ec.block_size + 1;
+  ec.quantization = args.get_or("--quantization", "");
 
   auto backend = make_cpu_backend();
   const double t_load = now();
@@ -97,6 +101,17 @@ int run(int argc, char** argv) {
   double weight_bytes = static_cast<double>(ckpt.total_bytes());
   if (!cfg.tie_word_embeddings && ckpt.has("model.embed_tokens.weight"))
     weight_bytes -= static_cast<double>(ckpt.get("model.embed_tokens.weight").nbytes);
+  // Quantized at load (--quantization fp8): every 2-D *_proj.weight of the layer stack becomes
+  // one byte per element plus one F32 scale per 128 x 128 block.
+  if (!ec.quantization.empty() && !cfg.raw.contains("quantization_config")) {
+    for (const std::string& n : ckpt.names()) {
+      const TensorInfo& t = ckpt.get(n);
+      const bool linear = n.size() > 12 && n.compare(n.size() - 12, 12, "_proj.weight") == 0 && t.shape.size() == 2;
+      if (!linear || t.dtype == DType::kF8E4M3) continue;
+      const double elems = static_cast<double>(t.shape[0]) * static_cast<double>(t.shape[1]);
+      weight_bytes -= static_cast<double>(t.nbytes) - elems - 4.0 * std::ceil(t.shape[0] / 128.0) * std::ceil(t.shape[1] / 128.0);
+    }
+  }
 
   // Plus the KV cache each step reads, at the mean context length of the decode run.
   const double kv_bytes = static_cast<double>(model->num_kv_layers()) * model->num_kv_heads() * model->head_dim() * 2.0 *
@@ -116,7 +131,8 @@ int run(int argc, char** argv) {
                         {"decode_kv_bytes_per_token", kv_bytes},
                         {"decode_GBps", (weight_bytes + kv_bytes) * tg / 1e9},
                         {"load_seconds", load_seconds},
-                        {"kv_cache_dtype", kv}};
+                        {"kv_cache_dtype", kv},
+                        {"quantization", ec.quantization}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -96,20 +96,40 @@ std::vector<float> random_f32(size_t n, std::mt19937& rng) {
 
 // Decode linear: copies of the weight rotate so that the bytes streamed per call come from
 // DRAM, not the 32 MiB L3, as in a real model (28 layers of weights).
-void bench_linear_decode(Backend& be, int64_t N, int64_t K, int64_t T, double membw, std::mt19937& rng) {
+// fp8: E4M3 weights with 128 x 128 block scales (--quantization fp8); bytes counted: codes + scales.
+void bench_linear_decode(Backend& be, int64_t N, int64_t K, int64_t T, double membw, std::mt19937& rng,
+                         bool fp8 = false) {
   const size_t w_elems = static_cast<size_t>(N) * K;
-  const int copies = static_cast<int>(std::max<int64_t>(1, (int64_t{256} << 20) / static_cast<int64_t>(w_elems * 2)));
+  const size_t elem_bytes = fp8 ? 1 : 2;
+  const int64_t grid = ((N + 127) / 128) * ((K + 127) / 128);
+  const int copies =
+      static_cast<int>(std::max<int64_t>(1, (int64_t{256} << 20) / static_cast<int64_t>(w_elems * elem_bytes)));
   std::vector<std::vector<uint16_t>> ws;
-  for (int c = 0; c < copies; ++c) ws.push_back(random_bf16(w_elems, rng));
+  std::vector<std::vector<uint8_t>> ws8;
+  std::vector<float> scales(static_cast<size_t>(grid), 0.01f);
+  std::uniform_int_distribution<int> code(0, 0x7e);
+  for (int c = 0; c < copies; ++c) {
+    if (fp8) {
+      ws8.emplace_back(w_elems);
+      for (auto& b : ws8.back()) b = static_cast<uint8_t>(code(rng) | (rng() & 0x80));
+    } else {
+      ws.push_back(random_bf16(w_elems, rng));
+    }
+  }
   std::vector<float> x = random_f32(T * K, rng), out(T * N);
   const double s = time_op(std::max(8, 3 * copies), [&](int r) {
-    be.linear(Tensor(x.data(), DType::kF32, {T, K}), Tensor(ws[r % copies].data(), DType::kBF16, {N, K}), nullptr,
-              Tensor(out.data(), DType::kF32, {T, N}));
+    Tensor w = fp8 ? Tensor(ws8[r % copies].data(), DType::kF8E4M3, {N, K})
+                   : Tensor(ws[r % copies].data(), DType::kBF16, {N, K});
+    if (fp8) {
+      w.scale = scales.data();
+      w.scale_block_n = w.scale_block_k = 128;
+    }
+    be.linear(Tensor(x.data(), DType::kF32, {T, K}), w, nullptr, Tensor(out.data(), DType::kF32, {T, N}));
   });
-  const double gbs = w_elems * 2.0 / s / 1e9;
-  std::printf("linear decode  T=%-3lld N=%-6lld K=%-5lld bf16: %8.3f ms  %6.2f GB/s  %5.1f%% of read bw\n",
-              static_cast<long long>(T), static_cast<long long>(N), static_cast<long long>(K), s * 1e3, gbs,
-              100.0 * gbs / membw);
+  const double gbs = (w_elems * elem_bytes + (fp8 ? 4.0 * grid : 0.0)) / s / 1e9;
+  std::printf("linear decode  T=%-3lld N=%-6lld K=%-5lld %s: %8.3f ms  %6.2f GB/s  %5.1f%% of read bw\n",
+              static_cast<long long>(T), static_cast<long long>(N), static_cast<long long>(K), fp8 ? "fp8 " : "bf16",
+              s * 1e3, gbs, 100.0 * gbs / membw);
 }
 
 void bench_linear_prefill(Backend& be, int64_t N, int64_t K, int64_t T, DType wd, double peak, std::mt19937& rng) {
@@ -348,6 +368,7 @@ int main(int argc, char** argv) {
     for (int64_t T : {1, 4, 8}) {
       if (quick && T != 1) continue;
       bench_linear_decode(*be, nk[0], nk[1], T, membw, rng);
+      if (nk[0] != 151936) bench_linear_decode(*be, nk[0], nk[1], T, membw, rng, /*fp8=*/true);
     }
   }
   const int64_t prefill_shapes[][2] = {{4096, 1024}, {6144, 1024}, {1024, 3072}};

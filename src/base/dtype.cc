@@ -87,13 +87,16 @@ namespace {
 // Round-to-nearest-even, saturating encoding of |f| into an FP8 format with M mantissa bits and
 // exponent bias B whose largest finite magnitude has code max_code; sign and NaN are handled by
 // the caller. Subnormals (below 2^(1 - B)) are multiples of 2^(1 - B - M).
+// 2^e as a float constant (|e| < 127).
+constexpr float pow2(int e) { return e >= 0 ? (e == 0 ? 1.0f : 2.0f * pow2(e - 1)) : 0.5f * pow2(e + 1); }
+
 template <int M, int B>
 uint8_t fp8_magnitude(float a, uint8_t max_code, float max_value) {
   if (!(a < max_value)) return max_code;  // >= the largest finite value, or +inf
-  const float min_normal = std::ldexp(1.0f, 1 - B);
-  if (a < min_normal) {
+  constexpr float kMinNormal = pow2(1 - B);
+  if (a < kMinNormal) {
     // m x 2^(1 - B - M); m == 2^M rounds up into the smallest normal, whose code is 2^M too.
-    return static_cast<uint8_t>(std::nearbyint(std::ldexp(a, M + B - 1)));
+    return static_cast<uint8_t>(std::nearbyint(a * pow2(M + B - 1)));
   }
   uint32_t u;
   std::memcpy(&u, &a, sizeof(u));

@@ -162,23 +162,28 @@ WeightQuantization resolve_weight_quantization(const ModelConfig& config, const 
   return q;
 }
 
-void quantize_fp8_blocks(const Tensor& w, int64_t bn, int64_t bk, uint8_t* q, float* scales) {
-  PAGODA_CHECK(w.ndim == 2 && is_float(w.dtype) && bn > 0 && bk > 0, "quantize_fp8_blocks: weight ",
-               w.shape_string(), " ", dtype_name(w.dtype), ", blocks ", bn, " x ", bk);
-  const int64_t N = w.dim(0), K = w.dim(1);
+namespace {
+
+// quantize_fp8_blocks for one storage type: Get(i) is element i as f32.
+template <class Get>
+void quantize_fp8_typed(const Get& get, int64_t N, int64_t K, int64_t bn, int64_t bk, uint8_t* q, float* scales) {
   const int64_t gn = (N + bn - 1) / bn, gk = (K + bk - 1) / bk;
   auto block_row = [&](int64_t bi) {
     const int64_t n0 = bi * bn, n1 = std::min(N, n0 + bn);
-    for (int64_t bj = 0; bj < gk; ++bj) {
-      const int64_t k0 = bj * bk, k1 = std::min(K, k0 + bk);
-      float amax = 0.0f;
-      for (int64_t n = n0; n < n1; ++n)
-        for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(element_as_f32(w.data, w.dtype, n * K + k)));
-      const float scale = std::max(amax / 448.0f, 1e-12f);
-      scales[bi * gk + bj] = scale;
-      for (int64_t n = n0; n < n1; ++n)
-        for (int64_t k = k0; k < k1; ++k)
-          q[n * K + k] = f32_to_fp8_e4m3(element_as_f32(w.data, w.dtype, n * K + k) / scale);
+    std::vector<float> amax(static_cast<size_t>(gk), 0.0f);
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t kb = 0, bj = 0; kb < K; kb += bk, ++bj) {
+        float m = amax[static_cast<size_t>(bj)];
+        for (int64_t k = kb; k < std::min(K, kb + bk); ++k) m = std::max(m, std::fabs(get(n * K + k)));
+        amax[static_cast<size_t>(bj)] = m;
+      }
+    for (int64_t bj = 0; bj < gk; ++bj) scales[bi * gk + bj] = std::max(amax[static_cast<size_t>(bj)] / 448.0f, 1e-12f);
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* s = scales + bi * gk;
+      for (int64_t kb = 0, bj = 0; kb < K; kb += bk, ++bj) {
+        const int64_t k1 = std::min(K, kb + bk);
+        for (int64_t k = kb; k < k1; ++k) q[n * K + k] = f32_to_fp8_e4m3(get(n * K + k) / s[bj]);
+      }
     }
   };
   if (N * K < (int64_t{1} << 20)) {
@@ -189,6 +194,31 @@ void quantize_fp8_blocks(const Tensor& w, int64_t bn, int64_t bk, uint8_t* q, fl
   pool.parallel_for(gn, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t bi = b0; bi < b1; ++bi) block_row(bi);
   });
+}
+
+}  // namespace
+
+void quantize_fp8_blocks(const Tensor& w, int64_t bn, int64_t bk, uint8_t* q, float* scales) {
+  PAGODA_CHECK(w.ndim == 2 && is_float(w.dtype) && bn > 0 && bk > 0, "quantize_fp8_blocks: weight ",
+               w.shape_string(), " ", dtype_name(w.dtype), ", blocks ", bn, " x ", bk);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  switch (w.dtype) {
+    case DType::kBF16: {
+      const auto* p = w.ptr<const uint16_t>();
+      quantize_fp8_typed([p](int64_t i) { return bf16_to_f32(p[i]); }, N, K, bn, bk, q, scales);
+      break;
+    }
+    case DType::kF16: {
+      const auto* p = w.ptr<const uint16_t>();
+      quantize_fp8_typed([p](int64_t i) { return f16_to_f32(p[i]); }, N, K, bn, bk, q, scales);
+      break;
+    }
+    default: {
+      const auto* p = w.ptr<const float>();
+      quantize_fp8_typed([p](int64_t i) { return p[i]; }, N, K, bn, bk, q, scales);
+      break;
+    }
+  }
 }
 
 Tensor place_linear_weight(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,

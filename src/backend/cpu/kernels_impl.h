@@ -117,12 +117,6 @@ struct WeightFp8E4M3 {
 constexpr float kUnitScale = 1.0f;
 constexpr WeightScales kUnitScales{&kUnitScale, INT64_MAX, INT64_MAX, 1};
 
-// The scale of weight element (n, k) times W's own factor.
-template <class W>
-float scale_at(const WeightScales* sc, int64_t n, int64_t k) {
-  return sc->data[(n / sc->block_n) * sc->ld + k / sc->block_k] * W::kScale;
-}
-
 // ---- GEMV (decode) ------------------------------------------------------------------------
 // One weight row at a time, read as a single sequential stream (measured faster from DRAM than
 // interleaving 2 or 4 rows, which splits the hardware prefetcher's streams), each weight vector
@@ -145,8 +139,9 @@ void gemv_row(const float* x, int64_t K, const void* w, const WeightScales* sc, 
     tail[t] = 0.0f;
   }
   const int64_t seg = kScaled ? sc->block_k : K;
+  const float* srow = kScaled ? sc->data + (n / sc->block_n) * sc->ld : nullptr;
   int64_t k = 0;
-  for (int64_t kb = 0; kb < K; kb += seg) {
+  for (int64_t kb = 0, j = 0; kb < K; kb += seg, ++j) {
     const int64_t ke = min64(K, kb + seg);
     for (k = kb; k + U * L <= ke; k += U * L) {
       for (int u = 0; u < U; ++u) {
@@ -159,7 +154,7 @@ void gemv_row(const float* x, int64_t K, const void* w, const WeightScales* sc, 
       for (int t = 0; t < TT; ++t) acc[t][0] = I::fmadd(wv, I::load(x + t * K + k), acc[t][0]);
     }
     if constexpr (kScaled) {
-      const float s = scale_at<W>(sc, n, kb);
+      const float s = srow[j] * W::kScale;
       for (int t = 0; t < TT; ++t) {
         V a = acc[t][0];
         acc[t][0] = I::zero();
@@ -219,8 +214,11 @@ void gemv_block(const float* x, int64_t K, const void* w, const WeightScales* sc
     total[0][t] = total[1][t] = total[2][t] = 0.0f;
   }
   const int64_t seg = kScaled ? sc->block_k : K;
+  const float* sr0 = kScaled ? sc->data + (n / sc->block_n) * sc->ld : nullptr;
+  const float* sr1 = kScaled ? sc->data + ((n + 1) / sc->block_n) * sc->ld : nullptr;
+  const float* sr2 = kScaled ? sc->data + ((n + 2) / sc->block_n) * sc->ld : nullptr;
   int64_t k = 0;
-  for (int64_t kb = 0; kb < K; kb += seg) {
+  for (int64_t kb = 0, j = 0; kb < K; kb += seg, ++j) {
     const int64_t ke = min64(K, kb + seg);
     for (k = kb; k + L <= ke; k += L) {
       if (next != nullptr) {
@@ -236,7 +234,7 @@ void gemv_block(const float* x, int64_t K, const void* w, const WeightScales* sc
       }
     }
     if constexpr (kScaled) {
-      const float s0 = scale_at<W>(sc, n, kb), s1 = scale_at<W>(sc, n + 1, kb), s2 = scale_at<W>(sc, n + 2, kb);
+      const float s0 = sr0[j] * W::kScale, s1 = sr1[j] * W::kScale, s2 = sr2[j] * W::kScale;
       for (int t = 0; t < TT; ++t) {
         float p0 = I::hsum(a0[t]), p1 = I::hsum(a1[t]), p2 = I::hsum(a2[t]);
         a0[t] = a1[t] = a2[t] = I::zero();
@@ -359,14 +357,20 @@ void pack_weight(const void* w, const WeightScales* sc, int64_t K, int64_t nb, i
     const int64_t valid = min64(NR, nlen - p * NR);
     const int64_t n = nb + p * NR;
     const int64_t row0 = n * K + kb;
+    // The scale row of each of the panel's rows.
+    const float* srow[NR];
+    if constexpr (kScaled) {
+      for (int j = 0; j < NR; ++j) srow[j] = sc->data + ((n + (j < valid ? j : 0)) / sc->block_n) * sc->ld;
+    }
     int64_t k = 0;
     if (valid == NR && tiles) {
       for (; k + L <= klen; k += L) {
+        const int64_t kblk = kScaled ? (kb + k) / sc->block_k : 0;
         for (int h = 0; h < 2; ++h) {
           typename I::V v[L];
           for (int j = 0; j < L; ++j) {
             v[j] = W::template load<I>(w, row0 + (h * L + j) * K + k);
-            if constexpr (kScaled) v[j] = I::mul(v[j], I::set1(scale_at<W>(sc, n + h * L + j, kb + k)));
+            if constexpr (kScaled) v[j] = I::mul(v[j], I::set1(srow[h * L + j][kblk] * W::kScale));
           }
           I::transpose(v);
           for (int j = 0; j < L; ++j) I::store(d + (k + j) * NR + h * L, v[j]);
@@ -377,7 +381,7 @@ void pack_weight(const void* w, const WeightScales* sc, int64_t K, int64_t nb, i
       for (int j = 0; j < NR; ++j) {
         float v = j < valid ? W::get(w, row0 + j * K + k) : 0.0f;
         if constexpr (kScaled) {
-          if (j < valid) v *= scale_at<W>(sc, n + j, kb + k);
+          if (j < valid) v *= srow[j][(kb + k) / sc->block_k] * W::kScale;
         }
         d[k * NR + j] = v;
       }
