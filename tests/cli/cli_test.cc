@@ -61,6 +61,32 @@ TEST_F(CliTest, KvCacheDtypeFp8RunsAndBadValuesAreNamed) {
   EXPECT_NE(bad.output.find("'fp9'"), std::string::npos) << bad.output;
 }
 
+TEST_F(CliTest, QuantizationFp8RunsAndBadValuesAreNamed) {
+  // --quantization fp8 / -q fp8 quantize the BF16 checkpoint at load; on the CPU, single prompt,
+  // batch (--input) and bench all take it.
+  const std::string opts = " --prompt 'Hello there' --max-tokens 8 --temperature 0 --ignore-eos --output-format json";
+  for (const char* flag : {" --quantization fp8", " -q fp8", " --quantization=fp8"}) {
+    const auto r = run(kBin + "pagoda generate " + dir_.string() + opts + flag, true);
+    ASSERT_EQ(r.exit_code, 0) << flag << ": " << r.output;
+    EXPECT_EQ(nlohmann::json::parse(r.output)["token_ids"].size(), 8u) << flag;
+  }
+  auto r = run(kBin + "pagoda generate " + dir_.string() + " --input /dev/null -q fp8", true);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = run(kBin + "pagoda bench latency " + dir_.string() +
+              " --input-len 8 --output-len 4 --batch-size 1 --num-iters 1 --num-iters-warmup 0 -q fp8",
+          true);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto bad = run(kBin + "pagoda generate " + dir_.string() + " --prompt hi --quantization awq");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("--quantization awq is not supported"), std::string::npos) << bad.output;
+  const auto both = run(kBin + "pagoda generate " + dir_.string() + " --prompt hi --quantization fp8 -q fp8");
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_NE(both.output.find("--quantization and -q both given"), std::string::npos) << both.output;
+  const auto cuda = run(kBin + "pagoda generate " + dir_.string() + " --prompt hi -q fp8 --device cuda");
+  EXPECT_EQ(cuda.exit_code, 1);
+  EXPECT_NE(cuda.output.find("CPU-only"), std::string::npos) << cuda.output;
+}
+
 TEST_F(CliTest, SameSeedSameTokens) {
   const std::string cmd = kBin + "pagoda generate " + dir_.string() +
                           " --prompt 'Once upon a time' --max-tokens 12 --temperature 1.0 --top-p 0.9 --seed 7"
