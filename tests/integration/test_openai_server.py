@@ -491,6 +491,34 @@ def test_bad_speculative_config_is_named(model_dir, config, named):
     assert named in proc.stderr and "--speculative-config" in proc.stderr, proc.stderr
 
 
+# ---- FP8 weights (--quantization fp8) ----------------------------------------------------------
+# Numerics are checked against transformers in tests/model/golden_test.cc; here: the flag reaches
+# the engine through `serve`, which then answers as usual, and bad values are named at start-up.
+
+def test_quantization_fp8_serves(model_dir):
+    proc, port = start_server(model_dir, "-q", "fp8")
+    try:
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        kw = dict(model=MODEL_NAME, prompt="The quick brown fox", max_tokens=24, temperature=0, extra_body={"ignore_eos": True})
+        full = c.completions.create(**kw)
+        streamed = "".join(ch.choices[0].text for ch in c.completions.create(stream=True, **kw))
+    finally:
+        stop_server(proc)
+    assert full.usage.completion_tokens == 24
+    assert streamed == full.choices[0].text
+
+
+@pytest.mark.parametrize("value,named", [
+    ("awq", "--quantization awq is not supported"),
+    ("int8", "--quantization int8 is not supported"),
+])
+def test_bad_quantization_is_named(model_dir, value, named):
+    proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0",
+                           "--quantization", value], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert named in proc.stderr, proc.stderr
+
+
 # ---- structured output (guided decoding) ----------------------------------------------------
 # The random model's text is gibberish, which is what makes these meaningful: only the grammar
 # can make it JSON. Where a schema has free strings, allowed_token_ids narrows the vocabulary to
