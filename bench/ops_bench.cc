@@ -9,7 +9,7 @@
 //  - moe_experts at Qwen3-30B-A3B's expert shapes (128 experts of 768 x 2048, top-8) for 1 to 32
 //    tokens routed at random: GB/s of the distinct experts' weights streamed (--moe: only that).
 //  - linear at every decode row count T = 1..8 of one 6144 x 2048 BF16 weight (--rows: only that).
-//   ops_bench [--quick] [--best] [--gdn] [--moe] [--rows] [--gemm T,N,K ...]
+//   ops_bench [--quick] [--best] [--gdn] [--moe] [--rows] [--gemm T,N,K ...]  (--gemm: BF16 and FP8)
 #include <array>
 #include <algorithm>
 #include <chrono>
@@ -135,16 +135,26 @@ void bench_linear_decode(Backend& be, int64_t N, int64_t K, int64_t T, double me
 void bench_linear_prefill(Backend& be, int64_t N, int64_t K, int64_t T, DType wd, double peak, std::mt19937& rng) {
   std::vector<uint16_t> w16;
   std::vector<float> w32;
+  std::vector<uint8_t> w8;
+  std::vector<float> scales(static_cast<size_t>(((N + 127) / 128) * ((K + 127) / 128)), 0.01f);
   if (wd == DType::kF32) {
     w32 = random_f32(N * K, rng);
+  } else if (wd == DType::kF8E4M3) {  // 128 x 128 block scales (--quantization fp8)
+    w8.resize(static_cast<size_t>(N * K));
+    for (auto& b : w8) b = static_cast<uint8_t>(rng() % 0x7f | (rng() & 0x80));
   } else {
     w16 = random_bf16(N * K, rng);
   }
-  void* w = wd == DType::kF32 ? static_cast<void*>(w32.data()) : static_cast<void*>(w16.data());
+  void* w = wd == DType::kF32 ? static_cast<void*>(w32.data())
+            : wd == DType::kF8E4M3 ? static_cast<void*>(w8.data()) : static_cast<void*>(w16.data());
   std::vector<float> x = random_f32(T * K, rng), out(T * N);
+  Tensor wt(w, wd, {N, K});
+  if (wd == DType::kF8E4M3) {
+    wt.scale = scales.data();
+    wt.scale_block_n = wt.scale_block_k = 128;
+  }
   const double s = time_op(5, [&](int) {
-    be.linear(Tensor(x.data(), DType::kF32, {T, K}), Tensor(w, wd, {N, K}), nullptr,
-              Tensor(out.data(), DType::kF32, {T, N}));
+    be.linear(Tensor(x.data(), DType::kF32, {T, K}), wt, nullptr, Tensor(out.data(), DType::kF32, {T, N}));
   });
   const double gflops = 2.0 * T * N * K / s / 1e9;
   std::printf("linear prefill T=%-4lld N=%-6lld K=%-5lld %-4s: %8.3f ms  %7.1f GFLOP/s  %5.1f%% of peak\n",
@@ -346,7 +356,10 @@ int main(int argc, char** argv) {
               be->name().c_str(), threads, mhz, peak, membw, g_best ? "best" : "median");
   std::mt19937 rng(1);
   if (!gemms.empty()) {
-    for (const auto& [T, N, K] : gemms) bench_linear_prefill(*be, N, K, T, DType::kBF16, peak, rng);
+    for (const auto& [T, N, K] : gemms) {
+      bench_linear_prefill(*be, N, K, T, DType::kBF16, peak, rng);
+      bench_linear_prefill(*be, N, K, T, DType::kF8E4M3, peak, rng);
+    }
     return 0;
   }
   if (rows_only) {

@@ -357,15 +357,30 @@ void pack_weight(const void* w, const WeightScales* sc, int64_t K, int64_t nb, i
     const int64_t valid = min64(NR, nlen - p * NR);
     const int64_t n = nb + p * NR;
     const int64_t row0 = n * K + kb;
-    // The scale row of each of the panel's rows.
+    // The scale row of each of the panel's rows (one division per panel).
     const float* srow[NR];
     if constexpr (kScaled) {
-      for (int j = 0; j < NR; ++j) srow[j] = sc->data + ((n + (j < valid ? j : 0)) / sc->block_n) * sc->ld;
+      int64_t br = n / sc->block_n, rem = n - br * sc->block_n;
+      for (int j = 0; j < NR; ++j) {
+        srow[j] = sc->data + br * sc->ld;
+        if (++rem == sc->block_n) {
+          rem = 0;
+          ++br;
+        }
+      }
     }
     int64_t k = 0;
     if (valid == NR && tiles) {
+      // The scale column of k (kb + k) / block_k, kept incrementally.
+      int64_t kblk = kScaled ? kb / sc->block_k : 0, kleft = kScaled ? (kblk + 1) * sc->block_k - kb : 0;
       for (; k + L <= klen; k += L) {
-        const int64_t kblk = kScaled ? (kb + k) / sc->block_k : 0;
+        if constexpr (kScaled) {
+          if (kleft <= 0) {
+            ++kblk;
+            kleft += sc->block_k;
+          }
+          kleft -= L;
+        }
         for (int h = 0; h < 2; ++h) {
           typename I::V v[L];
           for (int j = 0; j < L; ++j) {
