@@ -109,12 +109,6 @@ uint8_t fp8_magnitude(float a, uint8_t max_code, float max_value) {
 
 }  // namespace
 
-uint8_t f32_to_fp8_e4m3(float f) {
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
-  if (std::isnan(f)) return sign | 0x7f;
-  return sign | fp8_magnitude<3, 7>(std::fabs(f), 0x7e, 448.0f);
-}
-
 uint8_t f32_to_fp8_e5m2(float f) {
   const uint8_t sign = std::signbit(f) ? 0x80 : 0;
   if (std::isnan(f)) return sign | 0x7f;

@@ -63,6 +63,27 @@ void check_format(const char* name, float (*decode)(uint8_t), uint8_t (*encode)(
 TEST(Fp8, E4m3MatchesTorch) { check_format("e4m3", fp8_e4m3_to_f32, f32_to_fp8_e4m3); }
 TEST(Fp8, E5m2MatchesTorch) { check_format("e5m2", fp8_e5m2_to_f32, f32_to_fp8_e5m2); }
 
+TEST(Fp8, E4m3RoundsToNearestEvenAtEveryBoundary) {
+  // Every pair of neighbouring finite codes (c, c + 1), both signs: their values encode to
+  // themselves, the midpoint to the even code (mantissa LSB 0), and the floats just inside it to
+  // the nearer code: every rounding boundary of the format, not a sample of them.
+  for (int c = 0; c < 0x7e; ++c) {
+    for (const uint8_t sign : {uint8_t{0}, uint8_t{0x80}}) {
+      const uint8_t a = static_cast<uint8_t>(sign | c), b = static_cast<uint8_t>(sign | (c + 1));
+      const float lo = fp8_e4m3_to_f32(a), hi = fp8_e4m3_to_f32(b), mid = (lo + hi) / 2;
+      ASSERT_EQ((lo + hi) / 2 - lo, hi - (lo + hi) / 2) << "midpoint not exact at code " << c;
+      EXPECT_EQ(f32_to_fp8_e4m3(lo), a) << lo;
+      EXPECT_EQ(f32_to_fp8_e4m3(hi), b) << hi;
+      EXPECT_EQ(f32_to_fp8_e4m3(mid), (c & 1) ? b : a) << "tie at " << mid;
+      EXPECT_EQ(f32_to_fp8_e4m3(std::nextafter(mid, lo)), a) << mid;
+      EXPECT_EQ(f32_to_fp8_e4m3(std::nextafter(mid, hi)), b) << mid;
+    }
+  }
+  EXPECT_EQ(f32_to_fp8_e4m3(0.0f), 0x00);
+  EXPECT_EQ(f32_to_fp8_e4m3(-0.0f), 0x80);
+  EXPECT_EQ(f32_to_fp8_e4m3(std::numeric_limits<float>::denorm_min()), 0x00);
+}
+
 TEST(Fp8, SaturatesBeyondTheFiniteRangeAndKeepsNan) {
   const float inf = std::numeric_limits<float>::infinity();
   for (float x : {448.0f, 464.0f, 465.0f, 1e6f, inf}) {
