@@ -56,24 +56,27 @@ inline float fp8_e5m2_to_f32(uint8_t b) { return f16_to_f32(static_cast<uint16_t
 // exactly the 3 mantissa bits of that binade (2^-9 steps below 2^-6: the subnormals). The rounded
 // value is then re-biased into the code (or, below 2^-6, counted in 2^-9 steps).
 inline uint8_t f32_to_fp8_e4m3(float f) {
-  uint32_t bits;
+  // Signed 32-bit integers throughout (the sign bit is cleared first), which SSE2 compares.
+  int32_t bits;
   std::memcpy(&bits, &f, sizeof(bits));
-  const uint32_t sign = (bits >> 24) & 0x80u;
-  uint32_t abits = bits & 0x7fffffffu;
-  const bool nan = abits > 0x7f800000u;
-  abits = abits < 0x43e00000u ? abits : 0x43e00000u;  // min(|f|, 448) (inf and NaN too; NaN below)
+  const int32_t sign = (bits >> 24) & 0x80;
+  int32_t abits = bits & 0x7fffffff;
+  const bool nan = abits > 0x7f800000;
+  abits = abits < 0x43e00000 ? abits : 0x43e00000;  // min(|f|, 448) (inf and NaN too; NaN below)
   float a;
   std::memcpy(&a, &abits, sizeof(a));
-  uint32_t e = abits & 0x7f800000u;
-  e = e > (121u << 23) ? e : (121u << 23);  // 2^-6
-  const uint32_t mbits = e + (20u << 23);
+  int32_t e = abits & 0x7f800000;
+  e = e > (121 << 23) ? e : (121 << 23);  // 2^-6
+  const int32_t mbits = e + (20 << 23);
   float magic;
   std::memcpy(&magic, &mbits, sizeof(magic));
   const float r = (a + magic) - magic;  // not folded to a: no -ffast-math anywhere
-  uint32_t rbits;
+  int32_t rbits;
   std::memcpy(&rbits, &r, sizeof(rbits));
-  const uint32_t code = rbits >= (121u << 23) ? (rbits >> 20) - (120u << 3) : static_cast<uint32_t>(r * 512.0f);
-  return static_cast<uint8_t>(sign | (nan ? 0x7fu : code));
+  // Both forms computed, one selected (r <= 448, so r * 512 always fits): no branch in the loop.
+  const int32_t normal = (rbits >> 20) - (120 << 3), subnormal = static_cast<int32_t>(r * 512.0f);
+  const int32_t code = rbits >= (121 << 23) ? normal : subnormal;
+  return static_cast<uint8_t>(sign | (nan ? 0x7f : code));
 }
 uint8_t f32_to_fp8_e5m2(float f);
 
