@@ -118,6 +118,9 @@ constexpr float kUnitScale = 1.0f;
 constexpr WeightScales kUnitScales{&kUnitScale, INT64_MAX, INT64_MAX, 1};
 
 // ---- GEMV (decode) ------------------------------------------------------------------------
+// How far ahead the one-byte (FP8) GEMV prefetches its weight stream.
+constexpr int64_t kGemvPrefetchBytes = 2048;
+
 // One weight row at a time, read as a single sequential stream (measured faster from DRAM than
 // interleaving 2 or 4 rows, which splits the hardware prefetcher's streams), each weight vector
 // widened once and used for all TT activation rows. U independent accumulators per row along k
@@ -144,6 +147,8 @@ void gemv_row(const float* x, int64_t K, const void* w, const WeightScales* sc, 
   for (int64_t kb = 0, j = 0; kb < K; kb += seg, ++j) {
     const int64_t ke = min64(K, kb + seg);
     for (k = kb; k + U * L <= ke; k += U * L) {
+      // One-byte weights: rows are short streams for the hardware prefetcher; fetch ahead.
+      if constexpr (W::kBytes == 1) __builtin_prefetch(static_cast<const char*>(w) + row + k + kGemvPrefetchBytes);
       for (int u = 0; u < U; ++u) {
         const V wv = W::template load<I>(w, row + k + u * L);
         for (int t = 0; t < TT; ++t) acc[t][u] = I::fmadd(wv, I::load(x + t * K + k + u * L), acc[t][u]);
