@@ -61,7 +61,7 @@ inline uint8_t f32_to_fp8_e4m3(float f) {
   std::memcpy(&bits, &f, sizeof(bits));
   const int32_t sign = (bits >> 24) & 0x80;
   int32_t abits = bits & 0x7fffffff;
-  const bool nan = abits > 0x7f800000;
+  const int32_t nan = -static_cast<int32_t>(abits > 0x7f800000);  // all ones for NaN
   abits = abits < 0x43e00000 ? abits : 0x43e00000;  // min(|f|, 448) (inf and NaN too; NaN below)
   float a;
   std::memcpy(&a, &abits, sizeof(a));
@@ -73,10 +73,18 @@ inline uint8_t f32_to_fp8_e4m3(float f) {
   const float r = (a + magic) - magic;  // not folded to a: no -ffast-math anywhere
   int32_t rbits;
   std::memcpy(&rbits, &r, sizeof(rbits));
-  // Both forms computed, one selected (r <= 448, so r * 512 always fits): no branch in the loop.
-  const int32_t normal = (rbits >> 20) - (120 << 3), subnormal = static_cast<int32_t>(r * 512.0f);
-  const int32_t code = rbits >= (121 << 23) ? normal : subnormal;
-  return static_cast<uint8_t>(sign | (nan ? 0x7f : code));
+  // Both forms computed and blended by a mask, as the NaN case is (a ternary here becomes a branch
+  // around float arithmetic, which GCC will not if-convert under -ftrapping-math: the loop would
+  // not vectorize). Below 2^-6, r is a
+  // multiple of 2^-9 under 2^-5, so r + 2^14 is exact and its low mantissa bits count r in 2^-9
+  // steps: the subnormal code.
+  const float shifted = r + 16384.0f;
+  int32_t sbits;
+  std::memcpy(&sbits, &shifted, sizeof(sbits));
+  const int32_t normal = (rbits >> 20) - (120 << 3), subnormal = sbits - 0x46800000;
+  const int32_t is_normal = -static_cast<int32_t>(rbits >= (121 << 23));
+  const int32_t code = (normal & is_normal) | (subnormal & ~is_normal);
+  return static_cast<uint8_t>(sign | (0x7f & nan) | (code & ~nan));
 }
 uint8_t f32_to_fp8_e5m2(float f);
 

@@ -169,20 +169,37 @@ template <class Get>
 void quantize_fp8_typed(const Get& get, int64_t N, int64_t K, int64_t bn, int64_t bk, uint8_t* q, float* scales) {
   const int64_t gn = (N + bn - 1) / bn, gk = (K + bk - 1) / bk;
   auto block_row = [&](int64_t bi) {
+    const Get get_local = get;  // a local copy: the byte stores to q cannot alias its pointer
     const int64_t n0 = bi * bn, n1 = std::min(N, n0 + bn);
-    std::vector<float> amax(static_cast<size_t>(gk), 0.0f);
+    // amax as the bits of |w|: for finite values the integer order is the float order, and an
+    // integer max vectorizes where a float one (NaN rules) does not.
+    std::vector<int32_t> amax(static_cast<size_t>(gk), 0);
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t kb = 0, bj = 0; kb < K; kb += bk, ++bj) {
-        float m = amax[static_cast<size_t>(bj)];
-        for (int64_t k = kb; k < std::min(K, kb + bk); ++k) m = std::max(m, std::fabs(get(n * K + k)));
+        int32_t m = amax[static_cast<size_t>(bj)];
+        const int64_t k1 = std::min(K, kb + bk), base = n * K;
+        for (int64_t k = kb; k < k1; ++k) {
+          const float v = get_local(base + k);
+          int32_t b;
+          std::memcpy(&b, &v, sizeof(b));
+          b &= 0x7fffffff;
+          m = b > m ? b : m;
+        }
         amax[static_cast<size_t>(bj)] = m;
       }
-    for (int64_t bj = 0; bj < gk; ++bj) scales[bi * gk + bj] = std::max(amax[static_cast<size_t>(bj)] / 448.0f, 1e-12f);
+    for (int64_t bj = 0; bj < gk; ++bj) {
+      float a;
+      std::memcpy(&a, &amax[static_cast<size_t>(bj)], sizeof(a));
+      scales[bi * gk + bj] = std::max(a / 448.0f, 1e-12f);
+    }
     for (int64_t n = n0; n < n1; ++n) {
       const float* s = scales + bi * gk;
       for (int64_t kb = 0, bj = 0; kb < K; kb += bk, ++bj) {
-        const int64_t k1 = std::min(K, kb + bk);
-        for (int64_t k = kb; k < k1; ++k) q[n * K + k] = f32_to_fp8_e4m3(get(n * K + k) / s[bj]);
+        // Locals: q (bytes) may alias anything, which would reload the scale every element.
+        const int64_t k1 = std::min(K, kb + bk), base = n * K;
+        const float scale = s[bj];
+        uint8_t* const qrow = q + base;
+        for (int64_t k = kb; k < k1; ++k) qrow[k] = f32_to_fp8_e4m3(get_local(base + k) / scale);
       }
     }
   };
