@@ -96,8 +96,9 @@ Tensor HybridLM::f32_weight(const std::string& name, std::vector<int64_t> shape,
 }
 
 // A new weight [rows.size(), cols] made of the given rows of a checkpoint matrix (same dtype).
-Tensor HybridLM::rows_of(const std::string& name, std::vector<int64_t> shape, const std::vector<int64_t>& rows) {
-  return place_linear_rows(*checkpoint_, backend_, &weight_storage_, name, shape, rows, quant_);
+std::vector<Tensor> HybridLM::rows_of(const std::string& name, std::vector<int64_t> shape,
+                                      const std::vector<std::vector<int64_t>>& row_sets) {
+  return place_linear_rows(*checkpoint_, backend_, &weight_storage_, name, shape, row_sets, quant_);
 }
 
 void HybridLM::load_weights() {
@@ -130,8 +131,9 @@ void HybridLM::load_weights() {
           qrows.push_back(h * 2 * D + d);
           grows.push_back(h * 2 * D + D + d);
         }
-      l.q_proj = rows_of(a + "q_proj.weight", {2 * q_dim, H}, qrows);
-      l.gate_proj_attn = rows_of(a + "q_proj.weight", {2 * q_dim, H}, grows);
+      const std::vector<Tensor> q_gate = rows_of(a + "q_proj.weight", {2 * q_dim, H}, {qrows, grows});
+      l.q_proj = q_gate[0];
+      l.gate_proj_attn = q_gate[1];
       l.k_proj = linear_weight(a + "k_proj.weight", {kv_dim, H});
       l.v_proj = linear_weight(a + "v_proj.weight", {kv_dim, H});
       l.o_proj = linear_weight(a + "o_proj.weight", {H, q_dim});
@@ -158,10 +160,12 @@ void HybridLM::load_weights() {
             av.push_back(g * 2 * r + r + e);
           }
         }
-        l.in_qkv = rows_of(a + "in_proj_qkvz.weight", {2 * key_dim + 2 * value_dim_, H}, qkv);
-        l.in_z = rows_of(a + "in_proj_qkvz.weight", {2 * key_dim + 2 * value_dim_, H}, z);
-        l.in_b = rows_of(a + "in_proj_ba.weight", {2 * nv, H}, b);
-        l.in_a = rows_of(a + "in_proj_ba.weight", {2 * nv, H}, av);
+        const std::vector<Tensor> qkvz = rows_of(a + "in_proj_qkvz.weight", {2 * key_dim + 2 * value_dim_, H}, {qkv, z});
+        const std::vector<Tensor> ba = rows_of(a + "in_proj_ba.weight", {2 * nv, H}, {b, av});
+        l.in_qkv = qkvz[0];
+        l.in_z = qkvz[1];
+        l.in_b = ba[0];
+        l.in_a = ba[1];
       } else {
         // Qwen3.5: in_proj_qkv flat [q | k | v], in_proj_z, in_proj_b, in_proj_a.
         l.in_qkv = linear_weight(a + "in_proj_qkv.weight", {conv_dim_, H});

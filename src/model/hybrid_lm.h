@@ -76,7 +76,8 @@ class HybridLM : public CausalLM {
   // A linear of the layer stack: FP8 when the checkpoint or --quantization says so.
   Tensor linear_weight(const std::string& name, std::vector<int64_t> shape);
   Tensor f32_weight(const std::string& name, std::vector<int64_t> shape, float add);
-  Tensor rows_of(const std::string& name, std::vector<int64_t> shape, const std::vector<int64_t>& rows);
+  std::vector<Tensor> rows_of(const std::string& name, std::vector<int64_t> shape,
+                              const std::vector<std::vector<int64_t>>& row_sets);
   Tensor upload_f32(const std::vector<float>& v, std::initializer_list<int64_t> dims);
   void load_weights();
   void allocate_workspace();

@@ -265,24 +265,32 @@ Tensor place_quantized_fp8(Backend& backend, std::vector<DeviceBuffer>* storage,
   return place_fp8(backend, storage, Tensor(data, DType::kF8E4M3, {N, K}), scales, grid, b, b);
 }
 
-Tensor place_linear_rows(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,
-                         const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& rows,
-                         const WeightQuantization& q) {
+std::vector<Tensor> place_linear_rows(const Checkpoint& checkpoint, Backend& backend,
+                                      std::vector<DeviceBuffer>* storage, const std::string& name,
+                                      const std::vector<int64_t>& shape,
+                                      const std::vector<std::vector<int64_t>>& row_sets, const WeightQuantization& q) {
   PAGODA_CHECK(shape.size() == 2, "place_linear_rows: ", name, " is not 2-D");
   const TensorInfo& info = checkpoint.get(name, shape);
-  const int64_t N = shape[0], K = shape[1], R = static_cast<int64_t>(rows.size());
-  for (int64_t r : rows) PAGODA_CHECK(r >= 0 && r < N, "place_linear_rows: row ", r, " of ", name, " out of range");
+  const int64_t N = shape[0], K = shape[1];
+  for (const auto& rows : row_sets)
+    for (int64_t r : rows) PAGODA_CHECK(r >= 0 && r < N, "place_linear_rows: row ", r, " of ", name, " out of range");
+  PAGODA_CHECK(is_float(info.dtype) || info.dtype == DType::kF8E4M3, info.file, ": tensor ", name, " has dtype ",
+               dtype_name(info.dtype), "; supported: BF16, F16, F32, F8_E4M3");
+  std::vector<Tensor> out;
   if (info.dtype != DType::kF8E4M3 && !q.online) {
-    PAGODA_CHECK(is_float(info.dtype), info.file, ": tensor ", name, " has dtype ", dtype_name(info.dtype),
-                 "; supported: BF16, F16, F32, F8_E4M3");
     const size_t row_bytes = static_cast<size_t>(K) * dtype_size(info.dtype);
-    std::vector<uint8_t> host(static_cast<size_t>(R) * row_bytes);
-    for (int64_t i = 0; i < R; ++i) std::memcpy(&host[i * row_bytes], info.data + rows[i] * row_bytes, row_bytes);
-    storage->push_back(backend.allocate(std::max<size_t>(host.size(), 1)));
-    backend.copy_from_host(storage->back().data(), host.data(), host.size());
-    return storage->back().as(info.dtype, {R, K});
+    for (const auto& rows : row_sets) {
+      const int64_t R = static_cast<int64_t>(rows.size());
+      std::vector<uint8_t> host(static_cast<size_t>(R) * row_bytes);
+      for (int64_t i = 0; i < R; ++i) std::memcpy(&host[i * row_bytes], info.data + rows[i] * row_bytes, row_bytes);
+      storage->push_back(backend.allocate(std::max<size_t>(host.size(), 1)));
+      backend.copy_from_host(storage->back().data(), host.data(), host.size());
+      out.push_back(storage->back().as(info.dtype, {R, K}));
+    }
+    return out;
   }
-  // FP8 codes and scales of the whole tensor in its own blocks, then the rows with their scales.
+  // FP8 codes and scales of the whole tensor in its own blocks (quantized once for every row
+  // set), then each set's rows with their scales.
   std::vector<uint8_t> quantized;
   std::vector<float> scales;
   const uint8_t* codes = info.data;
@@ -290,8 +298,6 @@ Tensor place_linear_rows(const Checkpoint& checkpoint, Backend& backend, std::ve
   if (info.dtype == DType::kF8E4M3) {
     scales = read_fp8_scales(checkpoint, info, N, K, q, &bn, &bk);
   } else {
-    PAGODA_CHECK(is_float(info.dtype), info.file, ": tensor ", name, " has dtype ", dtype_name(info.dtype),
-                 "; supported: BF16, F16, F32, F8_E4M3");
     bn = bk = q.online_block;
     quantized.resize(static_cast<size_t>(N * K));
     scales.resize(static_cast<size_t>(((N + bn - 1) / bn) * ((K + bk - 1) / bk)));
@@ -299,13 +305,17 @@ Tensor place_linear_rows(const Checkpoint& checkpoint, Backend& backend, std::ve
     codes = quantized.data();
   }
   const int64_t gk = (K + bk - 1) / bk;
-  auto* out = static_cast<uint8_t*>(host_buffer(backend, storage, static_cast<size_t>(R * K)));
-  auto* out_scales = static_cast<float*>(host_buffer(backend, storage, static_cast<size_t>(R * gk) * sizeof(float)));
-  for (int64_t i = 0; i < R; ++i) {
-    std::memcpy(out + i * K, codes + rows[i] * K, static_cast<size_t>(K));
-    for (int64_t j = 0; j < gk; ++j) out_scales[i * gk + j] = scales[static_cast<size_t>((rows[i] / bn) * gk + j)];
+  for (const auto& rows : row_sets) {
+    const int64_t R = static_cast<int64_t>(rows.size());
+    auto* dst = static_cast<uint8_t*>(host_buffer(backend, storage, static_cast<size_t>(R * K)));
+    auto* dst_scales = static_cast<float*>(host_buffer(backend, storage, static_cast<size_t>(R * gk) * sizeof(float)));
+    for (int64_t i = 0; i < R; ++i) {
+      std::memcpy(dst + i * K, codes + rows[i] * K, static_cast<size_t>(K));
+      for (int64_t j = 0; j < gk; ++j) dst_scales[i * gk + j] = scales[static_cast<size_t>((rows[i] / bn) * gk + j)];
+    }
+    out.push_back(place_fp8(backend, storage, Tensor(dst, DType::kF8E4M3, {R, K}), dst_scales, R * gk, 1, bk));
   }
-  return place_fp8(backend, storage, Tensor(out, DType::kF8E4M3, {R, K}), out_scales, R * gk, 1, bk);
+  return out;
 }
 
 MoeExpertWeights load_moe_experts(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,

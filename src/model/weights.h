@@ -43,12 +43,13 @@ WeightQuantization resolve_weight_quantization(const ModelConfig& config, const 
 Tensor place_linear_weight(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,
                            const std::string& name, const std::vector<int64_t>& shape, const WeightQuantization& q);
 
-// Rows `rows` of linear `name` [N, K], in that order, as one weight (a copy): as stored, or FP8 (an
-// FP8 checkpoint tensor, or quantized at load in the tensor's own block layout) with each row
-// keeping the scales of its block (per-row scales: block 1 x block_k).
-Tensor place_linear_rows(const Checkpoint& checkpoint, Backend& backend, std::vector<DeviceBuffer>* storage,
-                         const std::string& name, const std::vector<int64_t>& shape, const std::vector<int64_t>& rows,
-                         const WeightQuantization& q);
+// For each row set, those rows of linear `name` [N, K], in that order, as one weight (a copy): as
+// stored, or FP8 (an FP8 checkpoint tensor, or quantized once at load in the tensor's own block
+// layout) with each row keeping the scales of its block (per-row scales: block 1 x block_k).
+std::vector<Tensor> place_linear_rows(const Checkpoint& checkpoint, Backend& backend,
+                                      std::vector<DeviceBuffer>* storage, const std::string& name,
+                                      const std::vector<int64_t>& shape,
+                                      const std::vector<std::vector<int64_t>>& row_sets, const WeightQuantization& q);
 
 // host (BF16 / F16 / F32 [N, K], host memory) quantized at load in block x block blocks and placed.
 Tensor place_quantized_fp8(Backend& backend, std::vector<DeviceBuffer>* storage, const Tensor& host, int64_t block);

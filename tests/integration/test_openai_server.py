@@ -485,10 +485,16 @@ def test_speculative_decoding_matches_plain_decoding(model_dir, server):
     ("ngram", "not valid JSON"),
 ])
 def test_bad_speculative_config_is_named(model_dir, config, named):
-    proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0",
-                           "--speculative-config", config], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert named in proc.stderr and "--speculative-config" in proc.stderr, proc.stderr
+    stderr = serve_start_error(model_dir, "--speculative-config", config)
+    assert named in stderr and "--speculative-config" in stderr, stderr
+
+
+def serve_start_error(model_dir, *flags):
+    """`pagoda serve` with flags that must stop it at start-up: exit status 1; returns stderr."""
+    proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0", *flags],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    return proc.stderr
 
 
 # ---- FP8 weights (--quantization fp8) ----------------------------------------------------------
@@ -513,10 +519,8 @@ def test_quantization_fp8_serves(model_dir):
     ("int8", "--quantization int8 is not supported"),
 ])
 def test_bad_quantization_is_named(model_dir, value, named):
-    proc = subprocess.run([os.path.join(BUILD, "bin", "pagoda"), "serve", model_dir, "--port", "0",
-                           "--quantization", value], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert named in proc.stderr, proc.stderr
+    stderr = serve_start_error(model_dir, "--quantization", value)
+    assert named in stderr, stderr
 
 
 # ---- structured output (guided decoding) ----------------------------------------------------
